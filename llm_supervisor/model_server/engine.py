@@ -1,0 +1,535 @@
+"""The generation engine: one worker thread runs the model, requests reach it through a queue.
+
+Continuous batching: the worker decodes one token for every active sequence per step. Between
+steps it admits waiting requests (up to ``max_batch_size``): they are prefilled together and
+their KV cache is merged into the running batch (left-padded), so a new request does not wait
+for the current batch to finish. Finished or cancelled sequences leave the batch at the next
+step. Sampling parameters (temperature, top-p, top-k, repetition penalty, seed) are per row.
+
+The asyncio side (:class:`GenerationHandle`) receives tokens through ``call_soon_threadsafe``;
+cancelling a handle (client gone) drops its row at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import inspect
+import itertools
+import math
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+from .loader import LoadedModel
+from .metrics import Metrics
+
+
+class EngineError(Exception):
+    """Base of the errors :meth:`Engine.submit` raises."""
+
+
+class Overloaded(EngineError):
+    """Too many requests in flight; retry after ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int, limit: int) -> None:
+        self.retry_after = retry_after
+        self.limit = limit
+        super().__init__(f"server is at its limit of {limit} concurrent requests")
+
+
+class ShuttingDown(EngineError):
+    """The engine no longer accepts work."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request decoding parameters. ``temperature == 0`` means greedy."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    ignore_eos: bool = False
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass
+class Timing:
+    """Monotonic timestamps of one request's life."""
+
+    enqueued: float = field(default_factory=time.monotonic)
+    started: float | None = None
+    first_token: float | None = None
+    finished: float | None = None
+
+
+_ids = itertools.count(1)
+
+
+class GenerationHandle:
+    """One request as the HTTP side sees it: an async stream of token ids, then a finish reason.
+
+    Events are ``("token", id)``, ``("done", reason)`` or ``("error", message)``; ``reason`` is
+    ``eos``, ``length``, ``stop`` (set by the caller via :meth:`cancel`), or ``cancelled``.
+    """
+
+    def __init__(self, prompt_ids: list[int], params: SamplingParams, engine: Engine) -> None:
+        self.id = next(_ids)
+        self.prompt_ids = prompt_ids
+        self.params = params
+        self.seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "big")
+        self.timing = Timing()
+        self.cancelled = False  # written by the loop thread, read by the worker
+        self.cancel_reason = "cancelled"
+        self.finish_reason: str | None = None
+        self.completion_tokens = 0
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._engine = engine
+        self._released = False
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Stop generating for this request (idempotent; harmless once finished)."""
+        if not self.cancelled and self.finish_reason is None:
+            self.cancel_reason = reason
+            self.cancelled = True
+            self._engine._wake()
+
+    async def events(self) -> AsyncIterator[tuple[str, Any]]:
+        """Yield events until the request is done or failed."""
+        while True:
+            kind, value = await self._queue.get()
+            yield kind, value
+            if kind in ("done", "error"):
+                return
+
+    # called on the event loop by the engine
+    def _push(self, kind: str, value: Any) -> None:
+        if kind == "token":
+            self.completion_tokens += 1
+        elif kind in ("done", "error"):
+            self.finish_reason = value if kind == "done" else "error"
+            self._engine._release(self)
+        self._queue.put_nowait((kind, value))
+
+
+@dataclass
+class _Row:
+    handle: GenerationHandle
+    generator: torch.Generator | None
+    seen: list[int]
+    produced: int = 0
+
+
+class _Batch:
+    """The running batch: KV cache, attention mask, next positions and next input tokens."""
+
+    def __init__(
+        self,
+        rows: list[_Row],
+        cache: Any,
+        attn: torch.Tensor,
+        next_pos: torch.Tensor,
+        last: torch.Tensor,
+    ) -> None:
+        self.rows, self.cache, self.attn, self.next_pos, self.last = (
+            rows,
+            cache,
+            attn,
+            next_pos,
+            last,
+        )
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _mergeable(cache: Any) -> bool:
+    return type(cache) is DynamicCache and all(
+        type(layer) is DynamicLayer for layer in cache.layers
+    )
+
+
+class Engine:
+    """Owns the model and the worker thread. Create it on the event loop, then :meth:`start`."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        max_batch_size: int,
+        max_concurrent: int,
+        metrics: Metrics | None = None,
+        log: Any = None,
+    ) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.device = torch.device(loaded.device)
+        self.max_batch_size = max_batch_size
+        self.max_concurrent = max_concurrent
+        self.metrics = metrics
+        self.log = log
+        self.pad_id = int(self.tokenizer.pad_token_id or 0)
+        self.eos_ids = set(loaded.eos_token_ids)
+        self._pending: collections.deque[GenerationHandle] = collections.deque()
+        self._cond = threading.Condition()
+        self._batch: _Batch | None = None
+        self._stop = False
+        self._accepting = True
+        self._inflight: set[GenerationHandle] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._avg_seconds = 2.0
+        self._running = 0
+        params = inspect.signature(self.model.forward).parameters
+        self._logits_kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        # transformers 5.2x renamed the forward's ``past_key_values`` to ``cache``.
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    # ------------------------------------------------------------------ loop-side API
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
+        self._thread.start()
+
+    def retry_after(self) -> int:
+        """Seconds a rejected client should wait: about one request's duration per batch ahead."""
+        batches_ahead = 1 + len(self._pending) / max(self.max_batch_size, 1)
+        return max(1, math.ceil(self._avg_seconds * batches_ahead))
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams) -> GenerationHandle:
+        """Queue a request. Raises :class:`Overloaded` or :class:`ShuttingDown`."""
+        if not self._accepting:
+            raise ShuttingDown("server is shutting down")
+        if len(self._inflight) >= self.max_concurrent:
+            raise Overloaded(self.retry_after(), self.max_concurrent)
+        handle = GenerationHandle(prompt_ids, params, self)
+        self._inflight.add(handle)
+        self._idle.clear()
+        with self._cond:
+            self._pending.append(handle)
+            self._cond.notify()
+        self._gauges()
+        return handle
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting, let in-flight requests finish for ``grace`` seconds, cancel the rest,
+        then stop the worker."""
+        self._accepting = False
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=grace)
+        except TimeoutError:
+            for handle in list(self._inflight):
+                handle.cancel("shutdown")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=2.0)
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    def _release(self, handle: GenerationHandle) -> None:
+        if handle._released:
+            return
+        handle._released = True
+        self._inflight.discard(handle)
+        t = handle.timing
+        if t.finished is not None:
+            self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * (t.finished - t.enqueued)
+        if not self._inflight:
+            self._idle.set()
+        self._gauges()
+
+    def _gauges(self) -> None:
+        if self.metrics:
+            self.metrics.queue_size.set(len(self._pending))
+            self.metrics.running.set(self._running)
+
+    def _emit(self, events: list[tuple[GenerationHandle, str, Any]]) -> None:
+        """Deliver a step's events to the loop in one thread hop."""
+        if events and self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                self._loop.call_soon_threadsafe(_dispatch, events)
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    while not self._stop and not self._pending and self._batch is None:
+                        self._cond.wait(timeout=1.0)
+                    if self._stop:
+                        break
+                try:
+                    self._admit()
+                    if self._batch is not None:
+                        self._step()
+                except Exception as exc:  # a bug or OOM: fail the batch, keep serving
+                    self._fail_all(exc)
+        self._fail_all(None)
+
+    def _fail_all(self, exc: Exception | None) -> None:
+        events: list[tuple[GenerationHandle, str, Any]] = []
+        rows = self._batch.rows if self._batch else []
+        self._batch = None
+        self._running = 0
+        for row in rows:
+            events.append(
+                _finish(
+                    row.handle,
+                    "error" if exc else "done",
+                    f"{type(exc).__name__}: {exc}" if exc else "cancelled",
+                )
+            )
+        with self._cond:
+            if exc is None:
+                while self._pending:
+                    events.append(_finish(self._pending.popleft(), "done", "cancelled"))
+        if exc is not None and self.log:
+            self.log.error("generation_failed", error_type=type(exc).__name__, error=str(exc))
+        if self.metrics and exc is not None:
+            self.metrics.failures.labels(err="generation").inc(len(rows))
+        self._emit(events)
+
+    def _admit(self) -> None:
+        """Prefill waiting requests into free batch slots."""
+        if self._batch is not None and not _mergeable(self._batch.cache):
+            return  # this cache type cannot be merged: wait for the batch to drain
+        free = self.max_batch_size - (len(self._batch) if self._batch else 0)
+        newcomers: list[GenerationHandle] = []
+        events: list[tuple[GenerationHandle, str, Any]] = []
+        with self._cond:
+            while self._pending and len(newcomers) < free:
+                handle = self._pending.popleft()
+                if handle.cancelled:
+                    events.append(_finish(handle, "done", handle.cancel_reason))
+                else:
+                    newcomers.append(handle)
+        self._emit(events)
+        if not newcomers:
+            return
+        fresh = self._prefill(newcomers)
+        if fresh is None:
+            return
+        self._batch = fresh if self._batch is None else self._merge(self._batch, fresh)
+        self._running = len(self._batch)
+        if self.metrics:
+            self.metrics.batch_size.set(len(self._batch))
+        self._loop_gauges()
+
+    def _loop_gauges(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._gauges)
+
+    def _prefill(self, handles: list[GenerationHandle]) -> _Batch | None:
+        now = time.monotonic()
+        width = max(len(h.prompt_ids) for h in handles)
+        ids = torch.full((len(handles), width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((len(handles), width), dtype=torch.long)
+        for i, h in enumerate(handles):
+            n = len(h.prompt_ids)
+            ids[i, width - n :] = torch.tensor(h.prompt_ids, dtype=torch.long)
+            attn[i, width - n :] = 1
+            h.timing.started = now
+        ids, attn = ids.to(self.device), attn.to(self.device)
+        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+        out = self._forward(ids, attn, positions, DynamicCache(config=self.model.config))
+        rows = [_Row(h, _generator(h), list(h.prompt_ids)) for h in handles]
+        batch = _Batch(rows, self._cache_of(out), attn, attn.sum(-1), ids[:, -1:])
+        self._sample_and_emit(batch, out.logits[:, -1, :])
+        return batch if len(batch) else None
+
+    def _forward(
+        self, ids: torch.Tensor, attn: torch.Tensor, positions: torch.Tensor, cache: Any
+    ) -> Any:
+        return self.model(
+            input_ids=ids,
+            attention_mask=attn,
+            position_ids=positions,
+            use_cache=True,
+            **{self._cache_kw: cache},
+            **self._logits_kw,
+        )
+
+    def _cache_of(self, out: Any) -> Any:
+        cache = getattr(out, self._cache_kw, None)
+        return cache if cache is not None else getattr(out, "past_key_values", None)
+
+    def _step(self) -> None:
+        batch = self._batch
+        assert batch is not None
+        batch.attn = torch.cat([batch.attn, batch.attn.new_ones((len(batch), 1))], dim=1)
+        out = self._forward(batch.last, batch.attn, batch.next_pos.unsqueeze(1), batch.cache)
+        batch.cache = self._cache_of(out)
+        batch.next_pos = batch.next_pos + 1
+        self._sample_and_emit(batch, out.logits[:, -1, :])
+        if not len(batch):
+            self._batch = None
+        self._running = len(batch)
+        if self.metrics:
+            self.metrics.batch_size.set(len(batch))
+
+    def _sample_and_emit(self, batch: _Batch, logits: torch.Tensor) -> None:
+        """Pick each row's next token, emit it, and drop rows that are done."""
+        tokens = _sample(logits.float(), batch.rows).tolist()
+        now = time.monotonic()
+        events: list[tuple[GenerationHandle, str, Any]] = []
+        keep: list[int] = []
+        positions = batch.next_pos.tolist()
+        for i, (row, token) in enumerate(zip(batch.rows, tokens, strict=True)):
+            h = row.handle
+            if h.cancelled:
+                events.append(_finish(h, "done", h.cancel_reason))
+                continue
+            if h.timing.first_token is None:
+                h.timing.first_token = now
+            if token in self.eos_ids and not h.params.ignore_eos:
+                events.append(_finish(h, "done", "eos"))
+                continue
+            events.append((h, "token", token))
+            row.produced += 1
+            row.seen.append(token)
+            at_limit = row.produced >= h.params.max_new_tokens
+            if at_limit or positions[i] + 1 >= self.loaded.max_context:
+                events.append(_finish(h, "done", "length"))
+            else:
+                keep.append(i)
+        if self.metrics:
+            self.metrics.generation_tokens.inc(sum(1 for e in events if e[1] == "token"))
+        self._emit(events)
+        if len(keep) != len(batch.rows):
+            self._select(batch, keep)
+        if keep:
+            batch.last = torch.tensor(
+                [[tokens[i]] for i in keep], dtype=torch.long, device=self.device
+            )
+
+    def _select(self, batch: _Batch, keep: list[int]) -> None:
+        """Keep only rows ``keep`` and trim padding columns no remaining row needs."""
+        batch.rows = [batch.rows[i] for i in keep]
+        if not keep:
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        batch.cache.batch_select_indices(index)
+        batch.attn = batch.attn[index]
+        batch.next_pos = batch.next_pos[index]
+        if _mergeable(batch.cache):
+            used = batch.attn.any(dim=0).nonzero()
+            first = int(used[0]) if len(used) else 0
+            if first > 0:
+                batch.attn = batch.attn[:, first:]
+                for layer in batch.cache.layers:
+                    layer.keys = layer.keys[:, :, first:, :]
+                    layer.values = layer.values[:, :, first:, :]
+
+    def _merge(self, a: _Batch, b: _Batch) -> _Batch:
+        """Concatenate two batches along the batch axis, left-padding the shorter cache."""
+        if not _mergeable(b.cache):
+            raise RuntimeError("cannot merge this cache type")
+        ta, tb = a.attn.shape[1], b.attn.shape[1]
+        width = max(ta, tb)
+
+        def pad(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+            if n == 0:
+                return t
+            shape = list(t.shape)
+            shape[dim] = n
+            return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+        for la, lb in zip(a.cache.layers, b.cache.layers, strict=True):
+            la.keys = torch.cat([pad(la.keys, width - ta, 2), pad(lb.keys, width - tb, 2)], 0)
+            la.values = torch.cat([pad(la.values, width - ta, 2), pad(lb.values, width - tb, 2)], 0)
+        a.attn = torch.cat([pad(a.attn, width - ta, 1), pad(b.attn, width - tb, 1)], 0)
+        a.next_pos = torch.cat([a.next_pos, b.next_pos])
+        a.last = torch.cat([a.last, b.last])
+        a.rows = a.rows + b.rows
+        return a
+
+
+def _finish(handle: GenerationHandle, kind: str, value: str) -> tuple[GenerationHandle, str, Any]:
+    handle.timing.finished = time.monotonic()
+    return handle, kind, value
+
+
+def _dispatch(events: list[tuple[GenerationHandle, str, Any]]) -> None:
+    for handle, kind, value in events:
+        handle._push(kind, value)
+
+
+def _generator(handle: GenerationHandle) -> torch.Generator | None:
+    if handle.params.greedy:
+        return None
+    gen = torch.Generator()
+    gen.manual_seed(handle.seed)
+    return gen
+
+
+def _sample(logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
+    """Next token per row: greedy rows take the argmax, sampling rows draw with their own
+    seeded generator after repetition penalty, temperature, top-k and top-p."""
+    simple = all(r.handle.params.greedy and r.handle.params.repetition_penalty == 1.0 for r in rows)
+    if simple:
+        return logits.argmax(dim=-1)
+    out = torch.empty(len(rows), dtype=torch.long)
+    for i, row in enumerate(rows):
+        p = row.handle.params
+        scores = logits[i]
+        if p.repetition_penalty != 1.0:
+            seen = torch.tensor(sorted(set(row.seen)), dtype=torch.long, device=scores.device)
+            picked = scores[seen]
+            scores = scores.clone()
+            scores[seen] = torch.where(
+                picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty
+            )
+        if p.greedy:
+            out[i] = int(scores.argmax())
+            continue
+        scores = scores / p.temperature
+        if 0 < p.top_k < scores.numel():
+            kth = torch.topk(scores, p.top_k).values[-1]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        if p.top_p < 1.0:
+            sorted_scores, order = torch.sort(scores, descending=True)
+            cum = sorted_scores.softmax(-1).cumsum(-1)
+            drop = cum - sorted_scores.softmax(-1) >= p.top_p  # keep the token crossing top_p
+            scores = scores.clone()
+            scores[order[drop]] = float("-inf")
+        probs = scores.softmax(-1).cpu()
+        out[i] = int(torch.multinomial(probs, 1, generator=row.generator))
+    return out

@@ -265,9 +265,11 @@ def running_server(model_dir: Path, **env: Any) -> Iterator[ModelServer]:
 
 @pytest.fixture(scope="session")
 def tiny_server(tiny_model_dir: Path) -> Iterator[ModelServer]:
-    """One ready server on the tiny model, shared by the API tests."""
+    """One ready server on the tiny model, shared by the API tests. float32, so that batched
+    and solo runs give bit-identical greedy text (bf16 rounding may differ with batch shape)."""
     with running_server(
         tiny_model_dir,
+        DTYPE="float32",
         MAX_BATCH_SIZE=8,
         MAX_CONCURRENT_REQUESTS=32,
         MAX_NEW_TOKENS=512,
@@ -275,3 +277,127 @@ def tiny_server(tiny_model_dir: Path) -> Iterator[ModelServer]:
         MAX_BODY_BYTES=65536,
     ) as s:
         yield s
+
+
+# --------------------------------------------------------------------------- a local "hub"
+
+
+class FakeHub:
+    """A local HTTP server speaking the part of the Hugging Face hub protocol that
+    ``huggingface_hub`` uses to download a repo: ``GET /api/models/<repo>`` (file list with
+    sizes and LFS digests), ``HEAD``/``GET /<repo>/resolve/<rev>/<file>``.
+
+    ``repos`` maps a repo id to a local directory whose top-level files are served.
+    ``corrupt`` names files whose served bytes differ from the announced digest.
+    """
+
+    SHA = "0123456789abcdef0123456789abcdef01234567"
+
+    def __init__(self, repos: dict[str, Path]) -> None:
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        self.repos = repos
+        self.corrupt: set[str] = set()
+        self.requests: list[str] = []
+        hub = self
+
+        from http.server import BaseHTTPRequestHandler
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._serve(body=False)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._serve(body=True)
+
+            def _serve(self, body: bool) -> None:
+                hub.requests.append(f"{self.command} {self.path}")
+                path = self.path.split("?", 1)[0]
+                if path.startswith("/api/models/"):
+                    repo = path[len("/api/models/"):].split("/revision/")[0]
+                    return self._json(hub.info(repo))
+                for repo, root in hub.repos.items():
+                    prefix = f"/{repo}/resolve/"
+                    if path.startswith(prefix):
+                        name = path[len(prefix):].split("/", 1)[1]
+                        return self._file(root / name, name, body)
+                self.send_error(404)
+
+            def _json(self, data: Any) -> None:
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "RepoNotFound")
+                    self.end_headers()
+                    return
+                raw = json.dumps(data).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def _file(self, path: Path, name: str, body: bool) -> None:
+                if not path.is_file():
+                    self.send_error(404)
+                    return
+                data = path.read_bytes()
+                if name in hub.corrupt:
+                    data = bytes([data[0] ^ 0xFF]) + data[1:]
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", hub.SHA)
+                self.send_header("ETag", f'"{_sha256(path)}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def info(self, repo: str) -> dict[str, Any] | None:
+        root = self.repos.get(repo)
+        if root is None:
+            return None
+        siblings = []
+        for f in sorted(root.iterdir()):
+            if f.is_file():
+                entry: dict[str, Any] = {"rfilename": f.name, "size": f.stat().st_size}
+                if f.suffix == ".safetensors":
+                    entry["lfs"] = {"sha256": _sha256(f), "size": f.stat().st_size,
+                                    "pointerSize": 134}
+                siblings.append(entry)
+        return {"id": repo, "modelId": repo, "sha": self.SHA, "siblings": siblings,
+                "private": False}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _sha256(path: Path) -> str:
+    from llm_supervisor.model_server.manifest import sha256_file
+
+    return sha256_file(path)
+
+
+@pytest.fixture
+def fake_hub(tmp_path: Path, tiny_model_dir: Path) -> Iterator[FakeHub]:
+    """A local hub serving the tiny model as ``test/tiny-llama`` (without our manifest)."""
+    repo = tmp_path / "hub-repo"
+    repo.mkdir()
+    for f in tiny_model_dir.iterdir():
+        if f.is_file() and f.name != "llm-supervisor-manifest.json":
+            shutil.copy(f, repo / f.name)
+    (repo / "README.md").write_text("# tiny\n")
+    (repo / "model.onnx").write_bytes(b"not wanted")
+    hub = FakeHub({"test/tiny-llama": repo})
+    try:
+        yield hub
+    finally:
+        hub.close()

@@ -1,0 +1,147 @@
+"""The native API of a real server process on the tiny model: health, generate, streaming,
+batching, stop strings, metrics and the test page."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+from model_fixtures import ModelServer
+
+
+def generate(server: ModelServer, **body: Any) -> dict[str, Any]:
+    r = httpx.post(f"{server.url}/api/generate", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def stream_events(server: ModelServer, **body: Any) -> list[dict[str, Any]]:
+    events = []
+    with httpx.stream("POST", f"{server.url}/api/generate", json={**body, "stream": True},
+                      timeout=60) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    return events
+
+
+def test_health_reports_ready_model(tiny_server: ModelServer) -> None:
+    r = httpx.get(f"{tiny_server.url}/api/health")
+    assert r.status_code == 200
+    h = r.json()
+    assert h["status"] == "ready"
+    assert h["model"] == "test/tiny-llama"
+    assert h["device"] == "cpu" and h["dtype"] == "float32"
+    assert h["quantization"] == "none" and h["int8_requested"] is False
+    assert h["uptime_s"] > 0 and h["load_seconds"] > 0
+
+
+def test_greedy_generation_is_deterministic(tiny_server: ModelServer) -> None:
+    a = generate(tiny_server, prompt="Once upon a time", max_length=24, temperature=0)
+    b = generate(tiny_server, prompt="Once upon a time", max_length=24, temperature=0)
+    assert a["generated_text"] == b["generated_text"] and a["generated_text"]
+    assert a["prompt_tokens"] == 4
+    assert 0 < a["generated_tokens"] <= 24
+    assert a["finish_reason"] in ("length", "eos")
+    assert a["timing"]["time_to_first_token_s"] <= a["timing"]["total_s"]
+
+
+def test_seeded_sampling_is_reproducible(tiny_server: ModelServer) -> None:
+    body = {"prompt": "The weather", "max_length": 20, "temperature": 1.0, "top_p": 0.95,
+            "top_k": 50, "ignore_eos": True}
+    a = generate(tiny_server, seed=1234, **body)
+    b = generate(tiny_server, seed=1234, **body)
+    c = generate(tiny_server, seed=4321, **body)
+    assert a["generated_text"] == b["generated_text"]
+    assert a["seed"] == 1234
+    assert c["generated_text"] != a["generated_text"]
+    assert a["generated_tokens"] == 20 and a["finish_reason"] == "length"
+
+
+def test_repetition_penalty_changes_greedy_output(tiny_server: ModelServer) -> None:
+    plain = generate(tiny_server, prompt="Hello there", max_length=20, temperature=0,
+                     ignore_eos=True)
+    penalised = generate(tiny_server, prompt="Hello there", max_length=20, temperature=0,
+                         repetition_penalty=5.0, ignore_eos=True)
+    assert plain["generated_text"] != penalised["generated_text"]
+
+
+def test_streaming_sends_one_event_per_chunk_then_done(tiny_server: ModelServer) -> None:
+    events = stream_events(tiny_server, prompt="Streaming test", max_length=16, temperature=0,
+                           ignore_eos=True)
+    tokens = [e for e in events if e["type"] == "token"]
+    done = events[-1]
+    assert done["type"] == "done"
+    assert len(tokens) >= 8
+    assert "".join(e["text"] for e in tokens) == done["generated_text"]
+    assert done["generated_tokens"] == 16
+    solo = generate(tiny_server, prompt="Streaming test", max_length=16, temperature=0,
+                    ignore_eos=True)
+    assert solo["generated_text"] == done["generated_text"]
+
+
+def test_stop_string_cuts_output(tiny_server: ModelServer) -> None:
+    full = generate(tiny_server, prompt="Once upon a time", max_length=40, temperature=0,
+                    ignore_eos=True)["generated_text"]
+    stop = full[len(full) // 2: len(full) // 2 + 3]
+    cut = full[: full.index(stop)]
+    out = generate(tiny_server, prompt="Once upon a time", max_length=40, temperature=0,
+                   ignore_eos=True, stop=[stop])
+    assert out["generated_text"] == cut
+    assert out["finish_reason"] == "stop"
+    events = stream_events(tiny_server, prompt="Once upon a time", max_length=40,
+                           temperature=0, ignore_eos=True, stop=stop)
+    assert "".join(e["text"] for e in events if e["type"] == "token") == cut
+
+
+def test_concurrent_requests_are_batched_and_match_solo_runs(tiny_server: ModelServer) -> None:
+    prompts = [f"Prompt number {i}: tell me about {w}" for i, w in
+               enumerate(["cats", "the sea", "rain", "bread", "music", "snow", "trains"])]
+    lengths = [30, 5, 60, 12, 45, 8, 25]
+    solo = [generate(tiny_server, prompt=p, max_length=n, temperature=0, ignore_eos=True)
+            for p, n in zip(prompts, lengths, strict=True)]
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        together = list(pool.map(
+            lambda pn: generate(tiny_server, prompt=pn[0], max_length=pn[1], temperature=0,
+                                ignore_eos=True), zip(prompts, lengths, strict=True)))
+    for s, t, n in zip(solo, together, lengths, strict=True):
+        assert t["generated_tokens"] == n
+        assert t["generated_text"] == s["generated_text"]
+    metrics = httpx.get(f"{tiny_server.url}/metrics").text
+    assert "llm_batch_current_size" in metrics
+
+
+def test_openai_models_and_test_page(tiny_server: ModelServer) -> None:
+    models = httpx.get(f"{tiny_server.url}/v1/models").json()
+    assert models["data"][0]["id"] == "test/tiny-llama"
+    page = httpx.get(f"{tiny_server.url}/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    for element in ('id="prompt"', 'id="temperature"', 'id="max_length"', 'id="generate"',
+                    'id="output"', 'id="health"', '"/api/generate"', '"/api/health"'):
+        assert element in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # no CDN assets
+
+
+def test_metrics_exposition(tiny_server: ModelServer) -> None:
+    generate(tiny_server, prompt="metrics", max_length=5, temperature=0)
+    text = httpx.get(f"{tiny_server.url}/metrics").text
+    values = _samples(text)
+    assert values['llm_requests_total{route="/api/generate",status="200"}'] >= 1
+    assert values["llm_generation_tokens_total"] >= 5
+    assert values["llm_time_to_first_token_seconds_count"] >= 1
+    assert values["llm_time_per_output_token_seconds_count"] >= 1
+    assert values["llm_model_load_seconds"] > 0
+    assert "llm_queue_size" in values and "llm_requests_running" in values
+
+
+def _samples(text: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out

@@ -408,6 +408,9 @@ def create_app(settings: ModelServerSettings) -> Sanic:
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = 2.0
     app.config.KEEP_ALIVE_TIMEOUT = 30
     app.config.NOISY_EXCEPTIONS = False
+    # With uvloop, a SIGTERM arriving while the loader thread runs was lost (seen with uvloop
+    # 0.23); the standard asyncio loop handles it, and the loop is not our bottleneck.
+    app.config.USE_UVLOOP = False
     state = ServerState(settings)
     app.ctx.state = state
 
@@ -543,6 +546,8 @@ def create_app(settings: ModelServerSettings) -> Sanic:
             content_type="text/event-stream; charset=utf-8",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+        # A comment line sends the headers now, even while the request waits for a batch slot.
+        await response.send(": accepted\n\n")
         async for delta in gen.deltas():
             await response.send(_sse({"type": "token", "text": delta}))
         if gen.error:

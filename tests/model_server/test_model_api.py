@@ -19,8 +19,9 @@ def generate(server: ModelServer, **body: Any) -> dict[str, Any]:
 
 def stream_events(server: ModelServer, **body: Any) -> list[dict[str, Any]]:
     events = []
-    with httpx.stream("POST", f"{server.url}/api/generate", json={**body, "stream": True},
-                      timeout=60) as r:
+    with httpx.stream(
+        "POST", f"{server.url}/api/generate", json={**body, "stream": True}, timeout=60
+    ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         for line in r.iter_lines():
@@ -51,8 +52,14 @@ def test_greedy_generation_is_deterministic(tiny_server: ModelServer) -> None:
 
 
 def test_seeded_sampling_is_reproducible(tiny_server: ModelServer) -> None:
-    body = {"prompt": "The weather", "max_length": 20, "temperature": 1.0, "top_p": 0.95,
-            "top_k": 50, "ignore_eos": True}
+    body = {
+        "prompt": "The weather",
+        "max_length": 20,
+        "temperature": 1.0,
+        "top_p": 0.95,
+        "top_k": 50,
+        "ignore_eos": True,
+    }
     a = generate(tiny_server, seed=1234, **body)
     b = generate(tiny_server, seed=1234, **body)
     c = generate(tiny_server, seed=4321, **body)
@@ -63,51 +70,82 @@ def test_seeded_sampling_is_reproducible(tiny_server: ModelServer) -> None:
 
 
 def test_repetition_penalty_changes_greedy_output(tiny_server: ModelServer) -> None:
-    plain = generate(tiny_server, prompt="Hello there", max_length=20, temperature=0,
-                     ignore_eos=True)
-    penalised = generate(tiny_server, prompt="Hello there", max_length=20, temperature=0,
-                         repetition_penalty=5.0, ignore_eos=True)
+    plain = generate(
+        tiny_server, prompt="Hello there", max_length=20, temperature=0, ignore_eos=True
+    )
+    penalised = generate(
+        tiny_server,
+        prompt="Hello there",
+        max_length=20,
+        temperature=0,
+        repetition_penalty=5.0,
+        ignore_eos=True,
+    )
     assert plain["generated_text"] != penalised["generated_text"]
 
 
 def test_streaming_sends_one_event_per_chunk_then_done(tiny_server: ModelServer) -> None:
-    events = stream_events(tiny_server, prompt="Streaming test", max_length=16, temperature=0,
-                           ignore_eos=True)
+    events = stream_events(
+        tiny_server, prompt="Streaming test", max_length=16, temperature=0, ignore_eos=True
+    )
     tokens = [e for e in events if e["type"] == "token"]
     done = events[-1]
     assert done["type"] == "done"
     assert len(tokens) >= 8
     assert "".join(e["text"] for e in tokens) == done["generated_text"]
     assert done["generated_tokens"] == 16
-    solo = generate(tiny_server, prompt="Streaming test", max_length=16, temperature=0,
-                    ignore_eos=True)
+    solo = generate(
+        tiny_server, prompt="Streaming test", max_length=16, temperature=0, ignore_eos=True
+    )
     assert solo["generated_text"] == done["generated_text"]
 
 
 def test_stop_string_cuts_output(tiny_server: ModelServer) -> None:
-    full = generate(tiny_server, prompt="Once upon a time", max_length=40, temperature=0,
-                    ignore_eos=True)["generated_text"]
-    stop = full[len(full) // 2: len(full) // 2 + 3]
+    full = generate(
+        tiny_server, prompt="Once upon a time", max_length=40, temperature=0, ignore_eos=True
+    )["generated_text"]
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
     cut = full[: full.index(stop)]
-    out = generate(tiny_server, prompt="Once upon a time", max_length=40, temperature=0,
-                   ignore_eos=True, stop=[stop])
+    out = generate(
+        tiny_server,
+        prompt="Once upon a time",
+        max_length=40,
+        temperature=0,
+        ignore_eos=True,
+        stop=[stop],
+    )
     assert out["generated_text"] == cut
     assert out["finish_reason"] == "stop"
-    events = stream_events(tiny_server, prompt="Once upon a time", max_length=40,
-                           temperature=0, ignore_eos=True, stop=stop)
+    events = stream_events(
+        tiny_server,
+        prompt="Once upon a time",
+        max_length=40,
+        temperature=0,
+        ignore_eos=True,
+        stop=stop,
+    )
     assert "".join(e["text"] for e in events if e["type"] == "token") == cut
 
 
 def test_concurrent_requests_are_batched_and_match_solo_runs(tiny_server: ModelServer) -> None:
-    prompts = [f"Prompt number {i}: tell me about {w}" for i, w in
-               enumerate(["cats", "the sea", "rain", "bread", "music", "snow", "trains"])]
+    prompts = [
+        f"Prompt number {i}: tell me about {w}"
+        for i, w in enumerate(["cats", "the sea", "rain", "bread", "music", "snow", "trains"])
+    ]
     lengths = [30, 5, 60, 12, 45, 8, 25]
-    solo = [generate(tiny_server, prompt=p, max_length=n, temperature=0, ignore_eos=True)
-            for p, n in zip(prompts, lengths, strict=True)]
+    solo = [
+        generate(tiny_server, prompt=p, max_length=n, temperature=0, ignore_eos=True)
+        for p, n in zip(prompts, lengths, strict=True)
+    ]
     with ThreadPoolExecutor(len(prompts)) as pool:
-        together = list(pool.map(
-            lambda pn: generate(tiny_server, prompt=pn[0], max_length=pn[1], temperature=0,
-                                ignore_eos=True), zip(prompts, lengths, strict=True)))
+        together = list(
+            pool.map(
+                lambda pn: generate(
+                    tiny_server, prompt=pn[0], max_length=pn[1], temperature=0, ignore_eos=True
+                ),
+                zip(prompts, lengths, strict=True),
+            )
+        )
     for s, t, n in zip(solo, together, lengths, strict=True):
         assert t["generated_tokens"] == n
         assert t["generated_text"] == s["generated_text"]
@@ -120,8 +158,16 @@ def test_openai_models_and_test_page(tiny_server: ModelServer) -> None:
     assert models["data"][0]["id"] == "test/tiny-llama"
     page = httpx.get(f"{tiny_server.url}/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    for element in ('id="prompt"', 'id="temperature"', 'id="max_length"', 'id="generate"',
-                    'id="output"', 'id="health"', '"/api/generate"', '"/api/health"'):
+    for element in (
+        'id="prompt"',
+        'id="temperature"',
+        'id="max_length"',
+        'id="generate"',
+        'id="output"',
+        'id="health"',
+        '"/api/generate"',
+        '"/api/health"',
+    ):
         assert element in page.text
     assert "http://" not in page.text and "https://" not in page.text  # no CDN assets
 

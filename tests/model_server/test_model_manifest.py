@@ -98,7 +98,9 @@ def test_unreadable_file(model_dir: Path) -> None:
 
 
 def test_manifest_module_imports_no_heavy_libraries() -> None:
-    code = ("import sys, llm_supervisor.model_server.manifest as m; "
-            "print(sorted(x for x in ('torch', 'transformers', 'sanic') if x in sys.modules))")
+    code = (
+        "import sys, llm_supervisor.model_server.manifest as m; "
+        "print(sorted(x for x in ('torch', 'transformers', 'sanic') if x in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().replace("'", '"')) == []

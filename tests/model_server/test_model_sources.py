@@ -14,12 +14,27 @@ from llm_supervisor.model_server.manifest import read_manifest, verify_model_dir
 
 
 def test_select_hub_files_prefers_safetensors() -> None:
-    names = ["config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json",
-             "tokenizer_config.json", "README.md", "onnx/model.onnx", "model.onnx",
-             ".gitattributes", "generation_config.json", "tokenizer.model"]
+    names = [
+        "config.json",
+        "model.safetensors",
+        "pytorch_model.bin",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+        "onnx/model.onnx",
+        "model.onnx",
+        ".gitattributes",
+        "generation_config.json",
+        "tokenizer.model",
+    ]
     assert sources.select_hub_files(names) == [
-        "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-        "tokenizer.model", "tokenizer_config.json"]
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer.model",
+        "tokenizer_config.json",
+    ]
     assert "pytorch_model.bin" in sources.select_hub_files(["config.json", "pytorch_model.bin"])
 
 
@@ -29,8 +44,12 @@ def test_fetch_from_hub_downloads_with_progress_and_manifest(
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     dest = tmp_path / "models" / "tiny"
     seen: list[tuple[float, dict]] = []
-    sources.fetch_from_hub("test/tiny-llama", dest, endpoint=fake_hub.url,
-                           on_progress=lambda f, **d: seen.append((f, d)))
+    sources.fetch_from_hub(
+        "test/tiny-llama",
+        dest,
+        endpoint=fake_hub.url,
+        on_progress=lambda f, **d: seen.append((f, d)),
+    )
     names = sorted(p.name for p in dest.iterdir())
     assert "model.safetensors" in names and "README.md" not in names
     assert "model.onnx" not in names and ".cache" not in names
@@ -61,16 +80,18 @@ def test_unreachable_hub_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     started = time.monotonic()
     with pytest.raises(sources.HubUnavailable):
-        sources.fetch_from_hub("test/tiny-llama", tmp_path / "x",
-                               endpoint=f"http://127.0.0.1:{free_port()}", timeout=5)
+        sources.fetch_from_hub(
+            "test/tiny-llama", tmp_path / "x", endpoint=f"http://127.0.0.1:{free_port()}", timeout=5
+        )
     assert time.monotonic() - started < 3
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(sources.HubUnavailable, match="HF_HUB_OFFLINE"):
         sources.fetch_from_hub("test/tiny-llama", tmp_path / "x")
 
 
-def test_unknown_repo_is_unavailable(fake_hub: FakeHub, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_repo_is_unavailable(
+    fake_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(sources.HubUnavailable):
         sources.fetch_from_hub("nobody/nothing", tmp_path / "x", endpoint=fake_hub.url)

@@ -234,15 +234,18 @@ def server_env(model_dir: Path, port: int, **env: str) -> dict[str, str]:
     return base
 
 
-def start_model_server(model_dir: Path, log_dir: Path | None = None, **env: Any) -> ModelServer:
-    """Start a model server on a free port (not waiting for readiness)."""
+def start_model_server(
+    model_dir: Path, log_dir: Path | None = None, wrapper: list[str] | None = None, **env: Any
+) -> ModelServer:
+    """Start a model server on a free port (not waiting for readiness). ``wrapper`` is a command
+    prefix (for example ``setpriv ...`` to drop capabilities)."""
     port = free_port()
     log_dir = log_dir or (REPO_ROOT / ".cache" / "test-logs")
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"model-server-{port}-{uuid.uuid4().hex[:6]}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llm_supervisor.model_server"],
+            [*(wrapper or []), sys.executable, "-m", "llm_supervisor.model_server"],
             env=server_env(model_dir, port, **env),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -318,12 +321,12 @@ class FakeHub:
                 hub.requests.append(f"{self.command} {self.path}")
                 path = self.path.split("?", 1)[0]
                 if path.startswith("/api/models/"):
-                    repo = path[len("/api/models/"):].split("/revision/")[0]
+                    repo = path[len("/api/models/") :].split("/revision/")[0]
                     return self._json(hub.info(repo))
                 for repo, root in hub.repos.items():
                     prefix = f"/{repo}/resolve/"
                     if path.startswith(prefix):
-                        name = path[len(prefix):].split("/", 1)[1]
+                        name = path[len(prefix) :].split("/", 1)[1]
                         return self._file(root / name, name, body)
                 self.send_error(404)
 
@@ -369,11 +372,19 @@ class FakeHub:
             if f.is_file():
                 entry: dict[str, Any] = {"rfilename": f.name, "size": f.stat().st_size}
                 if f.suffix == ".safetensors":
-                    entry["lfs"] = {"sha256": _sha256(f), "size": f.stat().st_size,
-                                    "pointerSize": 134}
+                    entry["lfs"] = {
+                        "sha256": _sha256(f),
+                        "size": f.stat().st_size,
+                        "pointerSize": 134,
+                    }
                 siblings.append(entry)
-        return {"id": repo, "modelId": repo, "sha": self.SHA, "siblings": siblings,
-                "private": False}
+        return {
+            "id": repo,
+            "modelId": repo,
+            "sha": self.SHA,
+            "siblings": siblings,
+            "private": False,
+        }
 
     def close(self) -> None:
         self.server.shutdown()

@@ -134,6 +134,11 @@ class ServerState:
                 error_type=exc.error_type,
                 error=str(exc.error),
                 problems=exc.problems or None,
+                library_error=(
+                    f"{type(exc.library_error).__name__}: {exc.library_error}"
+                    if exc.library_error
+                    else None
+                ),
             )
             return
         except ModelSourceError as exc:

@@ -31,10 +31,18 @@ QUANT_INT8 = "bitsandbytes-int8"
 class WeightsLoadError(Exception):
     """The model's files could not be loaded. ``file`` is the file to blame (best guess)."""
 
-    def __init__(self, file: str, error: BaseException | str, *, problems: list | None = None):
+    def __init__(
+        self,
+        file: str,
+        error: BaseException | str,
+        *,
+        problems: list | None = None,
+        library_error: BaseException | None = None,
+    ):
         self.file = file
         self.error = error
         self.problems = problems or []
+        self.library_error = library_error
         super().__init__(f"{file}: {error}")
 
     @property
@@ -168,6 +176,23 @@ def blame_file(model_dir: Path, exc: BaseException) -> str:
     return str(model_dir)
 
 
+def weights_error(model_dir: Path, exc: BaseException) -> WeightsLoadError:
+    """Wrap a load exception, naming the file to blame.
+
+    safetensors 0.8 reports an unreadable file (EACCES) as ``FileNotFoundError: No such file``;
+    when the blamed file exists but cannot be opened, the real ``PermissionError`` is reported
+    and the library's exception is kept as ``library_error``.
+    """
+    file = blame_file(model_dir, exc)
+    if not isinstance(exc, PermissionError) and os.path.isfile(file):
+        try:
+            with open(file, "rb"):
+                pass
+        except PermissionError as real:
+            return WeightsLoadError(file, real, library_error=exc)
+    return WeightsLoadError(file, exc)
+
+
 def load_model(
     model_dir: Path,
     settings: ModelServerSettings,
@@ -196,7 +221,7 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     except Exception as exc:
         if is_weights_error(exc) or isinstance(exc, ValueError):
-            raise WeightsLoadError(blame_file(model_dir, exc), exc) from exc
+            raise weights_error(model_dir, exc) from exc
         raise
 
     int8_reason: str | None = None
@@ -211,7 +236,7 @@ def load_model(
                 quantization = QUANT_INT8
             except Exception as exc:
                 if is_weights_error(exc):
-                    raise WeightsLoadError(blame_file(model_dir, exc), exc) from exc
+                    raise weights_error(model_dir, exc) from exc
                 int8_reason = f"{type(exc).__name__}: {exc}"
         if int8_reason and log:
             log.warning("int8_unavailable", reason=int8_reason, fallback="full precision")
@@ -226,7 +251,7 @@ def load_model(
                 )
         except Exception as exc:
             if is_weights_error(exc) or isinstance(exc, ValueError) or _is_shape_error(exc):
-                raise WeightsLoadError(blame_file(model_dir, exc), exc) from exc
+                raise weights_error(model_dir, exc) from exc
             raise
     model.eval()
 

@@ -139,7 +139,6 @@ def test_overload_gives_429_and_disconnect_cancels(tiny_model_dir: Path) -> None
 
 def test_non_streaming_disconnect_cancels(tiny_model_dir: Path) -> None:
     with running_server(tiny_model_dir, MAX_NEW_TOKENS=100000) as server:
-
         # The client gives up after 1 s; the server must stop generating 100000 tokens.
         with contextlib.suppress(httpx.TimeoutException):
             httpx.post(

@@ -1,0 +1,246 @@
+"""``llm-supervisorctl``: talk to a running llm-supervisord over its control socket."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
+from llm_supervisor.cli.common import add_location_options, settings_from
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm-supervisorctl",
+                                     description="Control a running llm-supervisord.")
+    add_location_options(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+    status = sub.add_parser("status", help="show units")
+    status.add_argument("unit", nargs="?")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--live", action="store_true", help="refresh until Ctrl-C")
+    for name in ("start", "stop", "restart"):
+        sub.add_parser(name, help=f"{name} a unit or target").add_argument("unit")
+    repair = sub.add_parser("repair", help="verify and repair a unit's files, then restart it")
+    repair.add_argument("unit")
+    repair.add_argument("--verify-only", action="store_true", help="report, change nothing")
+    logs = sub.add_parser("logs", help="show a unit's output")
+    logs.add_argument("unit")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("-n", "--lines", type=int, default=100)
+    verify = sub.add_parser("verify", help="check unit files (like systemd-analyze verify)")
+    verify.add_argument("files", nargs="*", type=Path)
+    verify.add_argument("--units-dir", type=Path)
+    sub.add_parser("reload", help="re-read unit files; restart only changed units")
+    sub.add_parser("reset", help="stop everything, remove what we own, start again")
+    shutdown = sub.add_parser("shutdown", help="stop every unit and the daemon")
+    shutdown.add_argument("--purge", action="store_true",
+                          help="also remove volumes, caches and logs we own")
+    shutdown.add_argument("--yes", action="store_true", help="do not ask before purging")
+    sub.add_parser("plugins", help="list loaded plugins and their hooks")
+    sub.add_parser("events", help="stream state changes")
+    sub.add_parser("reopen-logs", help="reopen log files (after external rotation)")
+    sub.add_parser("errors", help="unit-file errors the daemon found")
+    return parser
+
+
+def _status(client: ControlClient, args: argparse.Namespace) -> int:
+    from llm_supervisor.cli.render import print_status, status_table
+
+    def fetch() -> list[dict[str, Any]]:
+        if args.unit:
+            return [client.get(f"/units/{args.unit}")]
+        return client.get("/units")
+
+    if args.json:
+        units = fetch()
+        keys = ("name", "state", "health", "health_detail", "pid", "restarts", "since",
+                "last_exit", "reason", "runtime", "description", "repair_progress")
+        print(json.dumps([{k: u.get(k) for k in keys} for u in units], indent=2))
+        return 0
+    if args.live:
+        from rich.live import Live
+
+        with Live(status_table(fetch()), refresh_per_second=2) as live:
+            try:
+                while True:
+                    time.sleep(0.5)
+                    live.update(status_table(fetch()))
+            except KeyboardInterrupt:
+                return 0
+    units = fetch()
+    print_status(units)
+    errors = [] if args.unit else client.get("/errors")
+    for error in errors:
+        print(f"unit file error: {_format_error(error)}", file=sys.stderr)
+    return 0
+
+
+def _format_error(error: dict[str, Any]) -> str:
+    where = error.get("file") or ""
+    if error.get("line"):
+        where += f":{error['line']}"
+    key = f" {error['key']}:" if error.get("key") else ""
+    return f"{where}:{key} {error['message']}" if where else error["message"]
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from llm_supervisor.supervisor import graph
+    from llm_supervisor.supervisor.unit_loader import load_directory, load_files
+
+    settings = settings_from(args)
+    variables = settings.expansion_vars()
+    result = load_files(args.files, variables) if args.files else load_directory(
+        settings.units_dir, variables)
+    problems = [str(error) for error in result.errors]
+    cycle = graph.find_cycle(graph.ordering_edges(result.units))
+    if cycle:
+        problems.append(str(graph.DependencyCycleError(cycle)))
+    for unit in result.units.values():
+        for ref in (*unit.requires,):
+            if ref not in result.units and ref not in result.templates:
+                problems.append(f"{unit.path}: Requires={ref}: no such unit")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    checked = len(args.files) if args.files else len(result.units) + len(result.errors)
+    print(f"{checked} unit file(s) checked, {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def _logs(client: ControlClient, args: argparse.Namespace) -> int:
+    if not args.follow:
+        sys.stdout.write(client.request("GET", f"/units/{args.unit}/logs",
+                                        params={"tail": args.lines}).text)
+        return 0
+    try:
+        for line in client.stream_lines(f"/units/{args.unit}/logs",
+                                        {"tail": args.lines, "follow": 1}):
+            print(line, flush=True)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _shutdown(client: ControlClient, args: argparse.Namespace) -> int:
+    if args.purge and not args.yes:
+        if not sys.stdin.isatty():
+            print("refusing to purge without --yes when not on a terminal", file=sys.stderr)
+            return 2
+        answer = input("Remove containers, volumes, caches and logs owned by llm-supervisord? "
+                       "[y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing purged; shutting down only")
+            args.purge = False
+    pid = client.get("/ping")["pid"]
+    client.post("/shutdown", params={"purge": "1" if args.purge else "0"})
+    import os
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print("llm-supervisord stopped" + (" and purged" if args.purge else ""))
+            return 0
+        time.sleep(0.1)
+    print("llm-supervisord did not stop in time", file=sys.stderr)
+    return 1
+
+
+def _plugins(client: ControlClient) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("PLUGIN", "FROM", "HOOKS"):
+        table.add_column(column, overflow="fold")
+    for plugin in client.get("/plugins"):
+        origin = "built-in" if plugin["builtin"] else (plugin["distribution"] or "entry point")
+        table.add_row(plugin["name"], origin, ", ".join(plugin["hooks"]))
+    Console().print(table)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "verify":
+        return _verify(args)
+    settings = settings_from(args)
+    client = ControlClient(settings.socket, timeout=600)
+    command = args.command
+    if command == "status":
+        return _status(client, args)
+    if command in ("start", "stop"):
+        result = client.post(f"/units/{args.unit}/{command}")
+        names = result.get("started") or result.get("stopped") or []
+        print(f"{command}: {', '.join(n.removesuffix('.service') for n in names) or 'nothing'}")
+        return 0
+    if command == "restart":
+        unit = client.post(f"/units/{args.unit}/restart")
+        print(f"restart: {unit['name']} is {unit['state']}")
+        return 0
+    if command == "repair":
+        try:
+            result = client.post(f"/units/{args.unit}/repair",
+                                 params={"verify_only": "1" if args.verify_only else "0"})
+        except ControlError as exc:
+            print(f"repair failed: {exc}", file=sys.stderr)
+            return 1
+        print(result.get("message", ""))
+        for problem in result.get("details", {}).get("problems", []):
+            print(f"  {problem}")
+        return 0 if result.get("ok") else 1
+    if command == "logs":
+        return _logs(client, args)
+    if command == "reload":
+        summary = client.post("/reload")
+        for key in ("changed", "added", "removed"):
+            if summary[key]:
+                print(f"{key}: {', '.join(summary[key])}")
+        for error in summary["errors"]:
+            print(f"unit file error: {error}", file=sys.stderr)
+        print("reloaded" + (" (nothing changed)" if not any(
+            summary[k] for k in ("changed", "added", "removed")) else ""))
+        return 1 if summary["errors"] else 0
+    if command == "reset":
+        print(json.dumps(client.post("/reset"), indent=2))
+        return 0
+    if command == "shutdown":
+        return _shutdown(client, args)
+    if command == "plugins":
+        return _plugins(client)
+    if command == "reopen-logs":
+        client.post("/reopen-logs")
+        print("log files reopened")
+        return 0
+    if command == "errors":
+        for error in client.get("/errors"):
+            print(_format_error(error))
+        return 0
+    if command == "events":
+        try:
+            for line in client.stream_lines("/events"):
+                if line.startswith("data: "):
+                    print(line[6:], flush=True)
+        except KeyboardInterrupt:
+            pass
+        return 0
+    raise AssertionError(command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return run(args)
+    except DaemonNotRunning as exc:
+        print(f"llm-supervisorctl: {exc}", file=sys.stderr)
+        return 3
+    except ControlError as exc:
+        print(f"llm-supervisorctl: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""``llm-supervisord start [TARGET] [--foreground] [--units-dir DIR] [--socket PATH]`` and
+``llm-supervisord stop``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
+from llm_supervisor.cli.common import add_location_options, export_to_environment, settings_from
+from llm_supervisor.config import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm-supervisord",
+                                     description="Supervisor daemon for a local LLM stack.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("start", help="start the daemon and bring TARGET up")
+    start.add_argument("target", nargs="?", help="target or unit to bring up (default stack.target)")
+    start.add_argument("--foreground", action="store_true", help="do not detach; log to stderr")
+    start.add_argument("--units-dir", type=Path, help="directory of unit files")
+    start.add_argument("--wait", type=float, nargs="?", const=900.0, metavar="SECONDS",
+                       help="after starting, wait until every unit is up (or settled)")
+    add_location_options(start)
+    stop = sub.add_parser("stop", help="stop every unit and the daemon")
+    stop.add_argument("--timeout", type=float, default=120.0)
+    add_location_options(stop)
+    return parser
+
+
+def _run_foreground(settings: Settings, target: str | None) -> int:
+    from llm_supervisor.logging_setup import configure_logging
+    from llm_supervisor.supervisor.daemon import DaemonError, run_daemon
+
+    configure_logging()
+    try:
+        return asyncio.run(run_daemon(settings, target))
+    except DaemonError as exc:
+        print(f"llm-supervisord: {exc}", file=sys.stderr)
+        return 1
+
+
+def _start_background(settings: Settings, target: str | None) -> int:
+    client = ControlClient(settings.socket, timeout=5)
+    try:
+        info = client.get("/ping")
+        print(f"llm-supervisord already running (pid {info['pid']}) on {settings.socket}")
+        return 0
+    except DaemonNotRunning:
+        pass
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.state_dir / "daemon.log"
+    argv = [sys.executable, "-m", "llm_supervisor.cli.daemon_cli", "start", "--foreground"]
+    if target:
+        argv.append(target)
+    with open(log_path, "ab") as log_file:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                                 env=export_to_environment(settings), start_new_session=True,
+                                 close_fds=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            print(f"llm-supervisord exited with {child.returncode}; last lines of {log_path}:",
+                  file=sys.stderr)
+            lines = log_path.read_text(errors="replace").splitlines()[-15:]
+            print("\n".join(lines), file=sys.stderr)
+            return 1
+        try:
+            client.get("/ping")
+            print(f"llm-supervisord started (pid {child.pid}); socket {settings.socket}; "
+                  f"log {log_path}")
+            return 0
+        except DaemonNotRunning:
+            time.sleep(0.05)
+    print(f"llm-supervisord did not answer within 60 s; see {log_path}", file=sys.stderr)
+    return 1
+
+
+def _wait_until_up(settings: Settings, seconds: float) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from llm_supervisor.cli.render import status_table
+
+    client = ControlClient(settings.socket)
+    deadline = time.monotonic() + seconds
+    console = Console()
+    with Live(console=console, refresh_per_second=2, transient=not console.is_terminal) as live:
+        while True:
+            units = client.get("/units")
+            live.update(status_table(units))
+            wanted = [u for u in units if u["state"] != "inactive"]
+            settled = all(u["state"] in ("failed", "skipped") or
+                          (u["state"] == "running" and u["health"] in ("healthy", "none"))
+                          for u in wanted)
+            if settled or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    from llm_supervisor.cli.render import print_status
+
+    print_status(units, console)
+    failed = [u["name"] for u in units if u["state"] == "failed"]
+    if failed:
+        console.print(f"[red]failed:[/] {', '.join(failed)} — see `llm-supervisorctl logs UNIT`")
+        return 1
+    return 0 if settled else 1
+
+
+def _stop(settings: Settings, timeout: float) -> int:
+    client = ControlClient(settings.socket, timeout=timeout)
+    try:
+        pid = client.get("/ping")["pid"]
+        client.post("/shutdown")
+    except DaemonNotRunning:
+        print("llm-supervisord is not running")
+        return 0
+    except ControlError as exc:
+        print(f"llm-supervisord: {exc}", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print("llm-supervisord stopped")
+            return 0
+        time.sleep(0.05)
+    print(f"llm-supervisord (pid {pid}) still running after {timeout:g}s", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = settings_from(args)
+    if args.command == "stop":
+        return _stop(settings, args.timeout)
+    if args.foreground:
+        return _run_foreground(settings, args.target)
+    code = _start_background(settings, args.target)
+    if code == 0 and args.wait:
+        code = _wait_until_up(settings, args.wait)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Human output for ``status``: a rich table coloured by state."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+STATE_STYLES = {
+    "running": "green", "starting": "cyan", "stopping": "yellow", "backoff": "yellow",
+    "repairing": "magenta", "failed": "bold red", "skipped": "dim", "inactive": "dim",
+}
+HEALTH_STYLES = {"healthy": "green", "unhealthy": "red", "unknown": "yellow", "none": "dim"}
+
+
+def _ago(timestamp: float | None) -> str:
+    if not timestamp:
+        return "-"
+    seconds = max(0, int(time.time() - timestamp))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+def status_table(units: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("UNIT", "STATE", "HEALTH", "PID", "RESTARTS", "SINCE", "LAST EXIT", "REASON"):
+        table.add_column(column, overflow="fold")
+    for unit in units:
+        state = unit["state"]
+        health = unit["health"]
+        if unit.get("health_detail") and health != "none":
+            health_text = f"[{HEALTH_STYLES.get(health, '')}]{health}[/] {unit['health_detail']}"
+        else:
+            health_text = f"[{HEALTH_STYLES.get(health, '')}]{health}[/]"
+        reason = unit.get("reason") or ""
+        if unit.get("repair_progress") is not None:
+            reason = f"{reason} ({unit['repair_progress'] * 100:.0f}%)"
+        table.add_row(
+            unit["name"], f"[{STATE_STYLES.get(state, '')}]{state}[/]", health_text,
+            str(unit["pid"] or "-"), str(unit["restarts"]), _ago(unit.get("since")),
+            (unit.get("last_exit") or {}).get("text", "-"), reason,
+        )
+    return table
+
+
+def print_status(units: list[dict[str, Any]], console: Console | None = None) -> None:
+    (console or Console()).print(status_table(units))

@@ -1,0 +1,140 @@
+"""The daemon's effective configuration.
+
+Sources, highest priority first: keyword arguments (CLI flags), environment variables, a TOML file
+(``LLM_SUPERVISOR_CONFIG``, else ``~/.config/llm-supervisor/config.toml`` when it exists), defaults.
+The original stack's names are kept as they were: ``MODEL_PATH``, ``USE_INT8``,
+``MODEL_SERVICE_PORT``. Daemon-specific settings use the ``LLM_SUPERVISOR_`` prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "llm-supervisor"
+
+
+def _default_units_dir() -> Path:
+    return PROJECT_DIR / "units"
+
+
+def config_file_path() -> Path | None:
+    explicit = os.environ.get("LLM_SUPERVISOR_CONFIG")
+    if explicit:
+        return Path(explicit)
+    default = Path.home() / ".config" / "llm-supervisor" / "config.toml"
+    return default if default.exists() else None
+
+
+def _alias(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Everything the daemon needs, resolved once at start-up."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    state_dir: Path = Field(
+        default_factory=_default_state_dir,
+        validation_alias=_alias("LLM_SUPERVISOR_STATE_DIR", "state_dir"),
+    )
+    units_dir: Path = Field(
+        default_factory=_default_units_dir,
+        validation_alias=_alias("LLM_SUPERVISOR_UNITS_DIR", "units_dir"),
+    )
+    socket_path: Path | None = Field(
+        default=None, validation_alias=_alias("LLM_SUPERVISOR_SOCKET", "socket_path")
+    )
+    default_runtime: Literal["auto", "process", "docker"] = Field(
+        default="auto", validation_alias=_alias("LLM_SUPERVISOR_RUNTIME", "default_runtime")
+    )
+    default_target: str = Field(
+        default="stack.target", validation_alias=_alias("LLM_SUPERVISOR_TARGET", "default_target")
+    )
+    log_max_bytes: int = Field(
+        default=10 * 1024 * 1024, validation_alias=_alias("LLM_SUPERVISOR_LOG_MAX_BYTES")
+    )
+    log_backups: int = Field(default=3, validation_alias=_alias("LLM_SUPERVISOR_LOG_BACKUPS"))
+
+    # The stack's own settings, under the original names.
+    model_path: Path | None = Field(default=None, validation_alias=_alias("MODEL_PATH"))
+    model_id: str = Field(
+        default="TinyLlama/TinyLlama-1.1B-Chat-v1.0", validation_alias=_alias("MODEL_ID")
+    )
+    use_int8: bool = Field(default=True, validation_alias=_alias("USE_INT8"))
+    model_service_port: int = Field(default=5000, validation_alias=_alias("MODEL_SERVICE_PORT"))
+    gateway_port: int = Field(default=8000, validation_alias=_alias("GATEWAY_PORT"))
+    gateway_admin_port: int = Field(default=8080, validation_alias=_alias("GATEWAY_ADMIN_PORT"))
+    novnc_port: int = Field(default=6080, validation_alias=_alias("NOVNC_PORT"))
+    bind_address: str = Field(default="127.0.0.1", validation_alias=_alias("BIND_ADDRESS"))
+
+    # Free-form variables for ${NAME} expansion in unit files ([vars] in the TOML file).
+    vars: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_file_path()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    # Derived paths -----------------------------------------------------------------------
+    @property
+    def socket(self) -> Path:
+        return self.socket_path or self.state_dir / "supervisor.sock"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def effective_model_path(self) -> Path:
+        return self.model_path or self.state_dir / "models" / "default"
+
+    def expansion_vars(self) -> dict[str, str]:
+        """The names ``${NAME}`` may use in unit files."""
+        values: dict[str, Any] = {
+            "MODEL_PATH": self.effective_model_path,
+            "MODEL_ID": self.model_id,
+            "USE_INT8": "true" if self.use_int8 else "false",
+            "MODEL_SERVICE_PORT": self.model_service_port,
+            "GATEWAY_PORT": self.gateway_port,
+            "GATEWAY_ADMIN_PORT": self.gateway_admin_port,
+            "NOVNC_PORT": self.novnc_port,
+            "BIND_ADDRESS": self.bind_address,
+            "STATE_DIR": self.state_dir,
+            "LOG_DIR": self.log_dir,
+            "PROJECT_DIR": PROJECT_DIR,
+            "PYTHON": sys.executable,
+        }
+        values.update(self.vars)
+        return {key: str(value) for key, value in values.items()}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Resolve settings once; ``overrides`` (CLI flags) win over everything else."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

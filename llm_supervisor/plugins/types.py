@@ -1,0 +1,25 @@
+"""Values exchanged through hooks (kept free of daemon internals so plugins can import them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What a plugin recognised in a failure, e.g. ``kind="weights_load_failed"``."""
+
+    kind: str
+    summary: str
+    plugin: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    ok: bool
+    message: str
+    # True when further attempts are pointless (budget spent, source broken): the unit fails.
+    give_up: bool = False
+    details: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,199 @@
+"""The control API: HTTP/JSON on a Unix socket created with mode 0600.
+
+``curl --unix-socket SOCK http://localhost/units`` works. Routes (docs/control-api.md)::
+
+    GET  /units                      GET  /units/{name}
+    POST /units/{name}/{start|stop|restart|repair}
+    GET  /units/{name}/logs?tail=N&follow=1
+    POST /reload   POST /shutdown   POST /reopen-logs
+    GET  /events (SSE)   GET /metrics (Prometheus)   GET /errors   GET /plugins   GET /ping
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from sanic import Request, Sanic, response
+from sanic.server.async_server import AsyncioServer
+
+from llm_supervisor.plugins.builtin import metrics
+from llm_supervisor.supervisor.graph import DependencyCycleError
+from llm_supervisor.supervisor.manager import Manager, UnitNotFound
+
+
+def _error(status: int, message: str, kind: str = "error") -> response.HTTPResponse:
+    return response.json({"error": {"type": kind, "message": message}}, status=status)
+
+
+def build_app(manager: Manager, request_shutdown: Callable[[str], None]) -> Sanic:
+    app = Sanic("llm_supervisord_control", configure_logging=False)
+    app.config.MOTD = False
+    app.config.ACCESS_LOG = False
+    app.config.KEEP_ALIVE_TIMEOUT = 30
+    app.config.RESPONSE_TIMEOUT = 3600
+
+    @app.exception(UnitNotFound)
+    async def unit_not_found(request: Request, exc: UnitNotFound) -> response.HTTPResponse:
+        return _error(404, f"no such unit: {exc.args[0]}", "unit_not_found")
+
+    @app.exception(DependencyCycleError)
+    async def cycle(request: Request, exc: DependencyCycleError) -> response.HTTPResponse:
+        return _error(409, str(exc), "dependency_cycle")
+
+    @app.get("/ping")
+    async def ping(request: Request) -> response.HTTPResponse:
+        return response.json({"ok": True, "pid": os.getpid(), "target": manager.target})
+
+    @app.get("/units")
+    async def units(request: Request) -> response.HTTPResponse:
+        return response.json(manager.status())
+
+    @app.get("/units/<name>")
+    async def unit(request: Request, name: str) -> response.HTTPResponse:
+        runner = manager.runner(name)
+        return response.json({**runner.status(), "log_tail": runner.log.last(20)})
+
+    @app.post("/units/<name>/start")
+    async def start(request: Request, name: str) -> response.HTTPResponse:
+        return response.json({"started": manager.start_unit(name)})
+
+    @app.post("/units/<name>/stop")
+    async def stop(request: Request, name: str) -> response.HTTPResponse:
+        return response.json({"stopped": await manager.stop_unit(name)})
+
+    @app.post("/units/<name>/restart")
+    async def restart(request: Request, name: str) -> response.HTTPResponse:
+        await manager.restart_unit(name)
+        return response.json(manager.runner(name).status())
+
+    @app.post("/units/<name>/repair")
+    async def repair(request: Request, name: str) -> response.HTTPResponse:
+        runner = manager.runner(name)
+        verify_only = request.args.get("verify_only", "0") in ("1", "true", "yes")
+        result = await runner.repair_by_hand(verify_only=verify_only)
+        if result is None:
+            return _error(501, f"no plugin can repair {runner.unit.short_name}", "no_repairer")
+        return response.json(result, status=200 if result.get("ok") else 500)
+
+    @app.get("/units/<name>/logs")
+    async def logs(request: Request, name: str) -> response.BaseHTTPResponse | None:
+        runner = manager.runner(name)
+        try:
+            tail = int(request.args.get("tail", "100"))
+        except ValueError:
+            return _error(400, "tail must be an integer", "bad_request")
+        lines = runner.log.read_file_tail(tail)
+        if request.args.get("follow", "0") not in ("1", "true", "yes"):
+            return response.text("".join(line + "\n" for line in lines))
+        stream = await request.respond(content_type="text/plain; charset=utf-8")
+        follower = runner.log.follow()
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            if lines:
+                await stream.send("".join(line + "\n" for line in lines))
+            async for line in follower:
+                await stream.send(line + "\n")
+        await follower.aclose()
+        return None
+
+    @app.get("/events")
+    async def events(request: Request) -> None:
+        stream = await request.respond(content_type="text/event-stream")
+        queue = manager.subscribe()
+        try:
+            await stream.send(": connected\n\n")
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), 15)
+                except TimeoutError:
+                    await stream.send(": keep-alive\n\n")
+                    continue
+                await stream.send(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n")
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            manager.unsubscribe(queue)
+
+    @app.post("/reload")
+    async def reload(request: Request) -> response.HTTPResponse:
+        return response.json(await manager.reload())
+
+    @app.post("/reset")
+    async def reset(request: Request) -> response.HTTPResponse:
+        return response.json(await manager.reset())
+
+    @app.post("/shutdown")
+    async def shutdown(request: Request) -> response.HTTPResponse:
+        manager.purge_on_exit = request.args.get("purge", "0") in ("1", "true", "yes")
+        request_shutdown("shutdown requested over the control socket")
+        return response.json({"ok": True})
+
+    @app.post("/reopen-logs")
+    async def reopen_logs(request: Request) -> response.HTTPResponse:
+        for runner in manager.runners.values():
+            runner.log.reopen()
+        return response.json({"ok": True})
+
+    @app.get("/metrics")
+    async def prometheus(request: Request) -> response.HTTPResponse:
+        return response.raw(metrics.render(), content_type="text/plain; version=0.0.4")
+
+    @app.get("/errors")
+    async def errors(request: Request) -> response.HTTPResponse:
+        return response.json(manager.errors())
+
+    @app.get("/plugins")
+    async def plugins(request: Request) -> response.HTTPResponse:
+        return response.json(manager.hooks.describe())
+
+    manager.hooks.call("control_routes", app=app, manager=manager)
+    return app
+
+
+def bind_private_socket(path: Path) -> socket.socket:
+    """Bind a Unix socket that is mode 0600 from its first instant (umask, not a later chmod)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def socket_in_use(path: Path) -> bool:
+    """True when a live daemon answers on ``path`` (a stale socket file is not "in use")."""
+    if not path.exists():
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(0.5)
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+async def serve(app: Sanic, sock: socket.socket) -> AsyncioServer:
+    server = await app.create_server(sock=sock, return_asyncio_server=True)
+    assert server is not None
+    await server.startup()
+    if server.server is None:  # older Sanic: the asyncio server is created on await
+        await server
+    await server.after_start()
+    return server
+
+

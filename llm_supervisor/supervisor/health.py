@@ -1,0 +1,90 @@
+"""Health probes: ``http://``, ``tcp://HOST:PORT`` and ``exec:COMMAND``.
+
+An HTTP probe passes on 2xx. When the body is JSON with ``status``/``progress`` (as the model
+service answers while loading), the detail says so: ``loading 42%``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from llm_supervisor.supervisor.units import HealthSpec
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    detail: str
+    latency_s: float
+
+
+def _describe_json(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    status = body.get("status")
+    progress = body.get("progress")
+    parts = [str(status)] if status else []
+    if isinstance(progress, int | float):
+        parts.append(f"{progress * 100:.0f}%")
+    if body.get("stage"):
+        parts.append(f"({body['stage']})")
+    return " ".join(parts)
+
+
+class Prober:
+    """Runs probes; one HTTP client shared by every unit's checks."""
+
+    def __init__(self) -> None:
+        self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+
+    async def probe(self, spec: HealthSpec, env: dict[str, str] | None = None) -> ProbeResult:
+        started = time.perf_counter()
+        try:
+            ok, detail = await asyncio.wait_for(self._run(spec, env), spec.timeout)
+        except TimeoutError:
+            ok, detail = False, f"timed out after {spec.timeout:g}s"
+        except (OSError, httpx.HTTPError) as exc:
+            ok, detail = False, f"{type(exc).__name__}: {exc}".strip(": ")
+        return ProbeResult(ok, detail, time.perf_counter() - started)
+
+    async def _run(self, spec: HealthSpec, env: dict[str, str] | None) -> tuple[bool, str]:
+        if spec.kind == "http":
+            response = await self._client.get(spec.target)
+            described = _describe_json(response)
+            detail = f"HTTP {response.status_code}" + (f" {described}" if described else "")
+            return response.is_success, detail
+        if spec.kind == "tcp":
+            host, _, port = spec.target.rpartition(":")
+            _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return True, "port open"
+        proc = await asyncio.create_subprocess_exec(
+            *shlex.split(spec.target), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )
+        try:
+            output, _ = await proc.communicate()
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
+        last = output.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        return proc.returncode == 0, f"exit {proc.returncode}" + (f": {last[0][:200]}" if last[0]
+                                                                  else "")
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,383 @@
+"""The manager: which units exist, which are wanted, in what order they start and stop.
+
+Per-unit life is in :mod:`unit_runner`; this module holds them together: loading and reloading
+unit files, targets and dependencies, the environment handed to programs, the records that let a
+restarted daemon find what its predecessor left running, and the fan-out of every event to hooks
+and control-socket listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from llm_supervisor.config import Settings
+from llm_supervisor.plugins.manager import Hooks
+from llm_supervisor.plugins.types import Diagnosis, RepairResult
+from llm_supervisor.supervisor import graph
+from llm_supervisor.supervisor.health import Prober
+from llm_supervisor.supervisor.logs import UnitLog
+from llm_supervisor.supervisor.runtime_selection import RuntimeSelector
+from llm_supervisor.supervisor.state import Health, UnitState
+from llm_supervisor.supervisor.unit_file import UnitFileError
+from llm_supervisor.supervisor.unit_loader import LoadResult, instantiate, load_directory
+from llm_supervisor.supervisor.unit_runner import UnitRunner
+from llm_supervisor.supervisor.units import Unit, normalise_name
+
+log = structlog.get_logger("llm_supervisor.manager")
+
+
+class UnitNotFound(KeyError):
+    pass
+
+
+class Manager:
+    def __init__(self, settings: Settings, hooks: Hooks):
+        self.settings = settings
+        self.hooks = hooks
+        self.prober = Prober()
+        self.runtimes = RuntimeSelector(settings)
+        self.loop = asyncio.get_running_loop()
+        self.loaded = LoadResult()
+        self.runners: dict[str, UnitRunner] = {}
+        self.target: str = settings.default_target
+        self.cycle_errors: list[str] = []
+        self.purge_on_exit = False
+        self._changed = asyncio.Event()
+        self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._records_path = settings.state_dir / "instances.json"
+        self._previous_records: dict[str, dict[str, Any]] = self._read_records()
+
+    # ------------------------------------------------------------------ loading
+    def _load(self) -> LoadResult:
+        result = load_directory(self.settings.units_dir, self.settings.expansion_vars())
+        for extra in self.hooks.call("add_units"):
+            for unit in extra:
+                result.units.setdefault(unit.name, unit)
+        for error in result.errors:
+            log.error("unit_file_error", **error.as_dict())
+        return result
+
+    def load(self) -> None:
+        self.loaded = self._load()
+        for unit in self.loaded.units.values():
+            if unit.is_service:
+                self._add_runner(unit)
+
+    def _add_runner(self, unit: Unit) -> UnitRunner:
+        log_path = self.settings.log_dir / f"{unit.short_name}.log"
+        unit_log = UnitLog(log_path, self.settings.log_max_bytes, self.settings.log_backups)
+        runner = UnitRunner(unit, self, self.runtimes.for_unit(unit), unit_log)
+        self.runners[unit.name] = runner
+        return runner
+
+    def resolve(self, name: str) -> str:
+        full = normalise_name(name)
+        if full in self.loaded.units:
+            return full
+        if instantiate(self.loaded, full, self.settings.expansion_vars()) is not None:
+            self._add_runner(self.loaded.units[full])
+            return full
+        raise UnitNotFound(name)
+
+    def runner(self, name: str) -> UnitRunner:
+        full = self.resolve(name)
+        if full not in self.runners:
+            raise UnitNotFound(name)
+        return self.runners[full]
+
+    # ------------------------------------------------------------------ starting & stopping
+    def transaction(self, root: str) -> tuple[set[str], list[str]]:
+        """The services ``root`` pulls in, minus units caught in an ordering cycle."""
+        names = graph.pulled_in(self.loaded.units, root)
+        subset = {n: self.loaded.units[n] for n in names}
+        cycle = graph.find_cycle(graph.ordering_edges(subset))
+        errors = []
+        while cycle:
+            message = str(graph.DependencyCycleError(cycle))
+            errors.append(message)
+            log.error("dependency_cycle", cycle=cycle)
+            for name in cycle:
+                subset.pop(name, None)
+                if name in self.runners:
+                    self.runners[name].reason = message
+                    self.runners[name].state = UnitState.FAILED
+            cycle = graph.find_cycle(graph.ordering_edges(subset))
+        services = {n for n in subset if self.loaded.units[n].is_service}
+        return services, errors
+
+    async def start_target(self, target: str | None = None) -> None:
+        self.target = normalise_name(target or self.settings.default_target)
+        if self.target not in self.loaded.units:
+            raise UnitNotFound(self.target)
+        services, self.cycle_errors = self.transaction(self.target)
+        for name in sorted(services):
+            self.runners[name].start(f"pulled in by {self.target}")
+
+    def start_unit(self, name: str) -> list[str]:
+        """Start a unit (or target) and what it Requires=/Wants=; returns the names started."""
+        full = self.resolve(name)
+        services, errors = self.transaction(full)
+        if errors:
+            raise graph.DependencyCycleError(errors[0].split(": ", 1)[1].split(" → "))
+        for service in sorted(services):
+            self.runners[service].start("start requested" if service == full else
+                                        f"pulled in by {full}")
+        return sorted(services)
+
+    def _dependents(self, name: str) -> set[str]:
+        """Units that Requires= ``name`` (transitively)."""
+        found: set[str] = set()
+        stack = [name]
+        while stack:
+            current = stack.pop()
+            for runner in self.runners.values():
+                if current in runner.unit.requires and runner.name not in found:
+                    found.add(runner.name)
+                    stack.append(runner.name)
+        return found
+
+    async def stop_units(self, names: set[str], reason: str) -> None:
+        """Stop ``names`` in reverse start order: a unit stops before what it runs after."""
+        subset = {n: self.loaded.units[n] for n in names if n in self.runners}
+        try:
+            layers = graph.start_layers(subset)
+        except graph.DependencyCycleError:
+            layers = [sorted(subset)]
+        for layer in reversed(layers):
+            await asyncio.gather(*(self.runners[n].stop(reason) for n in layer))
+
+    async def stop_unit(self, name: str, reason: str = "stop requested") -> list[str]:
+        full = self.resolve(name)
+        if full.endswith(".target"):
+            names, _ = self.transaction(full)
+        else:
+            names = {full} | self._dependents(full)
+        await self.stop_units(names, reason)
+        return sorted(names)
+
+    async def restart_unit(self, name: str) -> None:
+        full = self.resolve(name)
+        runner = self.runners[full]
+        await runner.stop("restart requested")
+        self.start_unit(full)
+
+    async def stop_all(self, reason: str = "daemon shutting down") -> None:
+        await self.stop_units(set(self.runners), reason)
+
+    async def wait_for_dependencies(self, runner: UnitRunner, stop: asyncio.Event) -> str | None:
+        """Wait until every After= unit that is coming up is ready. Returns a reason to fail when
+        a Requires= unit failed or was skipped, else None."""
+        unit = runner.unit
+        announced = False
+        while not stop.is_set():
+            waiting = []
+            for dep in unit.after:
+                other = self.runners.get(dep)
+                if other is None or other.ready:
+                    continue
+                if other.settled_down or not other.wanted:
+                    if dep in unit.requires and other.state in (UnitState.FAILED,
+                                                                UnitState.SKIPPED):
+                        return f"required unit {other.unit.short_name} is {other.state}"
+                    continue
+                waiting.append(other.unit.short_name)
+            for dep in unit.requires:
+                other = self.runners.get(dep)
+                if other is None:
+                    return f"required unit {dep} does not exist"
+                if other.state in (UnitState.FAILED, UnitState.SKIPPED) and dep not in waiting:
+                    return f"required unit {other.unit.short_name} is {other.state}"
+            if not waiting:
+                return None
+            if not announced:
+                runner._set(UnitState.STARTING, "waiting for " + ", ".join(waiting))
+                announced = True
+            changed = self._changed
+            stop_wait = asyncio.ensure_future(stop.wait())
+            change_wait = asyncio.ensure_future(changed.wait())
+            await asyncio.wait({stop_wait, change_wait}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            change_wait.cancel()
+        return None
+
+    async def reset(self) -> dict[str, Any]:
+        """``llm-supervisorctl reset`` (the old reset_and_run.sh): stop everything, remove what
+        the runtimes own, clear failures, bring the target up again."""
+        await self.stop_all("reset requested")
+        removed = await self.runtimes.remove_owned(purge=False)
+        for runner in self.runners.values():
+            runner.pacer.reset()
+            runner.restarts = 0
+        await self.start_target(self.target)
+        return {"removed": removed, "target": self.target}
+
+    async def purge(self) -> list[str]:
+        """After the units stopped: remove containers, volumes and caches we own, and our logs."""
+        removed = await self.runtimes.remove_owned(purge=True)
+        for runner in self.runners.values():
+            runner.log.close()
+            for path in runner.log.path.parent.glob(runner.log.path.name + "*"):
+                path.unlink(missing_ok=True)
+                removed.append(str(path))
+        return removed
+
+    # ------------------------------------------------------------------ reload
+    async def reload(self) -> dict[str, Any]:
+        """Re-read unit files; restart only units whose definition changed (supervisord's
+        ``reload`` restarts everything). A file that no longer parses keeps its old unit."""
+        fresh = self._load()
+        old_units = self.loaded.units
+        broken_paths = {Path(e.path) for e in fresh.errors}
+        for name, unit in old_units.items():
+            if name not in fresh.units and unit.path in broken_paths:
+                fresh.units[name] = unit
+        added = sorted(n for n in fresh.units if n not in old_units)
+        removed = sorted(n for n in old_units if n not in fresh.units)
+        changed = sorted(n for n in fresh.units if n in old_units
+                         and fresh.units[n].fingerprint() != old_units[n].fingerprint())
+        for name in fresh.units:
+            if name not in added and name not in changed:
+                fresh.units[name] = old_units[name]
+        affected = {n for n in (*removed, *changed) if n in self.runners}
+        was_wanted = {n for n in affected if self.runners[n].wanted}
+        await self.stop_units(affected, "unit file changed")
+        for name in affected:
+            self.runners.pop(name).log.close()
+        self.loaded = fresh
+        for name in (*changed, *added):
+            if fresh.units[name].is_service:
+                self._add_runner(fresh.units[name])
+        wanted, self.cycle_errors = self.transaction(self.target)
+        for name in sorted((was_wanted - set(removed)) | (set(added) & wanted)):
+            self.runners[name].start("unit file changed")
+        summary = {"changed": changed, "added": added, "removed": removed,
+                   "errors": [str(e) for e in fresh.errors]}
+        log.info("reloaded", **summary)
+        self._notify({"type": "reload", **summary})
+        return summary
+
+    # ------------------------------------------------------------------ environment
+    def environment_for(self, unit: Unit) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.settings.expansion_vars())
+        for path, optional in unit.environment_files:
+            env.update(_read_env_file(Path(path), optional, unit))
+        env.update(unit.environment)
+        env["LLM_SUPERVISOR_UNIT"] = unit.name
+        return env
+
+    # ------------------------------------------------------------------ records
+    def _read_records(self) -> dict[str, dict[str, Any]]:
+        try:
+            return json.loads(self._records_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def save_records(self) -> None:
+        records = {name: r.instance.record() for name, r in self.runners.items()
+                   if r.instance is not None}
+        tmp = self._records_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(records))
+        os.replace(tmp, self._records_path)
+
+    async def recover_previous(self) -> None:
+        """Clean up (process runtime) or re-adopt (docker) what a previous daemon left."""
+        for name, record in self._previous_records.items():
+            runner = self.runners.get(name)
+            unit = runner.unit if runner else None
+            if runner is None or unit is None:
+                continue
+            with contextlib.suppress(Exception):
+                instance = await runner.runtime.recover(unit, record, runner.log)
+                if instance is not None:
+                    runner.adopt_recovered(instance)
+        self._previous_records = {}
+        self.save_records()
+
+    # ------------------------------------------------------------------ events
+    def on_state_change(self, runner: UnitRunner, old: UnitState, new: UnitState,
+                        reason: str) -> None:
+        self.hooks.call("unit_state_changed", unit=runner.unit, old=str(old), new=str(new),
+                        reason=reason)
+        self._notify({"type": "state", "unit": runner.unit.short_name, "from": str(old),
+                      "to": str(new), "reason": reason})
+
+    def on_health_change(self, runner: UnitRunner, health: Health, detail: str,
+                         latency: float | None) -> None:
+        self.hooks.call("unit_health_changed", unit=runner.unit, health=str(health),
+                        detail=detail, latency_s=latency)
+        self._notify({"type": "health", "unit": runner.unit.short_name, "health": str(health),
+                      "detail": detail})
+
+    def on_failed(self, runner: UnitRunner, reason: str) -> None:
+        self.hooks.call("unit_failed", unit=runner.unit, reason=reason)
+
+    def on_repair_result(self, runner: UnitRunner, diagnosis: Diagnosis,
+                         result: RepairResult) -> None:
+        log.info("repair_finished", unit=runner.name, diagnosis=diagnosis.kind, ok=result.ok,
+                 message=result.message)
+        self._notify({"type": "repair", "unit": runner.unit.short_name, "ok": result.ok,
+                      "message": result.message})
+
+    def log_internal_error(self, runner: UnitRunner, exc: BaseException) -> None:
+        log.exception("internal_error", unit=runner.name, error=str(exc))
+
+    def _notify(self, event: dict[str, Any]) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        for queue in self._listeners:
+            if queue.qsize() < 1000:
+                queue.put_nowait(event)
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._listeners.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self._listeners.discard(queue)
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> list[dict[str, Any]]:
+        return [self.runners[name].status() for name in sorted(self.runners)]
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [e.as_dict() for e in self.loaded.errors] + [
+            {"file": None, "line": None, "key": None, "message": m} for m in self.cycle_errors]
+
+    async def close(self) -> None:
+        await self.prober.close()
+        await self.runtimes.close()
+        for runner in self.runners.values():
+            runner.log.close()
+
+
+def _read_env_file(path: Path, optional: bool, unit: Unit) -> dict[str, str]:
+    from llm_supervisor.supervisor.runtimes.base import RuntimeError_
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        if optional:
+            return {}
+        raise RuntimeError_(f"EnvironmentFile {path}: {exc.strerror}") from exc
+    env = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", ";")):
+            continue
+        if "=" not in stripped:
+            raise RuntimeError_(str(UnitFileError(path, number, "expected NAME=VALUE")))
+        key, value = stripped.split("=", 1)
+        env[key.strip().removeprefix("export ").strip()] = value.strip().strip("\"'")
+    return env

@@ -1,0 +1,68 @@
+"""Choosing a runtime per unit: ``Runtime=`` wins; else the configured default, where ``auto``
+means docker when an engine answers and the unit has a [Container], else local processes."""
+
+from __future__ import annotations
+
+import structlog
+
+from llm_supervisor.config import Settings
+from llm_supervisor.supervisor.runtimes.base import Runtime
+from llm_supervisor.supervisor.runtimes.process import ProcessRuntime
+from llm_supervisor.supervisor.units import Unit
+
+log = structlog.get_logger("llm_supervisor.runtime")
+
+
+class RuntimeSelector:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.process = ProcessRuntime()
+        self._docker: Runtime | None = None
+        self._docker_error: str | None = None
+        self._engine_answers: bool | None = None
+
+    def docker(self) -> Runtime:
+        """The docker runtime, created on first use (imports the SDK only when needed)."""
+        if self._docker is None:
+            from llm_supervisor.supervisor.runtimes.docker import DockerRuntime
+
+            self._docker = DockerRuntime(self.settings)
+        return self._docker
+
+    def engine_answers(self) -> bool:
+        if self._engine_answers is None:
+            try:
+                from llm_supervisor.supervisor.runtimes.docker import engine_available
+
+                self._engine_answers = engine_available()
+            except ImportError as exc:
+                self._docker_error = str(exc)
+                self._engine_answers = False
+            log.info("docker_engine_probe", available=self._engine_answers)
+        return self._engine_answers
+
+    def for_unit(self, unit: Unit) -> Runtime:
+        if unit.runtime == "docker":
+            return self.docker()
+        if unit.runtime == "process":
+            return self.process
+        default = self.settings.default_runtime
+        if unit.container is not None and unit.exec_start is None:
+            return self.docker()
+        if unit.container is not None and (
+            default == "docker" or (default == "auto" and self.engine_answers())
+        ):
+            return self.docker()
+        return self.process
+
+    async def remove_owned(self, purge: bool) -> list[str]:
+        removed = await self.process.remove_owned(purge)
+        if self._docker is not None or (self.settings.default_runtime != "process"
+                                        and self.engine_answers()):
+            removed += await self.docker().remove_owned(purge)
+        return removed
+
+    async def close(self) -> None:
+        await self.process.close()
+        if self._docker is not None:
+            await self._docker.close()

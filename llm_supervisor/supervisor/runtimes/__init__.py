@@ -1,0 +1,1 @@
+"""Runtime implementations behind one interface (:mod:`.base`)."""

@@ -1,0 +1,412 @@
+"""One unit's life: the state machine that starts, watches, restarts, repairs and stops it.
+
+States and transitions (docs/states.md)::
+
+    inactive → starting → running (healthy | unhealthy) → stopping → inactive
+                   ↘ backoff ↗        ↘ repairing ↗           ↘ failed / skipped
+
+Every transition goes through :meth:`UnitRunner._set`, which the manager turns into one
+structlog event and one ``unit_state_changed`` hook call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llm_supervisor.supervisor.backoff import RestartPacer
+from llm_supervisor.supervisor.logs import UnitLog
+from llm_supervisor.supervisor.runtimes.base import ExitStatus, Instance, Runtime, RuntimeError_
+from llm_supervisor.supervisor.state import TERMINAL, Health, UnitState
+from llm_supervisor.supervisor.units import Unit
+
+if TYPE_CHECKING:
+    from llm_supervisor.supervisor.manager import Manager
+
+
+@dataclass
+class _Outcome:
+    """How one run ended: the exit status, and why we ended it if we did."""
+
+    status: ExitStatus | None
+    reason: str
+    failed: bool  # counts as a failure for Restart=on-failure
+
+
+class UnitRunner:
+    def __init__(self, unit: Unit, manager: Manager, runtime: Runtime, log: UnitLog):
+        self.unit = unit
+        self.manager = manager
+        self.runtime = runtime
+        self.log = log
+        self.state = UnitState.INACTIVE
+        self.health = Health.NONE if unit.health is None else Health.UNKNOWN
+        self.health_detail = ""
+        self.reason = ""
+        self.since = time.time()
+        self.pid: int | None = None
+        self.restarts = 0
+        self.last_exit: ExitStatus | None = None
+        self.repair_progress: float | None = None
+        self.instance: Instance | None = None
+        self.wanted = False
+        self.pacer = RestartPacer(unit.restart_sec, unit.restart_max_delay_sec,
+                                  unit.start_limit_burst, unit.start_limit_interval_sec)
+        self._task: asyncio.Task[None] | None = None
+        self._stop_requested = asyncio.Event()
+        self._recovered: Instance | None = None
+        self._stop_reason = "stopped"
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def name(self) -> str:
+        return self.unit.name
+
+    @property
+    def ready(self) -> bool:
+        """Running, and healthy if it has a check: what After= waits for."""
+        return self.state == UnitState.RUNNING and self.health in (Health.NONE, Health.HEALTHY)
+
+    @property
+    def settled_down(self) -> bool:
+        """Not running and not about to: After= stops waiting for it."""
+        return self.state in TERMINAL and (self._task is None or self._task.done())
+
+    def start(self, reason: str = "start requested") -> None:
+        """Start (or keep running). A failed unit is cleared, as systemctl reset-failed + start."""
+        if self._task is not None and not self._task.done():
+            return
+        if self.state == UnitState.FAILED:
+            self.pacer.reset()
+        self.wanted = True
+        self._stop_requested = asyncio.Event()
+        self._task = asyncio.create_task(self._supervise(reason), name=f"unit:{self.name}")
+
+    async def stop(self, reason: str = "stop requested") -> None:
+        self.wanted = False
+        self._stop_reason = reason
+        self._stop_requested.set()
+        task = self._task
+        if task is not None and not task.done():
+            await task
+        elif self.state not in TERMINAL:
+            self._set(UnitState.INACTIVE, reason)
+
+    async def restart(self, reason: str = "restart requested") -> None:
+        await self.stop(reason)
+        self.start(reason)
+
+    def adopt_recovered(self, instance: Instance) -> None:
+        """Use an instance a runtime re-adopted after a daemon restart instead of spawning."""
+        self._recovered = instance
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.unit.short_name,
+            "unit": self.name,
+            "description": self.unit.description,
+            "state": str(self.state),
+            "health": str(self.health),
+            "health_detail": self.health_detail,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "since": self.since,
+            "last_exit": self.last_exit.as_dict() if self.last_exit else None,
+            "reason": self.reason,
+            "runtime": self.runtime.name,
+            "repair_progress": self.repair_progress,
+        }
+
+    # ------------------------------------------------------------------ state machine
+    def _set(self, state: UnitState, reason: str) -> None:
+        old = self.state
+        self.reason = reason
+        if state == old:
+            return
+        self.state = state
+        self.since = time.time()
+        self.manager.on_state_change(self, old, state, reason)
+
+    def _set_health(self, health: Health, detail: str, latency: float | None) -> None:
+        changed = health != self.health
+        self.health = health
+        self.health_detail = detail
+        if changed:
+            self.manager.on_health_change(self, health, detail, latency)
+
+    async def _supervise(self, reason: str) -> None:
+        try:
+            await self._supervise_loop(reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not kill the daemon: the unit fails, loudly
+            self.manager.log_internal_error(self, exc)
+            self._set(UnitState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+
+    async def _supervise_loop(self, reason: str) -> None:
+        while self.wanted:
+            blocker = await self.manager.wait_for_dependencies(self, self._stop_requested)
+            if not self.wanted:
+                break
+            if blocker is not None:
+                self._set(UnitState.FAILED, blocker)
+                self.manager.on_failed(self, blocker)
+                return
+            unmet = self._unmet_condition()
+            if unmet:
+                self._set(UnitState.SKIPPED, unmet)
+                return
+            if self.pacer.limit_hit():
+                why = (f"start limit hit: {self.unit.start_limit_burst} starts within "
+                       f"{self.unit.start_limit_interval_sec:g}s (last: {self.reason}); fix the "
+                       f"cause, then `llm-supervisorctl start {self.unit.short_name}`")
+                self._set(UnitState.FAILED, why)
+                self.manager.on_failed(self, why)
+                return
+            self.pacer.record_start()
+            started = time.monotonic()
+            outcome = await self._run_once(reason)
+            self.pacer.record_exit(time.monotonic() - started)
+            if not self.wanted:
+                break
+            if outcome.status is not None and not outcome.status.clean:
+                repaired = await self._try_repair(outcome.status)
+                if repaired is False:
+                    return
+                if repaired:
+                    self.restarts += 1
+                    reason = "restart after repair"
+                    continue
+            if not self._should_restart(outcome):
+                final = UnitState.FAILED if outcome.failed else UnitState.INACTIVE
+                self._set(final, outcome.reason)
+                if final == UnitState.FAILED:
+                    self.manager.on_failed(self, outcome.reason)
+                return
+            delay = self.pacer.next_delay()
+            self._set(UnitState.BACKOFF, f"{outcome.reason}; restarting in {delay:.3g}s")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), delay)
+            self.restarts += 1
+            reason = f"automatic restart #{self.restarts} ({outcome.reason})"
+        self._set_health(Health.NONE if self.unit.health is None else Health.UNKNOWN, "", None)
+        if self.state not in TERMINAL:
+            self._set(UnitState.INACTIVE, self._stop_reason)
+
+    def _should_restart(self, outcome: _Outcome) -> bool:
+        policy = self.unit.restart
+        if policy == "always":
+            return True
+        if policy == "on-failure":
+            return outcome.failed
+        if policy == "on-abnormal":
+            return outcome.status is None or outcome.status.abnormal
+        return False
+
+    def _unmet_condition(self) -> str | None:
+        hint = f"; {self.unit.install_hint}" if self.unit.install_hint else ""
+        for condition in self.unit.conditions:
+            if condition.kind == "path_exists":
+                met = os.path.exists(condition.value)
+                what = f"path {condition.value} {'exists' if condition.negate else 'does not exist'}"
+            else:
+                met = shutil.which(condition.value) is not None
+                what = (f"{condition.value} is installed" if condition.negate else
+                        f"{condition.value} not found on PATH")
+            if met == condition.negate:
+                return f"condition unmet: {what}{hint}"
+        return None
+
+    async def _run_once(self, reason: str) -> _Outcome:
+        self._set(UnitState.STARTING, reason)
+        self.manager.hooks.call("unit_starting", unit=self.unit, attempt=self.restarts + 1)
+        try:
+            env = self.manager.environment_for(self.unit)
+            if self._recovered is None:
+                for argv in self.unit.exec_start_pre:
+                    status = await self.runtime.run_pre(self.unit, argv, env, self.log,
+                                                        self.unit.timeout_start_sec)
+                    if not status.clean:
+                        self.last_exit = status
+                        return _Outcome(status, f"ExecStartPre {argv[0]} {status.describe()}", True)
+                instance = await self.runtime.start(self.unit, env, self.log)
+                self.log.note(f"started (pid {instance.pid or instance.ident})")
+            else:
+                instance, self._recovered = self._recovered, None
+                self.log.note(f"re-adopted {instance.ident}")
+        except RuntimeError_ as exc:
+            self.log.note(f"could not start: {exc}")
+            return _Outcome(None, f"could not start: {exc}", True)
+        self.instance = instance
+        self.pid = instance.pid
+        self.manager.save_records()
+        self.manager.hooks.call("unit_started", unit=self.unit, pid=instance.pid)
+        if self.unit.health is None:
+            self._set(UnitState.RUNNING, "started")
+        return await self._watch(instance)
+
+    async def _watch(self, instance: Instance) -> _Outcome:
+        exited = asyncio.create_task(instance.wait())
+        stop = asyncio.create_task(self._stop_requested.wait())
+        watchers: set[asyncio.Task[Any]] = {exited, stop}
+        health = None
+        if self.unit.health is not None:
+            health = asyncio.create_task(self._monitor_health())
+            watchers.add(health)
+        try:
+            done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (stop, health):
+                if task is not None and not task.done():
+                    task.cancel()
+        if exited in done:
+            status = exited.result()
+            outcome = _Outcome(status, status.describe(), not status.clean)
+        else:
+            if health is not None and health in done:
+                why = health.result()
+                self._set(UnitState.STOPPING, why)
+            else:
+                why = self._stop_reason
+                self._set(UnitState.STOPPING, why)
+            status = await instance.stop(self.unit.kill_signal, self.unit.timeout_stop_sec)
+            exited.cancel()
+            outcome = _Outcome(status, why, health is not None and health in done)
+        self._after_exit(outcome.status)
+        return outcome
+
+    def _after_exit(self, status: ExitStatus | None) -> None:
+        self.instance = None
+        self.pid = None
+        self.last_exit = status
+        self.manager.save_records()
+        if self.unit.health is not None:
+            self._set_health(Health.UNKNOWN, self.health_detail, None)
+        tail = self.log.last(50)
+        self.log.note(f"{status.describe() if status else 'ended'}")
+        self.manager.hooks.call("unit_exited", unit=self.unit,
+                                exit_code=status.code if status else None,
+                                signal=status.signal if status else None, log_tail=tail)
+
+    async def _monitor_health(self) -> str:
+        """Probe until the unit must be restarted; return the reason."""
+        spec = self.unit.health
+        assert spec is not None
+        started = time.monotonic()
+        failures = 0
+        in_start_period = True
+        poll = 0.05  # quick first probes while starting, then the configured interval
+        while True:
+            await asyncio.sleep(poll)
+            result = await self.manager.prober.probe(spec)
+            self.manager.hooks.call("unit_health_checked", unit=self.unit, ok=result.ok,
+                                    latency_s=result.latency_s)
+            elapsed = time.monotonic() - started
+            if result.ok:
+                failures = 0
+                in_start_period = False
+                self._set_health(Health.HEALTHY, result.detail, result.latency_s)
+                if self.state == UnitState.STARTING:
+                    self._set(UnitState.RUNNING, "healthy")
+                poll = spec.interval
+                continue
+            if in_start_period and elapsed < spec.start_period:
+                self.health_detail = result.detail
+            else:
+                in_start_period = False
+                failures += 1
+                self.health_detail = result.detail
+                if failures >= spec.retries:
+                    self._set_health(Health.UNHEALTHY, result.detail, result.latency_s)
+                    return f"unhealthy: {failures} failed checks ({result.detail})"
+            if self.state == UnitState.STARTING and elapsed > max(self.unit.timeout_start_sec,
+                                                                   spec.start_period):
+                return (f"not healthy within {self.unit.timeout_start_sec:g}s "
+                        f"(last check: {result.detail})")
+            poll = spec.interval if self.health == Health.HEALTHY else min(poll * 2, spec.interval)
+
+    async def _try_repair(self, status: ExitStatus) -> bool | None:
+        """None: no plugin recognised the failure. True: repaired, restart now. False: gave up."""
+        diagnosis = self.manager.hooks.call_first(
+            "diagnose_failure", unit=self.unit, exit_code=status.code,
+            log_tail=self.log.last(200))
+        if diagnosis is None:
+            return None
+        self._set(UnitState.REPAIRING, f"{diagnosis.summary}")
+        self.repair_progress = 0.0
+
+        def progress(fraction: float, message: str = "") -> None:
+            self.repair_progress = fraction
+            if message:
+                self.manager.loop.call_soon_threadsafe(self._note_repair_progress, message)
+
+        try:
+            result = await asyncio.to_thread(
+                self.manager.hooks.call_first, "repair_unit", unit=self.unit, diagnosis=diagnosis,
+                progress=progress)
+        finally:
+            self.repair_progress = None
+        if result is None:
+            return None
+        self.manager.on_repair_result(self, diagnosis, result)
+        if result.ok:
+            self.pacer.reset()
+            return True
+        if result.give_up:
+            self._set(UnitState.FAILED, f"repair gave up: {result.message}")
+            self.manager.on_failed(self, self.reason)
+            return False
+        return None
+
+    def _note_repair_progress(self, message: str) -> None:
+        self.reason = message
+        self.log.note(f"repair: {message}")
+
+    async def repair_by_hand(self, verify_only: bool = False) -> dict[str, Any] | None:
+        """``llm-supervisorctl repair``: stop, repair through the plugins, start again (the old
+        ``fix_model_service.sh``). With ``verify_only`` nothing is stopped or changed."""
+        from llm_supervisor.plugins.types import Diagnosis
+
+        diagnosis = Diagnosis(kind="manual", summary="repair requested by hand",
+                              details={"verify_only": verify_only})
+        if verify_only:
+            result = await asyncio.to_thread(
+                self.manager.hooks.call_first, "repair_unit", unit=self.unit,
+                diagnosis=diagnosis, progress=lambda fraction, message="": None)
+            return None if result is None else _as_dict(result)
+        await self.stop("stopped for repair")
+        self._set(UnitState.REPAIRING, diagnosis.summary)
+        self.repair_progress = 0.0
+
+        def progress(fraction: float, message: str = "") -> None:
+            self.repair_progress = fraction
+            if message:
+                self.manager.loop.call_soon_threadsafe(self._note_repair_progress, message)
+
+        try:
+            result = await asyncio.to_thread(
+                self.manager.hooks.call_first, "repair_unit", unit=self.unit,
+                diagnosis=diagnosis, progress=progress)
+        finally:
+            self.repair_progress = None
+        if result is None:
+            self._set(UnitState.INACTIVE, "no plugin can repair this unit")
+            return None
+        self.manager.on_repair_result(self, diagnosis, result)
+        if result.ok:
+            self.pacer.reset()
+            self.start("restart after repair")
+        else:
+            self._set(UnitState.FAILED, f"repair failed: {result.message}")
+        return _as_dict(result)
+
+
+def _as_dict(result: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(result) if is_dataclass(result) else dict(result)

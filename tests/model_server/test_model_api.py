@@ -19,9 +19,7 @@ def generate(server: ModelServer, **body: Any) -> dict[str, Any]:
 
 def stream_events(server: ModelServer, **body: Any) -> list[dict[str, Any]]:
     events = []
-    with httpx.stream(
-        "POST", f"{server.url}/api/generate", json={**body, "stream": True}, timeout=60
-    ) as r:
+    with httpx.stream("POST", f"{server.url}/api/generate", json={**body, "stream": True}, timeout=60) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         for line in r.iter_lines():
@@ -70,9 +68,7 @@ def test_seeded_sampling_is_reproducible(tiny_server: ModelServer) -> None:
 
 
 def test_repetition_penalty_changes_greedy_output(tiny_server: ModelServer) -> None:
-    plain = generate(
-        tiny_server, prompt="Hello there", max_length=20, temperature=0, ignore_eos=True
-    )
+    plain = generate(tiny_server, prompt="Hello there", max_length=20, temperature=0, ignore_eos=True)
     penalised = generate(
         tiny_server,
         prompt="Hello there",
@@ -94,16 +90,14 @@ def test_streaming_sends_one_event_per_chunk_then_done(tiny_server: ModelServer)
     assert len(tokens) >= 8
     assert "".join(e["text"] for e in tokens) == done["generated_text"]
     assert done["generated_tokens"] == 16
-    solo = generate(
-        tiny_server, prompt="Streaming test", max_length=16, temperature=0, ignore_eos=True
-    )
+    solo = generate(tiny_server, prompt="Streaming test", max_length=16, temperature=0, ignore_eos=True)
     assert solo["generated_text"] == done["generated_text"]
 
 
 def test_stop_string_cuts_output(tiny_server: ModelServer) -> None:
-    full = generate(
-        tiny_server, prompt="Once upon a time", max_length=40, temperature=0, ignore_eos=True
-    )["generated_text"]
+    full = generate(tiny_server, prompt="Once upon a time", max_length=40, temperature=0, ignore_eos=True)[
+        "generated_text"
+    ]
     stop = full[len(full) // 2 : len(full) // 2 + 3]
     cut = full[: full.index(stop)]
     out = generate(

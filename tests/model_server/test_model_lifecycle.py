@@ -129,9 +129,7 @@ def test_overload_gives_429_and_disconnect_cancels(tiny_model_dir: Path) -> None
             resp.close()
             client.close()
         _wait_idle(server)
-        r = httpx.post(
-            f"{server.url}/api/generate", json={"prompt": "now", "max_length": 3}, timeout=30
-        )
+        r = httpx.post(f"{server.url}/api/generate", json={"prompt": "now", "max_length": 3}, timeout=30)
         assert r.status_code == 200
         metrics = httpx.get(f"{server.url}/metrics").text
         assert 'llm_requests_total{route="/api/generate",status="429"} 1.0' in metrics

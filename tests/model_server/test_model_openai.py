@@ -9,9 +9,7 @@ from model_fixtures import ModelServer
 
 @pytest.fixture
 def client(tiny_server: ModelServer) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=f"{tiny_server.url}/v1", api_key="unused", max_retries=0, timeout=60
-    )
+    return openai.OpenAI(base_url=f"{tiny_server.url}/v1", api_key="unused", max_retries=0, timeout=60)
 
 
 def test_models_list(client: openai.OpenAI) -> None:
@@ -57,9 +55,7 @@ def test_chat_completion_streaming(client: openai.OpenAI) -> None:
         extra_body={"ignore_eos": True},
     )
     full = client.chat.completions.create(**kwargs).choices[0].message.content
-    stream = client.chat.completions.create(
-        stream=True, stream_options={"include_usage": True}, **kwargs
-    )
+    stream = client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kwargs)
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)

@@ -117,12 +117,8 @@ OPENAI_CASES: list[tuple[str, str, Any, int]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("case", "path", "body", "status"), OPENAI_CASES, ids=[c[0] for c in OPENAI_CASES]
-)
-def test_openai_validation(
-    tiny_server: ModelServer, case: str, path: str, body: Any, status: int
-) -> None:
+@pytest.mark.parametrize(("case", "path", "body", "status"), OPENAI_CASES, ids=[c[0] for c in OPENAI_CASES])
+def test_openai_validation(tiny_server: ModelServer, case: str, path: str, body: Any, status: int) -> None:
     r = _post(tiny_server, path, body)
     assert r.status_code == status, r.text
     assert r.json()["error"]["message"]

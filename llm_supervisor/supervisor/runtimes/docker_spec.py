@@ -1,0 +1,211 @@
+"""Turning a unit's ``[Container]`` section into docker SDK arguments (pure functions, no engine).
+
+Kept apart from the runtime so the parsing rules (ports, volumes, GPUs, limits, environment) can
+be tested and read without a Docker engine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llm_supervisor.supervisor.units import ContainerSpec, Unit
+
+# Docker's built-in networks: never created or removed by us.
+BUILTIN_NETWORKS = ("bridge", "host", "none")
+_PORT = re.compile(r"^(?:(?P<host_ip>\[[0-9a-fA-F:]+\]|[0-9.]+):)?(?:(?P<host_port>\d+):)?"
+                   r"(?P<container_port>\d+)(?:/(?P<proto>tcp|udp|sctp))?$")
+
+
+class SpecError(ValueError):
+    """A [Container] value that cannot be used; the message names the key and the value."""
+
+
+@dataclass(frozen=True)
+class PortBinding:
+    container_port: int
+    protocol: str
+    host_ip: str | None
+    host_port: int | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.container_port}/{self.protocol}"
+
+    def describe(self) -> str:
+        host = f"{self.host_ip or '0.0.0.0'}:{self.host_port or '(random)'}"
+        return f"{host} → {self.key}"
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    source: str
+    target: str
+    mode: str  # "rw" or "ro"
+    named: bool  # a named volume (created with our labels if missing), else a bind mount
+
+
+@dataclass
+class ContainerPlan:
+    """Everything ``containers.create`` needs, computed from the unit."""
+
+    ports: list[PortBinding] = field(default_factory=list)
+    volumes: list[VolumeMount] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+    network: str = "llm-network"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_port(text: str) -> PortBinding:
+    """``[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]`` as in ``docker run -p``."""
+    match = _PORT.match(text.strip())
+    if not match:
+        raise SpecError(f"[Container] Ports: cannot parse {text!r} "
+                        "(expected [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp])")
+    host_ip = match.group("host_ip")
+    host_port = match.group("host_port")
+    return PortBinding(int(match.group("container_port")), match.group("proto") or "tcp",
+                       host_ip.strip("[]") if host_ip else None,
+                       int(host_port) if host_port else None)
+
+
+def port_bindings(ports: list[PortBinding]) -> dict[str, Any]:
+    """The SDK's ``ports=`` mapping; several host bindings of one container port become a list."""
+    result: dict[str, Any] = {}
+    for port in ports:
+        host: Any = port.host_port
+        if port.host_ip is not None:
+            host = (port.host_ip, port.host_port)
+        if port.key in result:
+            previous = result[port.key]
+            result[port.key] = [*previous, host] if isinstance(previous, list) else [previous, host]
+        else:
+            result[port.key] = host
+    return result
+
+
+def parse_volume(text: str, base_dir: Path) -> VolumeMount:
+    """``SOURCE:TARGET[:ro|rw]``. A source that looks like a path (``/``, ``.``, ``~``) is a bind
+    mount, relative paths resolving against ``base_dir``; anything else is a named volume."""
+    parts = text.split(":")
+    if len(parts) == 3 and parts[2] in ("ro", "rw"):
+        source, target, mode = parts
+    elif len(parts) == 2:
+        (source, target), mode = parts, "rw"
+    else:
+        raise SpecError(f"[Container] Volumes: cannot parse {text!r} (expected SOURCE:TARGET[:ro])")
+    if not target.startswith("/"):
+        raise SpecError(f"[Container] Volumes: container path {target!r} must be absolute")
+    named = not source.startswith(("/", ".", "~"))
+    if named:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", source):
+            raise SpecError(f"[Container] Volumes: {source!r} is neither a path nor a volume name")
+    else:
+        path = Path(os.path.expanduser(source))
+        source = str(path if path.is_absolute() else (base_dir / path).resolve())
+    return VolumeMount(source, target, mode, named)
+
+
+def volume_bindings(volumes: list[VolumeMount]) -> dict[str, dict[str, str]]:
+    return {v.source: {"bind": v.target, "mode": v.mode} for v in volumes}
+
+
+def parse_memory(text: str) -> str:
+    """systemd/docker style sizes: ``512m``, ``2G``, ``1.5g`` → what the SDK accepts (bytes)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)[iI]?[bB]?\s*", text)
+    if not match:
+        raise SpecError(f"[Container] Memory: cannot parse {text!r} (e.g. 512m, 2g)")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    factor = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[unit]
+    return str(int(number * factor))
+
+
+def device_requests(gpus: str | None) -> list[Any]:
+    """``GPUs=all`` / ``GPUs=2`` / ``GPUs=device=0,1`` → NVIDIA device requests (as ``--gpus``)."""
+    if not gpus:
+        return []
+    from docker.types import DeviceRequest
+
+    value = gpus.strip()
+    if value == "all":
+        return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    if value.isdigit():
+        return [DeviceRequest(count=int(value), capabilities=[["gpu"]])]
+    if value.startswith("device="):
+        ids = [part for part in value.removeprefix("device=").split(",") if part]
+        return [DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
+    raise SpecError(f"[Container] GPUs: cannot parse {gpus!r} (all, a count, or device=0,1)")
+
+
+def env_file_keys(unit: Unit) -> set[str]:
+    """Names assigned in the unit's EnvironmentFile= files (their values come from ``env``)."""
+    keys: set[str] = set()
+    for path, _optional in unit.environment_files:
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            stripped = line.strip()
+            if stripped and not stripped.startswith(("#", ";")) and "=" in stripped:
+                keys.add(stripped.split("=", 1)[0].removeprefix("export ").strip())
+    return keys
+
+
+def container_environment(unit: Unit, env: Mapping[str, str]) -> dict[str, str]:
+    """Only what the unit asked for (Environment=, EnvironmentFile=) goes into the container:
+    the daemon's own environment (PATH, HOME, host paths) would be wrong inside an image."""
+    wanted = set(unit.environment) | env_file_keys(unit) | {"LLM_SUPERVISOR_UNIT"}
+    return {key: env[key] for key in sorted(wanted) if key in env}
+
+
+def plan_container(unit: Unit, env: Mapping[str, str], base_dir: Path) -> ContainerPlan:
+    """Build the create() arguments for ``unit``; raises :class:`SpecError` on bad values."""
+    spec: ContainerSpec | None = unit.container
+    if spec is None:
+        raise SpecError("Runtime=docker needs a [Container] section with Image= or Build=")
+    plan = ContainerPlan(network=spec.network or "llm-network")
+    plan.ports = [parse_port(p) for p in spec.ports]
+    plan.volumes = [parse_volume(v, base_dir) for v in spec.volumes]
+    plan.environment = container_environment(unit, env)
+    kwargs: dict[str, Any] = {
+        "init": True,  # docker-init as PID 1 forwards signals (a bare `sh` ignores SIGTERM)
+        "detach": True,
+        "environment": plan.environment,
+        "ports": port_bindings(plan.ports),
+        "volumes": volume_bindings(plan.volumes),
+        "stop_signal": _signal_name(unit.kill_signal),
+    }
+    if spec.command is not None:  # ExecStart= is a host command line; the image has its own
+        kwargs["command"] = list(spec.command)
+    if unit.working_directory:
+        kwargs["working_dir"] = unit.working_directory
+    if spec.user:
+        kwargs["user"] = spec.user
+    if spec.memory:
+        kwargs["mem_limit"] = parse_memory(spec.memory)
+    if spec.cpus:
+        kwargs["nano_cpus"] = int(spec.cpus * 1e9)
+    requests = device_requests(spec.gpus)
+    if requests:
+        kwargs["device_requests"] = requests
+    if plan.network == "host":
+        kwargs["network_mode"] = "host"
+        kwargs.pop("ports")
+    else:
+        kwargs["network"] = plan.network
+    plan.kwargs = kwargs
+    return plan
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)

@@ -317,7 +317,17 @@ class Manager:
                       "detail": detail})
 
     def on_failed(self, runner: UnitRunner, reason: str) -> None:
+        """A unit gave up: what Requires= it is stopped and marked failed too."""
         self.hooks.call("unit_failed", unit=runner.unit, reason=reason)
+        for name in self._dependents(runner.name):
+            dependent = self.runners[name]
+            if dependent.wanted:
+                asyncio.ensure_future(self._fail_dependent(dependent, runner))
+
+    async def _fail_dependent(self, dependent: UnitRunner, cause: UnitRunner) -> None:
+        why = f"required unit {cause.unit.short_name} is failed"
+        await dependent.stop(why)
+        dependent._set(UnitState.FAILED, why)
 
     def on_repair_result(self, runner: UnitRunner, diagnosis: Diagnosis,
                          result: RepairResult) -> None:

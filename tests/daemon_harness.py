@@ -1,0 +1,136 @@
+"""Run a real llm-supervisord in a subprocess for tests: own state dir, own units dir, own socket.
+
+Importable from any test (``from daemon_harness import Daemon, free_port``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from llm_supervisor.cli.client import ControlClient, DaemonNotRunning
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # the thing we wait for may not exist yet
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                         + (f" (last error: {last_error})" if last_error else ""))
+
+
+class Daemon:
+    """``llm-supervisord start --foreground`` with everything under ``root``."""
+
+    def __init__(self, root: Path, env: dict[str, str] | None = None, target: str | None = None):
+        self.root = root
+        self.units_dir = root / "units"
+        self.state_dir = root / "state"
+        self.socket = self.state_dir / "supervisor.sock"
+        self.units_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = root / "daemon.log"
+        self.env = {**os.environ, "LLM_SUPERVISOR_STATE_DIR": str(self.state_dir),
+                    "LLM_SUPERVISOR_UNITS_DIR": str(self.units_dir),
+                    "LLM_SUPERVISOR_RUNTIME": "process", "PYTHONUNBUFFERED": "1",
+                    **(env or {})}
+        self.target = target
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = ControlClient(self.socket, timeout=60)
+
+    def write_unit(self, name: str, text: str) -> Path:
+        path = self.units_dir / name
+        path.write_text(text)
+        return path
+
+    def start(self, timeout: float = 30) -> Daemon:
+        argv = [sys.executable, "-m", "llm_supervisor.cli.daemon_cli", "start", "--foreground"]
+        if self.target:
+            argv.append(self.target)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=log,
+                                     stdin=subprocess.DEVNULL, cwd=PROJECT_DIR)
+        log.close()
+
+        def answering() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log_text()}")
+            try:
+                self.client.get("/ping")
+                return True
+            except DaemonNotRunning:
+                return False
+
+        wait_for(answering, timeout, "the control socket")
+        return self
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log_text().splitlines():
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line))
+        return events
+
+    def unit(self, name: str) -> dict[str, Any]:
+        return self.client.get(f"/units/{name}")
+
+    def wait_state(self, name: str, state: str, timeout: float = 30, health: str | None = None
+                   ) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            unit = self.unit(name)
+            if unit["state"] == state and (health is None or unit["health"] == health):
+                return unit
+            return None
+
+        try:
+            return wait_for(reached, timeout, f"{name} to be {state}/{health}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; now: {self.unit(name)}") from None
+
+    def ctl(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "llm_supervisor.cli.ctl", "--socket",
+                               str(self.socket), *args], env=self.env, capture_output=True,
+                              text=True, check=check, timeout=120)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 60) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError(f"daemon did not stop within {timeout}s:\n{self.log_text()}"
+                                 ) from None

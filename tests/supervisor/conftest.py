@@ -5,7 +5,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from daemon_harness import Daemon
 
 TINY_HTTP = Path(__file__).parent / "programs" / "tiny_http.py"

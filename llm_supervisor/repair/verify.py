@@ -1,0 +1,162 @@
+"""Find exactly which files of a model directory are missing, truncated, corrupt or unreadable.
+
+What a file *should* be comes from the manifest written at the last successful download or
+conversion (:mod:`llm_supervisor.model_server.manifest`), or, for a directory without one, from
+the hub's file metadata (``HfApi.model_info(files_metadata=True)``: size for every file, LFS
+SHA-256 for large ones, the git blob id for the rest). Content checks reuse the manifest
+module; on top of them every file and directory is checked for readability by mode bits
+(:mod:`.perms`), which the manifest check cannot see when the daemon runs as root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llm_supervisor.model_server import manifest as manifest_mod
+from llm_supervisor.model_server.manifest import Problem
+from llm_supervisor.repair import perms
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What one file must be. ``git_sha1`` is the git blob id (hub files outside LFS)."""
+
+    size: int | None
+    sha256: str | None = None
+    git_sha1: str | None = None
+
+
+@dataclass
+class Expectation:
+    """Every file the model consists of, and where that knowledge came from."""
+
+    origin: str  # "manifest" | "hub"
+    files: dict[str, Expected]
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+class CannotVerify(Exception):
+    """Nothing says what the files should be (no manifest, hub unreachable)."""
+
+
+def from_manifest(model_dir: Path) -> Expectation | None:
+    """The manifest's expectation; None without one. Raises ``ManifestError`` if damaged."""
+    data = manifest_mod.read_manifest(model_dir)
+    if data is None:
+        return None
+    files = {rel: Expected(entry["size"], entry["sha256"]) for rel, entry in data["files"].items()}
+    return Expectation("manifest", files, dict(data.get("source") or {}))
+
+
+def from_hub(info: Any, wanted: Iterable[str]) -> Expectation:
+    """An expectation from a ``ModelInfo`` fetched with ``files_metadata=True``."""
+    siblings = {s.rfilename: s for s in (info.siblings or [])}
+    files = {}
+    for name in wanted:
+        sib = siblings[name]
+        lfs = getattr(sib, "lfs", None)
+        files[name] = Expected(sib.size, getattr(lfs, "sha256", None) if lfs else None,
+                               None if lfs else getattr(sib, "blob_id", None))
+    return Expectation("hub", files, {"kind": "hub", "repo_id": info.id, "revision": info.sha})
+
+
+def git_blob_sha1(path: Path) -> str:
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())  # noqa: S324 - git's id
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_file(path: Path, rel: str, expected: Expected, check_hashes: bool = True
+               ) -> Problem | None:
+    """Compare one file (or a candidate replacement) with what it should be."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return Problem(rel, "missing", "file does not exist")
+    except OSError as exc:
+        return Problem(rel, "unreadable", f"{type(exc).__name__}: {exc}")
+    if not path.is_file():
+        return Problem(rel, "corrupt", "not a regular file")
+    if expected.size is not None and size < expected.size:
+        return Problem(rel, "truncated", f"size {size} < expected {expected.size}")
+    if expected.size is not None and size > expected.size:
+        return Problem(rel, "corrupt", f"size {size} > expected {expected.size}")
+    if not check_hashes:
+        return None
+    try:
+        if expected.sha256:
+            digest = manifest_mod.sha256_file(path)
+            if digest != expected.sha256:
+                return Problem(rel, "corrupt", f"sha256 {digest} != expected {expected.sha256}")
+        elif expected.git_sha1:
+            digest = git_blob_sha1(path)
+            if digest != expected.git_sha1:
+                return Problem(rel, "corrupt", f"git blob {digest} != expected {expected.git_sha1}")
+    except OSError as exc:
+        return Problem(rel, "unreadable", f"{type(exc).__name__}: {exc}")
+    return None
+
+
+def _permission_problems(model_dir: Path, rels: Iterable[str]) -> list[Problem]:
+    problems: list[Problem] = []
+    seen_dirs: set[Path] = set()
+    for rel in rels:
+        path = model_dir / rel
+        chain = [model_dir, *[model_dir / p for p in reversed(Path(rel).parents) if str(p) != "."]]
+        for directory in chain:
+            if directory in seen_dirs:
+                continue
+            seen_dirs.add(directory)
+            reason = perms.unreadable_reason(directory)
+            if reason:
+                problems.append(Problem(directory.relative_to(model_dir).as_posix(),
+                                        "unreadable", f"directory: {reason}"))
+        reason = perms.unreadable_reason(path)
+        if reason:
+            problems.append(Problem(rel, "unreadable", reason))
+    return problems
+
+
+def verify(model_dir: Path, expectation: Expectation, check_hashes: bool = True) -> list[Problem]:
+    """Every problem of ``model_dir`` against ``expectation``, one per path, sorted by path.
+
+    A content problem (missing, truncated, corrupt) wins over an unreadable mode for the same
+    file: replacing the file fixes both.
+    """
+    if not model_dir.is_dir():
+        return [Problem(".", "missing", f"model directory {model_dir} does not exist")]
+    if expectation.origin == "manifest":
+        content = [p for p in manifest_mod.verify_model_dir(model_dir, check_hashes=check_hashes)
+                   if p.path in expectation.files]
+    else:
+        content = [p for rel, exp in sorted(expectation.files.items())
+                   if (p := check_file(model_dir / rel, rel, exp, check_hashes)) is not None]
+    found: dict[str, Problem] = {p.path: p for p in content}
+    for problem in _permission_problems(model_dir, sorted(expectation.files)):
+        if problem.path not in found:
+            found[problem.path] = problem
+    return [found[k] for k in sorted(found)]
+
+
+def quick_problems(model_dir: Path) -> list[str]:
+    """Sizes and modes only, against the manifest: cheap enough for the event loop. A directory
+    without a (readable) manifest, or no directory at all, yields nothing: that is not damage."""
+    try:
+        expectation = from_manifest(model_dir)
+    except (manifest_mod.ManifestError, OSError):
+        return []
+    if expectation is None:
+        return []
+    return [describe(p) for p in verify(model_dir, expectation, check_hashes=False)]
+
+
+def describe(problem: Problem) -> str:
+    return f"{problem.path}: {problem.kind} ({problem.detail})"

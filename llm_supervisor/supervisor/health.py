@@ -45,7 +45,17 @@ class Prober:
     """Runs probes; one HTTP client shared by every unit's checks."""
 
     def __init__(self) -> None:
-        self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        # Plain-HTTP probes (the common case) use a client that never loads the CA bundle (a few
+        # MB of daemon memory); an https:// check gets a verifying client on first use.
+        self._plain = httpx.AsyncClient(trust_env=False, follow_redirects=False, verify=False)
+        self._tls: httpx.AsyncClient | None = None
+
+    def _client_for(self, url: str) -> httpx.AsyncClient:
+        if not url.startswith("https://"):
+            return self._plain
+        if self._tls is None:
+            self._tls = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        return self._tls
 
     async def probe(self, spec: HealthSpec, env: dict[str, str] | None = None) -> ProbeResult:
         started = time.perf_counter()
@@ -59,7 +69,7 @@ class Prober:
 
     async def _run(self, spec: HealthSpec, env: dict[str, str] | None) -> tuple[bool, str]:
         if spec.kind == "http":
-            response = await self._client.get(spec.target)
+            response = await self._client_for(spec.target).get(spec.target)
             described = _describe_json(response)
             detail = f"HTTP {response.status_code}" + (f" {described}" if described else "")
             return response.is_success, detail
@@ -87,4 +97,6 @@ class Prober:
                                                                   else "")
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._plain.aclose()
+        if self._tls is not None:
+            await self._tls.aclose()

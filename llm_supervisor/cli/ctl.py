@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("events", help="stream state changes")
     sub.add_parser("reopen-logs", help="reopen log files (after external rotation)")
     sub.add_parser("errors", help="unit-file errors the daemon found")
+    novnc = sub.add_parser("novnc", help="the test desktop's noVNC URL and password")
+    novnc.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -164,9 +166,35 @@ def _plugins(client: ControlClient) -> int:
     return 0
 
 
+def _novnc(args: argparse.Namespace) -> int:
+    """URL and password of the test desktop: from the daemon, else from the 0600 file in the
+    state dir (readable only by the daemon's user)."""
+    settings = settings_from(args)
+    try:
+        info = ControlClient(settings.socket, timeout=10).get("/novnc")
+    except (DaemonNotRunning, ControlError):
+        from llm_supervisor.desktop.info import novnc_info
+
+        info = novnc_info(settings)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"noVNC:    {info['url']}")
+    if info.get("password"):
+        print(f"password: {info['password']}")
+    else:
+        print(f"password: not generated yet (it is created when x11vnc first starts; "
+              f"file {info['password_file']})")
+    if info.get("state") and info["state"] != "running":
+        print(f"novnc unit: {info['state']}" + (f" ({info['reason']})" if info.get("reason") else ""))
+    return 0 if info.get("password") else 1
+
+
 def run(args: argparse.Namespace) -> int:
     if args.command == "verify":
         return _verify(args)
+    if args.command == "novnc":
+        return _novnc(args)
     settings = settings_from(args)
     client = ControlClient(settings.socket, timeout=600)
     command = args.command

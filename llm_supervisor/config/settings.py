@@ -9,6 +9,7 @@ The original stack's names are kept as they were: ``MODEL_PATH``, ``USE_INT8``,
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -83,6 +84,12 @@ class Settings(BaseSettings):
     gateway_admin_port: int = Field(default=8080, validation_alias=_alias("GATEWAY_ADMIN_PORT"))
     novnc_port: int = Field(default=6080, validation_alias=_alias("NOVNC_PORT"))
     bind_address: str = Field(default="127.0.0.1", validation_alias=_alias("BIND_ADDRESS"))
+    # The gateway program: "auto" is traefik when a traefik binary is on PATH, else caddy.
+    gateway_program: Literal["auto", "caddy", "traefik"] = Field(
+        default="auto", validation_alias=_alias("GATEWAY_PROGRAM")
+    )
+    # x11vnc's RFB port (bound to 127.0.0.1 only; websockify bridges NOVNC_PORT to it).
+    vnc_port: int = Field(default=5900, validation_alias=_alias("VNC_PORT"))
 
     # Free-form variables for ${NAME} expansion in unit files ([vars] in the TOML file).
     vars: dict[str, str] = Field(default_factory=dict)
@@ -115,6 +122,12 @@ class Settings(BaseSettings):
     def effective_model_path(self) -> Path:
         return self.model_path or self.state_dir / "models" / "default"
 
+    @property
+    def resolved_gateway_program(self) -> str:
+        if self.gateway_program != "auto":
+            return self.gateway_program
+        return "traefik" if shutil.which("traefik") else "caddy"
+
     def expansion_vars(self) -> dict[str, str]:
         """The names ``${NAME}`` may use in unit files."""
         values: dict[str, Any] = {
@@ -126,6 +139,8 @@ class Settings(BaseSettings):
             "GATEWAY_ADMIN_PORT": self.gateway_admin_port,
             "NOVNC_PORT": self.novnc_port,
             "BIND_ADDRESS": self.bind_address,
+            "GATEWAY_PROGRAM": self.resolved_gateway_program,
+            "VNC_PORT": self.vnc_port,
             "STATE_DIR": self.state_dir,
             "LOG_DIR": self.log_dir,
             "PROJECT_DIR": PROJECT_DIR,

@@ -18,6 +18,7 @@ from llm_supervisor.plugins import hookspecs
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "llm_supervisor.plugins.builtin.event_log",
     "llm_supervisor.plugins.builtin.metrics",
+    "llm_supervisor.plugins.builtin.gateway",
     "llm_supervisor.plugins.builtin.model_repair",
 )
 

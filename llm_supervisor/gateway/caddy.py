@@ -1,0 +1,103 @@
+"""Caddy (Debian package ``caddy``) as the gateway: native JSON config and its admin API.
+
+JSON rather than a Caddyfile: it is what the admin API's ``POST /load`` takes, needs no adapter,
+and cannot be broken by quoting. Each route is one ``reverse_proxy`` with active health checks
+(the unit's ``HealthPath``) and ``try_duration``, so a request that arrives while its upstream
+restarts waits for it (up to ``try_duration``) instead of failing at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from llm_supervisor.gateway.options import GatewayOptions, go_duration, host_port
+from llm_supervisor.gateway.routes import Route
+
+
+def _path_matcher(prefix: str) -> list[dict[str, Any]]:
+    """``/api`` matches ``/api`` and ``/api/...`` but not ``/apifoo``; ``/`` matches all."""
+    if prefix == "/":
+        return []
+    return [{"path": [prefix, f"{prefix}/*"]}]
+
+
+def _dial(upstream: str) -> dict[str, Any]:
+    parts = urlsplit(upstream)
+    return {"dial": host_port(parts.hostname or "127.0.0.1", parts.port or 80)}
+
+
+def _proxy(route: Route, options: GatewayOptions) -> dict[str, Any]:
+    handler: dict[str, Any] = {
+        "handler": "reverse_proxy",
+        "upstreams": [_dial(u) for u in route.upstreams],
+        "load_balancing": {
+            "selection_policy": {"policy": "round_robin"},
+            "try_duration": go_duration(options.try_duration_s),
+            "try_interval": go_duration(options.try_interval_s),
+        },
+        # Server-sent events (streamed /api/generate) must not sit in a buffer.
+        "flush_interval": -1,
+    }
+    if any(urlsplit(u).scheme == "https" for u in route.upstreams):
+        handler["transport"] = {"protocol": "http", "tls": {}}
+    if route.health_path:
+        handler["health_checks"] = {
+            "active": {
+                "uri": route.health_path,
+                "interval": go_duration(options.health_interval_s),
+                "timeout": go_duration(options.health_timeout_s),
+            },
+        }
+    return handler
+
+
+def render(routes: list[Route], options: GatewayOptions) -> dict[str, Any]:
+    """The complete Caddy config (``caddy run --config caddy.json``)."""
+    caddy_routes = []
+    for route in routes:  # already longest prefix first
+        handle: list[dict[str, Any]] = []
+        if route.strip_prefix and route.path_prefix != "/":
+            handle.append({"handler": "rewrite", "strip_path_prefix": route.path_prefix})
+        handle.append(_proxy(route, options))
+        entry: dict[str, Any] = {"@id": f"route-{route.name}", "handle": handle, "terminal": True}
+        matcher = _path_matcher(route.path_prefix)
+        if matcher:
+            entry["match"] = matcher
+        caddy_routes.append(entry)
+    return {
+        "admin": {
+            "listen": host_port("127.0.0.1", options.admin_port),
+            # Never write an autosave copy to ~/.config: the daemon owns the config.
+            "config": {"persist": False},
+        },
+        "logging": {"logs": {"default": {"level": "INFO"}}},
+        "apps": {
+            "http": {
+                "servers": {
+                    "gateway": {
+                        "listen": [host_port(options.listen_host, options.port)],
+                        "routes": caddy_routes,
+                        "automatic_https": {"disable": True},
+                        "logs": {},
+                    }
+                }
+            }
+        },
+    }
+
+
+def argv(options: GatewayOptions) -> list[str]:
+    return ["caddy", "run", "--config", str(options.caddy_config)]
+
+
+async def load(config: dict[str, Any], options: GatewayOptions, timeout: float = 5.0) -> None:
+    """Hand a running Caddy its new config (``POST /load``); raises httpx errors when none runs.
+
+    Caddy applies it gracefully: listeners stay open and in-flight requests finish.
+    """
+    import httpx  # imported here: the launcher imports this module and must start fast
+
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        response = await client.post(f"{options.admin_url}/load", json=config)
+        response.raise_for_status()

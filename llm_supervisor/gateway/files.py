@@ -1,0 +1,63 @@
+"""Writing the gateway's config files: atomically, and only when the content changed.
+
+Traefik watches its dynamic directory, so a half-written file there would be read: every file is
+written next to its destination's directory and renamed into place (same filesystem, atomic).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llm_supervisor.gateway import caddy, traefik
+from llm_supervisor.gateway.options import GatewayOptions
+from llm_supervisor.gateway.routes import Route
+
+_HEADER = "# Written by llm-supervisord from the units' [Route] sections; edits are overwritten.\n"
+
+
+def write_if_changed(path: Path, text: str, staging_dir: Path | None = None) -> bool:
+    """Replace ``path`` with ``text`` unless it already holds it. Returns True when written."""
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_dir or path.parent
+    staging.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=staging, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def _yaml(data: dict[str, Any]) -> str:
+    return _HEADER + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+def write_all(routes: list[Route], options: GatewayOptions) -> dict[str, Any]:
+    """Render and write the Caddy and the Traefik config (both, so switching gateway is only a
+    restart). Returns the Caddy config and whether each file changed."""
+    caddy_config = caddy.render(routes, options)
+    changed = {
+        "caddy": write_if_changed(options.caddy_config, json.dumps(caddy_config, indent=2) + "\n"),
+        "traefik_static": write_if_changed(options.traefik_static,
+                                           _yaml(traefik.render_static(options))),
+        # Staged outside dynamic/ so the watcher never sees a temporary file.
+        "traefik_dynamic": write_if_changed(options.traefik_dynamic,
+                                            _yaml(traefik.render_dynamic(routes, options)),
+                                            staging_dir=options.traefik_dynamic_dir.parent),
+    }
+    return {"caddy_config": caddy_config, "changed": changed}

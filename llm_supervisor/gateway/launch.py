@@ -1,0 +1,53 @@
+"""The gateway unit's ``ExecStart``: exec Caddy or Traefik on the config the plugin wrote.
+
+``exec`` (not a child process) so the unit's pid *is* the gateway: a crash or ``kill -9`` is
+seen by the supervisor at once. ``GATEWAY_PROGRAM`` (exported to every unit; ``auto`` resolves
+to traefik when a traefik binary is on PATH, else caddy) picks the program.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from llm_supervisor.config import load_settings
+from llm_supervisor.gateway import caddy, traefik
+from llm_supervisor.gateway.options import GatewayOptions
+
+EX_CONFIG = 78  # sysexits.h: configuration error
+
+
+def main() -> int:
+    settings = load_settings()
+    options = GatewayOptions.from_settings(settings)
+    program = os.environ.get("GATEWAY_PROGRAM") or settings.resolved_gateway_program
+    if program == "traefik":
+        argv, config = traefik.argv(options), options.traefik_static
+    elif program == "caddy":
+        argv, config = caddy.argv(options), options.caddy_config
+    else:
+        print(f"gateway: unknown GATEWAY_PROGRAM {program!r} (use caddy or traefik)", file=sys.stderr)
+        return EX_CONFIG
+    if not config.exists():
+        print(f"gateway: no config at {config}; llm-supervisord's gateway plugin writes it at "
+              "start (is the plugin loaded? `llm-supervisorctl plugins`)", file=sys.stderr)
+        return EX_CONFIG
+    executable = shutil.which(argv[0])
+    if executable is None:
+        print(f"gateway: {argv[0]} not found on PATH", file=sys.stderr)
+        return EX_CONFIG
+    env = dict(os.environ)
+    if program == "caddy":
+        # Caddy keeps certificates/locks under XDG dirs: keep them in our state dir, not ~.
+        home = options.directory / "caddy-home"
+        home.mkdir(parents=True, exist_ok=True)
+        env["XDG_DATA_HOME"] = str(home / "data")
+        env["XDG_CONFIG_HOME"] = str(home / "config")
+    print(f"gateway: exec {' '.join(argv)}", file=sys.stderr, flush=True)
+    os.execve(executable, argv, env)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Where the gateway listens and where its files live, from the daemon's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    """Everything the renderers need besides the routes.
+
+    ``try_duration``: how long the gateway keeps trying to reach an upstream that refuses
+    connections or is marked unhealthy before it answers 502/503 (Caddy ``lb_try_duration``;
+    Traefik's retry middleware is the closest equivalent, see docs/gateway.md).
+    """
+
+    state_dir: Path
+    listen_host: str = "127.0.0.1"
+    port: int = 8000
+    admin_port: int = 8080
+    health_interval_s: float = 2.0
+    health_timeout_s: float = 2.0
+    try_duration_s: float = 15.0
+    try_interval_s: float = 0.25
+    retry_attempts: int = 4
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> GatewayOptions:
+        return cls(state_dir=Path(settings.state_dir), listen_host=settings.bind_address,
+                   port=settings.gateway_port, admin_port=settings.gateway_admin_port)
+
+    @property
+    def directory(self) -> Path:
+        return self.state_dir / "gateway"
+
+    @property
+    def caddy_config(self) -> Path:
+        return self.directory / "caddy.json"
+
+    @property
+    def traefik_static(self) -> Path:
+        return self.directory / "traefik" / "traefik.yml"
+
+    @property
+    def traefik_dynamic_dir(self) -> Path:
+        return self.directory / "traefik" / "dynamic"
+
+    @property
+    def traefik_dynamic(self) -> Path:
+        return self.traefik_dynamic_dir / "routes.yml"
+
+    @property
+    def admin_url(self) -> str:
+        # The admin API / dashboard is always on loopback, whatever BIND_ADDRESS says.
+        return f"http://127.0.0.1:{self.admin_port}"
+
+
+def go_duration(seconds: float) -> str:
+    """Seconds as a Go duration string (``2s``, ``250ms``), the format both gateways parse."""
+    if seconds >= 1 and float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    return f"{round(seconds * 1000)}ms"
+
+
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

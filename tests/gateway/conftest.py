@@ -1,0 +1,50 @@
+"""One supervised stack (model service on the tiny model + the real Caddy gateway) shared by the
+gateway tests of this directory: starting the model server is the slow part."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from model_fixtures import free_port
+from supervisor_daemon import Daemon, require_programs
+
+
+class Stack:
+    def __init__(self, daemon: Daemon, gateway_port: int, admin_port: int, model_port: int):
+        self.daemon = daemon
+        self.gateway_port = gateway_port
+        self.admin_port = admin_port
+        self.model_port = model_port
+        self.url = f"http://127.0.0.1:{gateway_port}"
+
+    def http(self, timeout: float = 60.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+
+@pytest.fixture(scope="package")
+def stack(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Stack]:
+    require_programs("caddy")
+    root = tmp_path_factory.mktemp("gw")
+    gateway_port, admin_port, model_port = free_port(), free_port(), free_port()
+    daemon = Daemon(root, ["model-service.service", "gateway.service", "stack.target"], {
+        "GATEWAY_PROGRAM": "caddy",
+        "GATEWAY_PORT": str(gateway_port),
+        "GATEWAY_ADMIN_PORT": str(admin_port),
+        "MODEL_SERVICE_PORT": str(model_port),
+        "MODEL_PATH": str(tiny_model_dir),
+        "USE_INT8": "false",
+        "DTYPE": "float32",
+        "HF_HUB_OFFLINE": "1",
+        "HOST": "127.0.0.1",
+        "TOKENIZERS_PARALLELISM": "false",
+    })
+    daemon.start("stack.target")
+    try:
+        daemon.wait_ready("gateway", 30)
+        daemon.wait_ready("model-service", 120)
+        yield Stack(daemon, gateway_port, admin_port, model_port)
+    finally:
+        daemon.stop()

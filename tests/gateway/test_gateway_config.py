@@ -1,0 +1,166 @@
+"""Routes from the shipped unit files → Caddy JSON and Traefik file-provider config.
+
+Caddy's config is also checked by the real ``caddy validate``; Traefik's against the documented
+schema (traefik_schema.py), since no Traefik binary exists on our machines.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from traefik_schema import DYNAMIC, STATIC, errors
+
+from llm_supervisor.config import Settings
+from llm_supervisor.gateway import caddy, traefik
+from llm_supervisor.gateway.files import write_all
+from llm_supervisor.gateway.options import GatewayOptions
+from llm_supervisor.gateway.routes import Route, merge_routes, routes_from_units
+from llm_supervisor.supervisor.unit_loader import instantiate, load_directory
+
+REPO_UNITS = Path(__file__).resolve().parents[2] / "units"
+
+
+def shipped_routes(tmp_path: Path, **overrides: str) -> list[Route]:
+    settings = Settings(state_dir=tmp_path, model_service_port=5123, **overrides)
+    loaded = load_directory(REPO_UNITS, settings.expansion_vars())
+    assert not loaded.errors, loaded.errors
+    return merge_routes([routes_from_units(loaded.units.values())])
+
+
+def options(tmp_path: Path, **kwargs: object) -> GatewayOptions:
+    return GatewayOptions(state_dir=tmp_path, port=18000, admin_port=18080, **kwargs)
+
+
+def test_shipped_units_give_api_and_page_routes_longest_prefix_first(tmp_path: Path) -> None:
+    routes = shipped_routes(tmp_path)
+    assert [(r.path_prefix, r.upstreams, r.strip_prefix) for r in routes] == [
+        ("/api", ("http://127.0.0.1:5123",), False),  # /api is NOT stripped: the model serves /api/...
+        ("/", ("http://127.0.0.1:5123",), False),     # the test page (gateway.service's [Route])
+    ]
+    assert routes[0].health_path == "/api/health"
+    assert routes[0].units == ("model-service.service",)
+
+
+def test_template_instances_with_one_prefix_become_one_balanced_route(tmp_path: Path) -> None:
+    (tmp_path / "web@.service").write_text(
+        "[Service]\nExecStart=/bin/true\n[Route]\nPathPrefix=/web/\n"
+        "Upstream=http://127.0.0.1:70%i/ignored-path\nHealthPath=/web/health\nStripPrefix=yes\n")
+    settings = Settings(state_dir=tmp_path)
+    loaded = load_directory(tmp_path, settings.expansion_vars())
+    for instance in ("web@01.service", "web@02.service"):
+        assert instantiate(loaded, instance, settings.expansion_vars()) is not None
+    (route,) = merge_routes([routes_from_units(loaded.units.values())])
+    assert route.name == "web" and route.path_prefix == "/web" and route.strip_prefix
+    assert route.upstreams == ("http://127.0.0.1:7001", "http://127.0.0.1:7002")
+
+
+def test_caddy_config_matches_prefixes_exactly_and_keeps_admin_on_loopback(tmp_path: Path) -> None:
+    routes = [*shipped_routes(tmp_path),
+              Route("files", "/files", ("http://127.0.0.1:9000",), strip_prefix=True)]
+    routes = merge_routes([[r.as_dict() for r in routes]])
+    config = caddy.render(routes, options(tmp_path, listen_host="0.0.0.0"))
+    assert config["admin"]["listen"] == "127.0.0.1:18080"
+    server = config["apps"]["http"]["servers"]["gateway"]
+    assert server["listen"] == ["0.0.0.0:18000"]
+    by_id = {r["@id"]: r for r in server["routes"]}
+    assert [r["@id"] for r in server["routes"]][-1] == "route-gateway"  # catch-all last
+    assert by_id["route-model-service"]["match"] == [{"path": ["/api", "/api/*"]}]
+    assert "match" not in by_id["route-gateway"]
+    api_proxy = by_id["route-model-service"]["handle"][-1]
+    assert api_proxy["health_checks"]["active"]["uri"] == "/api/health"
+    assert [h["handler"] for h in by_id["route-model-service"]["handle"]] == ["reverse_proxy"]
+    assert by_id["route-files"]["handle"][0] == {"handler": "rewrite",
+                                                 "strip_path_prefix": "/files"}
+
+
+def test_caddy_accepts_the_generated_config(tmp_path: Path) -> None:
+    if shutil.which("caddy") is None:
+        pytest.skip("caddy not installed: sudo apt-get install caddy")
+    routes = [*shipped_routes(tmp_path),
+              Route("files", "/files", ("http://127.0.0.1:9000", "http://127.0.0.1:9001"),
+                    health_path="/files/ok", strip_prefix=True)]
+    opts = options(tmp_path)
+    write_all(merge_routes([[r.as_dict() for r in routes]]), opts)
+    result = subprocess.run(["caddy", "validate", "--config", str(opts.caddy_config)],
+                            capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                                 "XDG_DATA_HOME": str(tmp_path / "d"),
+                                 "XDG_CONFIG_HOME": str(tmp_path / "c")})
+    assert result.returncode == 0, result.stderr
+    assert "Valid configuration" in result.stderr + result.stdout
+
+
+def test_traefik_dynamic_config_follows_the_documented_schema(tmp_path: Path) -> None:
+    routes = [*shipped_routes(tmp_path),
+              Route("files", "/files", ("http://127.0.0.1:9000", "http://127.0.0.1:9001"),
+                    health_path="/files/ok", strip_prefix=True)]
+    routes = merge_routes([[r.as_dict() for r in routes]])
+    opts = options(tmp_path)
+    write_all(routes, opts)
+    dynamic = yaml.safe_load(opts.traefik_dynamic.read_text())
+    assert dynamic == traefik.render_dynamic(routes, opts)  # the file is the rendered dict
+    assert errors(dynamic, DYNAMIC) == []
+
+    http = dynamic["http"]
+    api = http["routers"]["model-service"]
+    assert api["rule"] == "Path(`/api`) || PathPrefix(`/api/`)"
+    assert api["entryPoints"] == ["web"] and api["service"] == "model-service"
+    assert api["middlewares"] == [traefik.RETRY_MIDDLEWARE]           # no stripPrefix for /api
+    assert http["routers"]["files"]["middlewares"] == [traefik.RETRY_MIDDLEWARE, "files-strip"]
+    assert http["middlewares"]["files-strip"] == {"stripPrefix": {"prefixes": ["/files"]}}
+    balancer = http["services"]["model-service"]["loadBalancer"]
+    assert balancer["servers"] == [{"url": "http://127.0.0.1:5123"}]
+    assert balancer["healthCheck"] == {"path": "/api/health", "interval": "2s", "timeout": "2s"}
+    assert [s["url"] for s in http["services"]["files"]["loadBalancer"]["servers"]] == [
+        "http://127.0.0.1:9000", "http://127.0.0.1:9001"]
+    # The dashboard (api@internal) is only on the loopback "traefik" entry point.
+    dashboard = http["routers"][traefik.DASHBOARD_ROUTER]
+    assert dashboard["service"] == "api@internal" and dashboard["entryPoints"] == ["traefik"]
+    for name, router in http["routers"].items():
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", name)
+        assert router["service"] in http["services"] or router["service"].endswith("@internal")
+        for middleware in router.get("middlewares", []):
+            assert middleware in http["middlewares"]
+        assert router["rule"].count("(") == router["rule"].count(")")
+        assert router["rule"].count("`") % 2 == 0
+    # Traefik's default priority is the rule length: longer prefixes must get longer rules.
+    assert len(api["rule"]) > len(http["routers"]["gateway"]["rule"])
+
+
+def test_traefik_static_config_binds_dashboard_to_loopback(tmp_path: Path) -> None:
+    opts = options(tmp_path, listen_host="0.0.0.0")
+    write_all([], opts)
+    static = yaml.safe_load(opts.traefik_static.read_text())
+    assert errors(static, STATIC) == []
+    assert static["entryPoints"]["web"]["address"] == "0.0.0.0:18000"
+    assert static["entryPoints"]["traefik"]["address"] == "127.0.0.1:18080"
+    assert static["providers"]["file"] == {"directory": str(opts.traefik_dynamic_dir),
+                                           "watch": True}
+    assert "insecure" not in static["api"]
+    assert traefik.argv(opts) == ["traefik", f"--configFile={opts.traefik_static}"]
+
+
+def test_schema_checker_rejects_what_traefik_would_reject() -> None:
+    bad = {"http": {"routers": {"r": {"rule": "PathPrefix(`/`)", "servce": "x"}},
+                    "services": {"x": {"loadBalancer": {"servers": [], "healthcheck": {}}}}}}
+    problems = errors(bad, DYNAMIC)
+    assert any("missing required 'service'" in p for p in problems)
+    assert any("unknown key 'servce'" in p for p in problems)
+    assert any("oneOf" in p for p in problems)
+
+
+def test_config_is_rewritten_only_when_it_changes(tmp_path: Path) -> None:
+    opts = options(tmp_path)
+    routes = shipped_routes(tmp_path)
+    assert all(write_all(routes, opts)["changed"].values())
+    assert not any(write_all(routes, opts)["changed"].values())
+    changed = write_all(routes[:1], opts)["changed"]
+    assert changed["caddy"] and changed["traefik_dynamic"] and not changed["traefik_static"]
+    assert json.loads(opts.caddy_config.read_text()) == caddy.render(routes[:1], opts)
+    assert not list(opts.traefik_dynamic_dir.glob(".*"))  # no temporary file left for the watcher

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llm_supervisor.config import Settings, load_settings
+from llm_supervisor.config.paths import quick_socket_path
+
+if TYPE_CHECKING:
+    from llm_supervisor.config.settings import Settings
 
 
 def add_location_options(parser: argparse.ArgumentParser) -> None:
@@ -15,6 +19,8 @@ def add_location_options(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    from llm_supervisor.config.settings import load_settings
+
     return load_settings(
         socket_path=getattr(args, "socket", None),
         state_dir=getattr(args, "state_dir", None),
@@ -29,3 +35,9 @@ def export_to_environment(settings: Settings) -> dict[str, str]:
     env["LLM_SUPERVISOR_UNITS_DIR"] = str(settings.units_dir)
     env["LLM_SUPERVISOR_SOCKET"] = str(settings.socket)
     return env
+
+
+def socket_from(args: argparse.Namespace) -> Path:
+    """The control socket, resolving full settings only when a config file could change it."""
+    quick = quick_socket_path(getattr(args, "socket", None), getattr(args, "state_dir", None))
+    return quick if quick is not None else settings_from(args).socket

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
-from llm_supervisor.cli.common import add_location_options, settings_from
+from llm_supervisor.cli.common import add_location_options, settings_from, socket_from
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -195,8 +195,7 @@ def run(args: argparse.Namespace) -> int:
         return _verify(args)
     if args.command == "novnc":
         return _novnc(args)
-    settings = settings_from(args)
-    client = ControlClient(settings.socket, timeout=600)
+    client = ControlClient(socket_from(args), timeout=600)
     command = args.command
     if command == "status":
         return _status(client, args)

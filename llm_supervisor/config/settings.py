@@ -8,7 +8,6 @@ The original stack's names are kept as they were: ``MODEL_PATH``, ``USE_INT8``,
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -22,24 +21,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-
-
-def _default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "llm-supervisor"
-
-
-def _default_units_dir() -> Path:
-    return PROJECT_DIR / "units"
-
-
-def config_file_path() -> Path | None:
-    explicit = os.environ.get("LLM_SUPERVISOR_CONFIG")
-    if explicit:
-        return Path(explicit)
-    default = Path.home() / ".config" / "llm-supervisor" / "config.toml"
-    return default if default.exists() else None
+from llm_supervisor.config.paths import (
+    PROJECT_DIR,
+    SOCKET_NAME,
+    config_file_path,
+    default_state_dir,
+    default_units_dir,
+)
 
 
 def _alias(*names: str) -> AliasChoices:
@@ -52,11 +40,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     state_dir: Path = Field(
-        default_factory=_default_state_dir,
+        default_factory=default_state_dir,
         validation_alias=_alias("LLM_SUPERVISOR_STATE_DIR", "state_dir"),
     )
     units_dir: Path = Field(
-        default_factory=_default_units_dir,
+        default_factory=default_units_dir,
         validation_alias=_alias("LLM_SUPERVISOR_UNITS_DIR", "units_dir"),
     )
     socket_path: Path | None = Field(
@@ -112,7 +100,7 @@ class Settings(BaseSettings):
     # Derived paths -----------------------------------------------------------------------
     @property
     def socket(self) -> Path:
-        return self.socket_path or self.state_dir / "supervisor.sock"
+        return self.socket_path or self.state_dir / SOCKET_NAME
 
     @property
     def log_dir(self) -> Path:

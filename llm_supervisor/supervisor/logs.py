@@ -57,16 +57,21 @@ class UnitLog:
         return list(self.tail)[-count:]
 
     def read_file_tail(self, count: int) -> list[str]:
-        """The last ``count`` lines from disk (survives daemon restarts, unlike the tail)."""
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                size = handle.tell()
-                handle.seek(max(0, size - 256 * 1024))
-                lines = handle.read().decode("utf-8", errors="replace").splitlines()
-        except OSError:
-            return self.last(count)
-        return lines[-count:] if count > 0 else []
+        """The last ``count`` lines from disk (survives daemon restarts, unlike the in-memory
+        tail), reaching into the newest rotated file when the current one is short."""
+        if count <= 0:
+            return []
+        lines: list[str] = []
+        for path in (self.path, self.path.with_name(f"{self.path.name}.1")):
+            try:
+                lines = _last_lines(path, count - len(lines)) + lines
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return self.last(count)
+            if len(lines) >= count:
+                break
+        return lines[-count:]
 
     async def follow(self) -> AsyncIterator[str]:
         queue: asyncio.Queue[str] = asyncio.Queue()
@@ -92,3 +97,12 @@ class UnitLog:
     def close(self) -> None:
         self.flush_partial()
         self._file.close()
+
+
+def _last_lines(path: Path, count: int, window: int = 256 * 1024) -> list[str]:
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - window))
+        lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    return lines[-count:]

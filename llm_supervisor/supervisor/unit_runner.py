@@ -337,7 +337,21 @@ class UnitRunner:
             log_tail=self.log.last(200))
         if diagnosis is None:
             return None
-        self._set(UnitState.REPAIRING, f"{diagnosis.summary}")
+        result = await self._run_repair(diagnosis)
+        if result is None:
+            return None
+        if result.ok:
+            return True
+        if result.give_up:
+            self._set(UnitState.FAILED, f"repair gave up: {result.message}")
+            self.manager.on_failed(self, self.reason)
+            return False
+        return None
+
+    async def _run_repair(self, diagnosis: Any) -> Any:
+        """State ``repairing`` while the ``repair_unit`` hook runs in a worker thread, with its
+        progress shown in status; returns the plugin's RepairResult (None: nobody repairs)."""
+        self._set(UnitState.REPAIRING, diagnosis.summary)
         self.repair_progress = 0.0
 
         def progress(fraction: float, message: str = "") -> None:
@@ -347,21 +361,15 @@ class UnitRunner:
 
         try:
             result = await asyncio.to_thread(
-                self.manager.hooks.call_first, "repair_unit", unit=self.unit, diagnosis=diagnosis,
-                progress=progress)
+                self.manager.hooks.call_first, "repair_unit", unit=self.unit,
+                diagnosis=diagnosis, progress=progress)
         finally:
             self.repair_progress = None
-        if result is None:
-            return None
-        self.manager.on_repair_result(self, diagnosis, result)
-        if result.ok:
-            self.pacer.reset()
-            return True
-        if result.give_up:
-            self._set(UnitState.FAILED, f"repair gave up: {result.message}")
-            self.manager.on_failed(self, self.reason)
-            return False
-        return None
+        if result is not None:
+            self.manager.on_repair_result(self, diagnosis, result)
+            if result.ok:
+                self.pacer.reset()
+        return result
 
     def _note_repair_progress(self, message: str) -> None:
         self.reason = message
@@ -380,26 +388,11 @@ class UnitRunner:
                 diagnosis=diagnosis, progress=lambda fraction, message="": None)
             return None if result is None else _as_dict(result)
         await self.stop("stopped for repair")
-        self._set(UnitState.REPAIRING, diagnosis.summary)
-        self.repair_progress = 0.0
-
-        def progress(fraction: float, message: str = "") -> None:
-            self.repair_progress = fraction
-            if message:
-                self.manager.loop.call_soon_threadsafe(self._note_repair_progress, message)
-
-        try:
-            result = await asyncio.to_thread(
-                self.manager.hooks.call_first, "repair_unit", unit=self.unit,
-                diagnosis=diagnosis, progress=progress)
-        finally:
-            self.repair_progress = None
+        result = await self._run_repair(diagnosis)
         if result is None:
             self._set(UnitState.INACTIVE, "no plugin can repair this unit")
             return None
-        self.manager.on_repair_result(self, diagnosis, result)
         if result.ok:
-            self.pacer.reset()
             self.start("restart after repair")
         else:
             self._set(UnitState.FAILED, f"repair failed: {result.message}")

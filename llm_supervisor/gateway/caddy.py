@@ -38,6 +38,10 @@ def _proxy(route: Route, options: GatewayOptions) -> dict[str, Any]:
         },
         # Server-sent events (streamed /api/generate) must not sit in a buffer.
         "flush_interval": -1,
+        # Without a buffered body, a POST retried after a dial error (the upstream restarting)
+        # fails with 502 "invalid Read on closed Body" (caddyserver/caddy#7546, fixed only in
+        # releases newer than Debian's 2.6.2). Request bodies here are small JSON documents.
+        "buffer_requests": True,
     }
     if any(urlsplit(u).scheme == "https" for u in route.upstreams):
         handler["transport"] = {"protocol": "http", "tls": {}}

@@ -6,25 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from model_fixtures import free_port
-from supervisor_daemon import Daemon, require_programs
+from supervisor_daemon import Daemon, Stack, require_programs
 
 
-class Stack:
-    def __init__(self, daemon: Daemon, gateway_port: int, admin_port: int, model_port: int):
-        self.daemon = daemon
-        self.gateway_port = gateway_port
-        self.admin_port = admin_port
-        self.model_port = model_port
-        self.url = f"http://127.0.0.1:{gateway_port}"
-
-    def http(self, timeout: float = 60.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout)
-
-
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Stack]:
     require_programs("caddy")
     root = tmp_path_factory.mktemp("gw")

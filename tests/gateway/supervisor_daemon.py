@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from llm_supervisor.cli.client import ControlClient, DaemonNotRunning
@@ -147,3 +148,26 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
         self.client.close()
+
+
+class Stack:
+    """A daemon running the model service and the gateway (tests/gateway)."""
+
+    def __init__(self, daemon: Daemon, gateway_port: int, admin_port: int, model_port: int):
+        self.daemon = daemon
+        self.gateway_port = gateway_port
+        self.admin_port = admin_port
+        self.model_port = model_port
+        self.url = f"http://127.0.0.1:{gateway_port}"
+
+    def http(self, timeout: float = 60.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+
+class Desktop:
+    """A daemon running browser-test.target (tests/desktop)."""
+
+    def __init__(self, daemon: Daemon, ports: dict[str, int]):
+        self.daemon = daemon
+        self.ports = ports
+        self.novnc_url = f"http://127.0.0.1:{ports['NOVNC_PORT']}"

@@ -1,0 +1,223 @@
+"""The supervised stack through the real gateway (Caddy): llm-supervisord runs the shipped
+model-service and gateway units, the model service serves the tiny test model.
+
+Measured numbers are printed (``pytest -s`` shows them) and documented in docs/gateway.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from model_fixtures import free_port
+from supervisor_daemon import REPO_ROOT, Stack, require_programs, wait_for
+
+POLISH_PROMPT = "Napisz krótki wiersz o jesieni"
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+
+def test_original_curl_commands_work_through_the_gateway(stack: Stack) -> None:
+    """The old README's commands, unchanged apart from the port."""
+    with stack.http() as http:
+        health = http.get("/api/health")
+        assert health.status_code == 200, health.text
+        assert health.json()["status"] == "ready"
+        reply = http.post("/api/generate", json={"prompt": POLISH_PROMPT, "max_length": 16,
+                                                 "temperature": 0.7})
+        assert reply.status_code == 200, reply.text
+        assert isinstance(reply.json()["generated_text"], str)
+        assert reply.json()["generated_tokens"] > 0
+        page = http.get("/")
+        assert page.status_code == 200 and 'id="generate"' in page.text
+        assert http.get("/apifoo").status_code == 404  # /api does not swallow /apifoo
+    if shutil.which("curl") is None:
+        return
+    base = f"http://localhost:{stack.gateway_port}"
+    out = subprocess.run(["curl", "-sS", f"{base}/api/health"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    assert json.loads(out)["status"] == "ready"
+    body = json.dumps({"prompt": POLISH_PROMPT, "max_length": 8, "temperature": 0.7})
+    out = subprocess.run(["curl", "-sS", "-X", "POST", f"{base}/api/generate", "-H",
+                          "Content-Type: application/json", "-d", body],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "generated_text" in json.loads(out)
+
+
+def test_streamed_generation_is_not_buffered_by_the_gateway(stack: Stack) -> None:
+    events = []
+    with stack.http() as http, http.stream(
+            "POST", "/api/generate",
+            json={"prompt": POLISH_PROMPT, "max_length": 12, "stream": True}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:])["type"])
+    assert events[0] == "token" and events[-1] == "done"
+
+
+def test_gateway_and_its_admin_api_listen_on_loopback_only(stack: Stack) -> None:
+    pid = stack.daemon.unit("gateway")["pid"]
+    process = psutil.Process(pid)
+    assert Path(process.exe()).name == "caddy"  # exec'd: the unit's pid is Caddy itself
+    listening = {(c.laddr.ip, c.laddr.port) for c in process.net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN}
+    assert listening == {("127.0.0.1", stack.gateway_port), ("127.0.0.1", stack.admin_port)}
+    config = httpx.get(f"http://127.0.0.1:{stack.admin_port}/config/", timeout=10).json()
+    assert config["admin"]["listen"] == f"127.0.0.1:{stack.admin_port}"
+    info = stack.daemon.client.get("/gateway")
+    assert info["program"] == "caddy"
+    assert [r["path_prefix"] for r in info["routes"]] == ["/api", "/"]
+
+
+@pytest.mark.browser
+def test_real_browser_uses_the_test_page_through_the_gateway(stack: Stack) -> None:
+    require_programs("chromium")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    seen_urls: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=shutil.which("chromium"),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.on("request", lambda request: seen_urls.append(request.url))
+            page.goto(stack.url + "/", wait_until="domcontentloaded")
+            page.wait_for_selector("#health.ready", timeout=30_000)
+            page.fill("#prompt", "Write one sentence about autumn.")
+            page.fill("#max_length", "24")
+            page.fill("#temperature", "0.7")
+            page.click("#generate")
+            page.wait_for_function(
+                "document.querySelector('#stats').textContent.includes('tokens')",
+                timeout=60_000)
+            text = page.inner_text("#output")
+            page.screenshot(path=str(ARTIFACTS / "browser-test-page.png"), full_page=True)
+        finally:
+            browser.close()
+    assert text.strip(), "no generated text appeared"
+    assert "[error" not in text and "HTTP " not in text
+    assert seen_urls and all(url.startswith(stack.url) for url in seen_urls), seen_urls
+    assert any(url.endswith("/api/generate") for url in seen_urls)
+
+
+def test_reload_adds_a_route_without_restarting_the_gateway(stack: Stack, tmp_path: Path) -> None:
+    """A new unit with [Route] StripPrefix=yes: `reload` loads the new config into the running
+    Caddy through its admin API; /files/hello.txt reaches the new unit as /hello.txt."""
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / "hello.txt").write_text("hello through the gateway\n")
+    port = free_port()
+    unit = stack.daemon.units_dir / "files-demo.service"
+    unit.write_text(
+        "[Unit]\nDescription=static files for the reload test\n"
+        f"[Service]\nExecStart={sys.executable} -m http.server --bind 127.0.0.1 "
+        f"--directory {served} {port}\n"
+        f"[Health]\nCheck=http://127.0.0.1:{port}/hello.txt\nInterval=1\n"
+        f"[Route]\nPathPrefix=/files\nUpstream=http://127.0.0.1:{port}\nStripPrefix=yes\n"
+        "[Install]\nWantedBy=stack.target\n")
+    gateway_pid = stack.daemon.unit("gateway")["pid"]
+    try:
+        summary = stack.daemon.client.post("/reload")
+        assert summary["added"] == ["files-demo.service"]
+        stack.daemon.wait_ready("files-demo", 30)
+        with stack.http(timeout=10) as http:
+            response = wait_for(lambda: (r := http.get("/files/hello.txt")).status_code == 200
+                                and r, 15, "the new route")
+            assert response.text == "hello through the gateway\n"
+            assert http.get("/api/health").status_code == 200  # the other routes still work
+        assert stack.daemon.unit("gateway")["pid"] == gateway_pid
+    finally:
+        unit.unlink()
+        stack.daemon.client.post("/reload")
+    with stack.http(timeout=10) as http:
+        wait_for(lambda: http.get("/files/hello.txt").status_code == 404, 15,
+                 "the route to disappear after the unit was removed")
+
+
+def test_gateway_killed_with_sigkill_is_restarted(stack: Stack) -> None:
+    before = stack.daemon.unit("gateway")
+    killed_at = time.monotonic()
+    os.kill(before["pid"], signal.SIGKILL)
+
+    def answering_again() -> bool:
+        status = stack.daemon.unit("gateway")
+        if status["pid"] in (None, before["pid"]):
+            return False
+        return httpx.get(f"{stack.url}/api/health", timeout=2).status_code == 200
+
+    wait_for(answering_again, 20, "the gateway to answer again",
+             diagnostics=lambda: stack.daemon.diagnostics("gateway"))
+    healed = time.monotonic() - killed_at
+    after = stack.daemon.unit("gateway")
+    assert after["restarts"] == before["restarts"] + 1
+    print(f"\n[measured] gateway SIGKILL -> /api/health 200 again through it: {healed:.2f} s")
+    assert healed < 10
+
+
+def _retrying_generate(url: str, deadline_s: float, log: list[dict[str, Any]]) -> bool:
+    """The client policy we document: retry 502/503/504 and connection errors with a short
+    backoff, for at most ``deadline_s``."""
+    started = time.monotonic()
+    attempts, delay = 0, 0.2
+    while time.monotonic() - started < deadline_s:
+        attempts += 1
+        t0 = time.monotonic()
+        try:
+            response = httpx.post(url, json={"prompt": "Hi", "max_length": 4}, timeout=30)
+            status: int | str = response.status_code
+        except httpx.HTTPError as exc:
+            status = type(exc).__name__
+        log.append({"status": status, "seconds": time.monotonic() - t0, "attempt": attempts})
+        if status == 200:
+            return True
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+    return False
+
+
+def test_model_service_restart_with_a_retrying_client(stack: Stack) -> None:
+    """While the model service restarts, a client that retries 502/503 (see docs/gateway.md)
+    gets every answer. Caddy itself holds requests that cannot connect for up to try_duration
+    (15 s); what the client still sees is the model server's own 503 "loading" while it loads."""
+    url = f"{stack.url}/api/generate"
+    stop = threading.Event()
+    outcomes: list[bool] = []
+    log: list[dict[str, Any]] = []
+
+    def client() -> None:
+        while not stop.is_set():
+            outcomes.append(_retrying_generate(url, 60, log))
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    stack.daemon.client.post("/units/model-service/restart")
+    stack.daemon.wait_ready("model-service", 120)
+    restart_s = time.monotonic() - t0
+    time.sleep(1.0)
+    stop.set()
+    thread.join(90)
+    failures = [entry for entry in log if entry["status"] != 200]
+    slowest = max(entry["seconds"] for entry in log)
+    print(f"\n[measured] model-service restart (stop + start + load) {restart_s:.2f} s; "
+          f"{len(outcomes)} logical requests, {len(log)} HTTP attempts, non-200 attempts: "
+          f"{sorted({str(e['status']) for e in failures})} x{len(failures)}; "
+          f"slowest single attempt {slowest:.2f} s")
+    assert outcomes and all(outcomes), log

@@ -190,6 +190,14 @@ def _novnc(args: argparse.Namespace) -> int:
     return 0 if info.get("password") else 1
 
 
+def _repair_result(body: str) -> dict[str, Any] | None:
+    try:
+        result = json.loads(body)
+    except ValueError:
+        return None
+    return result if isinstance(result, dict) and "ok" in result else None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.command == "verify":
         return _verify(args)
@@ -213,8 +221,12 @@ def run(args: argparse.Namespace) -> int:
             result = client.post(f"/units/{args.unit}/repair",
                                  params={"verify_only": "1" if args.verify_only else "0"})
         except ControlError as exc:
-            print(f"repair failed: {exc}", file=sys.stderr)
-            return 1
+            # A repair that ran but did not succeed (or found problems) is HTTP 500 whose body
+            # is the RepairResult itself: show it like a success, not as raw JSON.
+            result = _repair_result(str(exc))
+            if result is None:
+                print(f"repair failed: {exc}", file=sys.stderr)
+                return 1
         print(result.get("message", ""))
         for problem in result.get("details", {}).get("problems", []):
             print(f"  {problem}")

@@ -38,9 +38,9 @@ TEST_TARGET = "test.target"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
+    """Whatever needs the engine is marked ``docker`` (the pure parsing tests here are not)."""
     for item in items:
-        if here in Path(str(item.fspath)).parents:
+        if "docker_client" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.docker)
 
 
@@ -148,12 +148,14 @@ def busybox_image(docker_client: Any) -> str:
 @pytest.fixture(scope="session")
 def host_python_volumes() -> list[str]:
     """Read-only bind mounts that make the host's Python, its venv and this checkout usable
-    inside the busybox image."""
-    paths = {"/usr", "/lib", "/lib64", sys.base_prefix, sys.prefix, str(REPO_ROOT)}
-    real = {os.path.realpath(p) for p in paths if os.path.exists(p)}
-    # Drop paths nested in another mounted path; keep the mount list short and unambiguous.
-    keep = sorted(p for p in real if not any(p != q and p.startswith(q + "/") for q in real))
-    return [f"{p}:{p}:ro" for p in keep]
+    inside the busybox image. /lib and /lib64 are mounted by their own names: on a merged-/usr
+    system they are symlinks, and the dynamic loader is looked up through them."""
+    system = [p for p in ("/usr", "/lib", "/lib64") if os.path.exists(p)]
+    extra = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, str(REPO_ROOT))}
+    covered = [*system, *extra]
+    keep = sorted(p for p in extra
+                  if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in covered))
+    return [f"{p}:{p}:ro" for p in [*system, *keep]]
 
 
 # --------------------------------------------------------------------------- the daemon
@@ -216,7 +218,8 @@ class Daemon:
         return self.ctl.request("GET", f"/units/{unit}/logs", params={"tail": tail}).text
 
     def wait_for(self, unit: str, predicate: Callable[[dict[str, Any]], bool],
-                 timeout: float = 30.0, what: str = "condition") -> dict[str, Any]:
+                 timeout: float = 30.0, what: str = "condition",
+                 give_up_on: tuple[str, ...] = ()) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -224,6 +227,8 @@ class Daemon:
                 status = self.status(unit)
                 if predicate(status):
                     return status
+                if status.get("state") in give_up_on:
+                    break
             time.sleep(0.1)
         with contextlib.suppress(Exception):
             status["log"] = self.unit_log(unit, 40)
@@ -232,7 +237,7 @@ class Daemon:
 
     def wait_healthy(self, unit: str, timeout: float = 30.0) -> dict[str, Any]:
         return self.wait_for(unit, lambda s: s["state"] == "running" and s["health"] == "healthy",
-                             timeout, "running+healthy")
+                             timeout, "running+healthy", give_up_on=("failed", "skipped"))
 
     def containers(self, unit: str | None = None, all: bool = True) -> list[Any]:
         wanted = labels.owner_filter(self.owner)

@@ -17,8 +17,6 @@ from llm_supervisor.supervisor.units import ContainerSpec, Unit
 
 # Docker's built-in networks: never created or removed by us.
 BUILTIN_NETWORKS = ("bridge", "host", "none")
-_PORT = re.compile(r"^(?:(?P<host_ip>\[[0-9a-fA-F:]+\]|[0-9.]+):)?(?:(?P<host_port>\d+):)?"
-                   r"(?P<container_port>\d+)(?:/(?P<proto>tcp|udp|sctp))?$")
 
 
 class SpecError(ValueError):
@@ -61,15 +59,23 @@ class ContainerPlan:
 
 
 def parse_port(text: str) -> PortBinding:
-    """``[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]`` as in ``docker run -p``."""
-    match = _PORT.match(text.strip())
-    if not match:
+    """``[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]`` as in ``docker run -p`` (``IP::PORT``
+    publishes on a random host port; an IPv6 address goes in brackets)."""
+    value, _, proto = text.strip().partition("/")
+    host_ip: str | None = None
+    bracketed = True
+    if value.startswith("["):
+        host_ip, sep, value = value[1:].partition("]:")
+        bracketed = bool(sep)
+    elif value.count(":") == 2:
+        host_ip, _, value = value.partition(":")
+    host_port, colon, container_port = value.rpartition(":")
+    if (not bracketed or host_ip == "" or proto not in ("", "tcp", "udp", "sctp")
+            or not container_port.isdigit() or (host_port and not host_port.isdigit())
+            or (colon and not host_port and host_ip is None)):
         raise SpecError(f"[Container] Ports: cannot parse {text!r} "
                         "(expected [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp])")
-    host_ip = match.group("host_ip")
-    host_port = match.group("host_port")
-    return PortBinding(int(match.group("container_port")), match.group("proto") or "tcp",
-                       host_ip.strip("[]") if host_ip else None,
+    return PortBinding(int(container_port), proto or "tcp", host_ip,
                        int(host_port) if host_port else None)
 
 

@@ -257,3 +257,25 @@ def test_foreign_container_with_our_name_is_not_touched(daemon: Daemon,
         assert squatter.status == "running"
     finally:
         squatter.remove(force=True)
+
+
+def test_image_healthcheck_is_surfaced_and_unhealthy_restarts_without_our_check(
+        daemon: Daemon, busybox_image: str, tmp_path: Any) -> None:
+    context = tmp_path / "hc"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"
+        "HEALTHCHECK --interval=500ms --timeout=1s --retries=1 CMD test -f /www/ok\n")
+    port = free_port()
+    daemon.write_unit("web.service", web_unit(busybox_image, port, health=False,
+                                              extra_container=f"Build={context}\nImage=\n"))
+    daemon.env_extra["BASE_IMAGE"] = busybox_image
+    daemon.start()
+    daemon.wait_for("web", lambda s: "docker health: healthy" in "\n".join(s.get("log_tail", [])),
+                    30, "docker health: healthy in the log")
+    first = daemon.container_of("web.service")
+    first.exec_run(["rm", "/www/ok"])
+    daemon.wait_for("web", lambda s: s["restarts"] >= 1 and s["state"] == "running", 30,
+                    "restart after Docker reported unhealthy")
+    assert "reports unhealthy" in daemon.unit_log("web", 400)
+    assert daemon.container_of("web.service").id != first.id

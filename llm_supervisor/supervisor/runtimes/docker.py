@@ -215,6 +215,7 @@ class DockerRuntime(Runtime):
         self.owner = labels.owner_id(settings.state_dir)
         self._client: Any = None
         self._connect_lock = asyncio.Lock()
+        self._network_lock = asyncio.Lock()  # units starting together share one network
         self._built: dict[str, tuple[str, str]] = {}  # unit -> (fingerprint, image id)
         self._host = ProcessRuntime()
 
@@ -307,7 +308,9 @@ class DockerRuntime(Runtime):
         if any(n.name == name for n in client.networks.list(names=[name])):
             return  # ours or the user's: either way usable, and only ours is ever removed
         try:
-            client.networks.create(name, driver="bridge",
+            # check_duplicate: engines before API 1.44 would otherwise happily create a second
+            # network of the same name, which makes the name ambiguous for every later start.
+            client.networks.create(name, driver="bridge", check_duplicate=True,
                                    labels=labels.for_object(self.owner, unit.name))
         except APIError as exc:  # created concurrently by another unit's start
             if not any(n.name == name for n in client.networks.list(names=[name])):
@@ -318,9 +321,14 @@ class DockerRuntime(Runtime):
 
         for volume in volumes:
             if not volume.named:
+                # A missing source becomes a directory, as with `docker run -v`, but created by
+                # us (so a failure is reported with its reason, not as a container error).
                 if not os.path.exists(volume.source):
-                    raise RuntimeError_(f"[Container] Volumes: {volume.source} does not exist on "
-                                        f"the host (mounted at {volume.target})")
+                    try:
+                        os.makedirs(volume.source, exist_ok=True)
+                    except OSError as exc:
+                        raise RuntimeError_(f"[Container] Volumes: {volume.source} does not exist "
+                                            f"and cannot be created ({exc.strerror})") from exc
                 continue
             try:
                 client.volumes.get(volume.source)
@@ -369,7 +377,8 @@ class DockerRuntime(Runtime):
             reference, image_id = await self._ensure_image(client, unit, log)
             object_labels = labels.for_object(self.owner, unit.name,
                                               labels.config_hash(unit, image_id))
-            await self._call(self._ensure_network, client, plan.network, unit)
+            async with self._network_lock:
+                await self._call(self._ensure_network, client, plan.network, unit)
             await self._call(self._ensure_volumes, client, plan.volumes, unit)
             name = _container_name(unit, self.owner)
             await self._call(self._clear_name, client, name)

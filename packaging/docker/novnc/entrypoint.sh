@@ -10,7 +10,8 @@ if [ ! -s "${VNC_PASSWORD_FILE:-}" ]; then
     exit 64
 fi
 mkdir -p "$HOME/.vnc"
-x11vnc -storepasswd "$(head -c 8 "$VNC_PASSWORD_FILE")" "$HOME/.vnc/passwd" >/dev/null
+# The first line, first 8 characters (all VNC looks at), without the newline.
+x11vnc -storepasswd "$(head -n 1 "$VNC_PASSWORD_FILE" | cut -c 1-8)" "$HOME/.vnc/passwd" >/dev/null
 
 Xvfb "$DISPLAY" -screen 0 "$SCREEN_GEOMETRY" -nolisten tcp &
 xvfb=$!

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,57 +29,81 @@ ProgressFn = Callable[..., None]
 _CONTENT_KINDS = ("missing", "truncated", "corrupt")
 
 
-@dataclass
 class Plan:
-    """What the files should be, and where replacements may come from."""
+    """What the files should be, and where replacements may come from.
 
-    expectation: Expectation | None
-    sources: list[fetch.FileSource] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # sources skipped, and why
-    repo_id: str | None = None
+    The hub is asked (one ``model_info`` request) only when it is needed: when there is no
+    usable manifest, or when files must be fetched. Verifying, fixing modes and ``--verify-only``
+    with a manifest never touch the network.
+    """
+
+    def __init__(self, ctx: RepairContext, progress: ProgressFn | None = None) -> None:
+        self.ctx = ctx
+        self.progress = progress
+        self.notes: list[str] = []  # sources skipped, and why
+        try:
+            self.manifest = from_manifest(ctx.model_dir)
+        except (manifest_mod.ManifestError, OSError) as exc:
+            self.manifest = None
+            self.notes.append(f"manifest unusable ({exc})")
+        source = self.manifest.source if self.manifest else {}
+        self.kind = source.get("kind")
+        self.dtype = str(source.get("dtype") or "bfloat16")
+        # A GGUF conversion is reproduced only by converting again: the hub's SmolLM2 files differ.
+        self.repo_id = None if self.kind == "gguf" else (source.get("repo_id") or ctx.model_id)
+        self.revision = source.get("revision") if self.kind == "hub" else None
+        recorded = source.get("endpoint") if self.kind == "hub" else None
+        self.endpoint = ctx.endpoint or (recorded if recorded and recorded != DEFAULT_ENDPOINT
+                                         else None)
+        self._info: Any = None
+        self._asked = False
+        self._sources: list[fetch.FileSource] | None = None
+
+    def hub_info(self) -> Any:
+        """The hub's metadata for the repo, or None (offline, unreachable, no repo)."""
+        if self._asked:
+            return self._info
+        self._asked = True
+        if not self.repo_id:
+            return None
+        if self.ctx.offline:
+            self.notes.append("hub skipped (HF_HUB_OFFLINE is set)")
+            return None
+        try:
+            self._info = fetch.hub_info(self.repo_id, self.revision, self.endpoint,
+                                        self.ctx.hub_timeout)
+        except fetch.HubUnreachable as exc:
+            self.notes.append(f"hub {self.endpoint or DEFAULT_ENDPOINT} unreachable ({exc})")
+        return self._info
+
+    @property
+    def expectation(self) -> Expectation | None:
+        if self.manifest is not None:
+            return self.manifest
+        info = self.hub_info()
+        if info is None:
+            return None
+        return from_hub(info, select_hub_files([s.rfilename for s in info.siblings or []]))
+
+    def sources(self) -> list[fetch.FileSource]:
+        if self._sources is not None:
+            return self._sources
+        info = self.hub_info()
+        sources: list[fetch.FileSource] = []
+        if info is not None and self.repo_id:
+            sources.append(fetch.HubSource(self.repo_id, info.sha, self.endpoint,
+                                           self.ctx.hub_timeout))
+        if self.repo_id:
+            revisions = list(dict.fromkeys([self.revision, getattr(info, "sha", None), None]))
+            sources.append(fetch.CacheSource(self.repo_id, revisions, self.ctx.cache_dir))
+        if self.kind == "gguf":
+            sources.append(fetch.GGUFSource(dtype=self.dtype, progress=self.progress))
+        self._sources = sources
+        return sources
 
     def describe_sources(self) -> str:
-        names = [s.name for s in self.sources]
+        names = [s.name for s in self._sources or []]
         return ", ".join(names + self.notes) or "none"
-
-
-def plan(ctx: RepairContext, progress: ProgressFn | None = None) -> Plan:
-    """Read the manifest, ask the hub (one request) and line up the sources."""
-    notes: list[str] = []
-    try:
-        manifest_exp = from_manifest(ctx.model_dir)
-    except (manifest_mod.ManifestError, OSError) as exc:
-        manifest_exp = None
-        notes.append(f"manifest unusable ({exc})")
-    source = manifest_exp.source if manifest_exp else {}
-    kind = source.get("kind")
-    repo_id = None if kind == "gguf" else (source.get("repo_id") or ctx.model_id)
-    revision = source.get("revision") if kind == "hub" else None
-    recorded = source.get("endpoint") if kind == "hub" else None
-    endpoint = ctx.endpoint or (recorded if recorded and recorded != DEFAULT_ENDPOINT else None)
-
-    info: Any = None
-    if repo_id and ctx.offline:
-        notes.append("hub skipped (HF_HUB_OFFLINE is set)")
-    elif repo_id:
-        try:
-            info = fetch.hub_info(repo_id, revision, endpoint, ctx.hub_timeout)
-        except fetch.HubUnreachable as exc:
-            notes.append(f"hub {endpoint or DEFAULT_ENDPOINT} unreachable ({exc})")
-
-    expectation = manifest_exp
-    if expectation is None and info is not None:
-        expectation = from_hub(info, select_hub_files([s.rfilename for s in info.siblings or []]))
-    sources: list[fetch.FileSource] = []
-    if info is not None and repo_id:
-        sources.append(fetch.HubSource(repo_id, info.sha, endpoint, ctx.hub_timeout))
-    if repo_id:
-        revisions = list(dict.fromkeys([revision, getattr(info, "sha", None), None]))
-        sources.append(fetch.CacheSource(repo_id, revisions, ctx.cache_dir))
-    if kind == "gguf":
-        sources.append(fetch.GGUFSource(dtype=str(source.get("dtype") or "bfloat16"),
-                                        progress=progress))
-    return Plan(expectation, sources, notes, repo_id)
 
 
 def _fix_modes(ctx: RepairContext, problems: list[Problem], expectation: Expectation
@@ -123,9 +146,10 @@ def repair(ctx: RepairContext, diagnosis: Diagnosis, progress: ProgressFn, budge
 
     log.info("model_repair_started", unit=ctx.unit_name, diagnosis=diagnosis.kind,
              summary=diagnosis.summary, model_dir=str(ctx.model_dir), verify_only=verify_only)
-    progress(0.05, "reading the manifest and asking the hub")
-    the_plan = plan(ctx, progress)
-    if the_plan.expectation is None:
+    progress(0.05, "reading the manifest")
+    the_plan = Plan(ctx, progress)
+    expectation = the_plan.expectation
+    if expectation is None:
         why = (f"cannot tell which files of {ctx.model_dir} are damaged: no usable manifest "
                f"({manifest_mod.MANIFEST_NAME}) and no hub metadata "
                f"({'; '.join(the_plan.notes) or 'no MODEL_ID'})")
@@ -134,13 +158,11 @@ def repair(ctx: RepairContext, diagnosis: Diagnosis, progress: ProgressFn, budge
             return RepairResult(False, why, details={"problems": [why]})
         return _give_up(ctx, why, "", the_plan)
 
-    expectation = the_plan.expectation
     progress(0.1, f"verifying {len(expectation.files)} files against the {expectation.origin}")
     problems = verify(ctx.model_dir, expectation)
     described = [describe(p) for p in problems]
     base: dict[str, Any] = {"problems": described, "origin": expectation.origin,
-                            "model_dir": str(ctx.model_dir),
-                            "sources": the_plan.describe_sources()}
+                            "model_dir": str(ctx.model_dir)}
     log.info("model_repair_verified", unit=ctx.unit_name, origin=expectation.origin,
              files=len(expectation.files), problems=described)
     if verify_only:
@@ -165,7 +187,9 @@ def repair(ctx: RepairContext, diagnosis: Diagnosis, progress: ProgressFn, budge
                 if p.kind in _CONTENT_KINDS and p.path in expectation.files}
     report = fetch.FetchReport()
     if to_fetch:
-        report = fetch.fetch_files(ctx.model_dir, to_fetch, the_plan.sources, progress)
+        progress(0.15, "looking for sources")
+        report = fetch.fetch_files(ctx.model_dir, to_fetch, the_plan.sources(), progress)
+    base["sources"] = the_plan.describe_sources()
     for rel, source_name in report.fixed.items():
         log.info("model_repair_file_replaced", unit=ctx.unit_name, file=rel, source=source_name)
     for change in modes:
@@ -179,7 +203,7 @@ def repair(ctx: RepairContext, diagnosis: Diagnosis, progress: ProgressFn, budge
     progress(1.0, "repair finished")
     if failed:
         detail = "; ".join(f"{rel}: {' / '.join(why)}" for rel, why in sorted(failed.items()))
-        if not the_plan.sources:
+        if not the_plan.sources():
             detail += f" (no source: {'; '.join(the_plan.notes) or 'none configured'})"
         message = f"could not repair {len(failed)} file(s): {detail}"
         log.warning("model_repair_finished", unit=ctx.unit_name, ok=False, message=message)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, Daemon
+from docker_fixtures import REPO_ROOT, Daemon
 from model_fixtures import free_port
 
 pytestmark = pytest.mark.docker

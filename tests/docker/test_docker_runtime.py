@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Daemon
+from docker_fixtures import Daemon
 from model_fixtures import free_port
 
 from llm_supervisor.supervisor.runtimes import docker_labels as labels

@@ -47,9 +47,10 @@ _HEALTH_POLL_SEC = 2.0
 
 
 def engine_available(timeout: float = 1.0) -> bool:
-    """Does a Docker engine answer (within ``timeout``)? Used to pick the default runtime."""
+    """Does a Docker engine answer (within about ``timeout``)? Used to pick the default runtime.
+    Two requests are made (version negotiation, ping): each gets half the budget."""
     try:
-        client = connect(timeout=timeout, max_pool_size=1)
+        client = connect(timeout=timeout / 2, max_pool_size=1)
     except RuntimeError_:
         return False
     with contextlib.suppress(Exception):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -36,12 +38,26 @@ def free_display(start: int = FIRST_DISPLAY, count: int = 100) -> int:
     raise RuntimeError(f"no free X display between :{start} and :{start + count - 1}")
 
 
+def display_answers(number: int) -> bool:
+    """True when something accepts connections on the display's Unix socket (a socket file left
+    by a killed Xvfb does not count)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(X11_SOCKET_DIR / f"X{number}"))
+        return True
+    except OSError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            probe.close()
+
+
 def wait_for_display(number: int, timeout: float = 20.0) -> bool:
-    """True once the display's Unix socket exists (Xvfb creates it when ready to accept)."""
+    """True once the X server on display ``number`` accepts connections."""
     deadline = time.monotonic() + timeout
-    socket_path = X11_SOCKET_DIR / f"X{number}"
     while time.monotonic() < deadline:
-        if socket_path.exists():
+        if display_answers(number):
             return True
         time.sleep(0.05)
     return False

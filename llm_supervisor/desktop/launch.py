@@ -14,7 +14,12 @@ from collections.abc import Sequence
 
 from llm_supervisor.config import load_settings
 from llm_supervisor.desktop.display import free_display, wait_for_display
-from llm_supervisor.desktop.secrets_store import DesktopFiles, ensure_password, write_xauthority
+from llm_supervisor.desktop.secrets_store import (
+    DesktopFiles,
+    ensure_password,
+    write_private,
+    write_xauthority,
+)
 
 SCREEN = os.environ.get("DESKTOP_SCREEN", "1280x800x24")
 EX_UNAVAILABLE = 69  # sysexits.h: a service this one needs is not available
@@ -84,6 +89,8 @@ def browser(url: str) -> int:
     env = _display_env(files)
     if env is None:
         return EX_UNAVAILABLE
+    write_private(files.browser_xauthority, files.xauthority.read_bytes())
+    env["XAUTHORITY"] = str(files.browser_xauthority)
     profile = files.browser_profile
     profile.mkdir(parents=True, exist_ok=True, mode=0o700)
     program = os.environ.get("DESKTOP_BROWSER") or ("chromium" if shutil.which("chromium")

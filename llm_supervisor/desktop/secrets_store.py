@@ -45,6 +45,13 @@ class DesktopFiles:
         return self.directory / "Xauthority"
 
     @property
+    def browser_xauthority(self) -> Path:
+        """The browser's copy of the cookie it started with: when Xvfb restarts (new cookie) the
+        copy differs, and the browser unit's health check (``cmp``) restarts the browser, which
+        would otherwise keep running attached to the dead display."""
+        return self.directory / "browser.Xauthority"
+
+    @property
     def display(self) -> Path:
         return self.directory / "display"
 

@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -99,6 +100,36 @@ def test_browser_opens_the_page_through_the_gateway_and_is_restarted(desktop: De
     wait_for(restarted, 30, "the browser to be restarted",
              diagnostics=lambda: desktop.daemon.diagnostics("browser"))
     assert desktop.daemon.unit("browser")["restarts"] == before["restarts"] + 1
+
+
+def test_display_killed_with_sigkill_heals_the_whole_desktop(desktop: Desktop) -> None:
+    """Xvfb dies: it is restarted, x11vnc and the browser (which lose their X connection) come
+    back on the new display, and VNC authentication works again."""
+    def browser_exec_done() -> bool:  # the launcher has become chromium (not still preparing)
+        status = desktop.daemon.unit("browser")
+        return status["state"] == "running" and status["pid"] is not None and \
+            psutil.Process(status["pid"]).name().startswith("chromium")
+
+    wait_for(browser_exec_done, 30, "the browser to run")
+    before = {name: desktop.daemon.unit(name) for name in ("xvfb", "x11vnc", "browser")}
+    killed_at = time.monotonic()
+    os.kill(before["xvfb"]["pid"], signal.SIGKILL)
+
+    def healed() -> bool:
+        for name, old in before.items():
+            status = desktop.daemon.unit(name)
+            if status["pid"] in (None, old["pid"]) or status["state"] != "running" or \
+                    status["health"] not in ("none", "healthy"):
+                return False
+        return True
+
+    wait_for(healed, 60, "xvfb, x11vnc and browser to run again", interval=0.2,
+             diagnostics=lambda: desktop.daemon.diagnostics("xvfb", "x11vnc", "browser"))
+    print(f"\n[measured] Xvfb SIGKILL -> xvfb, x11vnc and browser running again: "
+          f"{time.monotonic() - killed_at:.2f} s")
+    ws_url = f"ws://127.0.0.1:{desktop.ports['NOVNC_PORT']}/websockify"
+    assert wait_for(lambda: handshake(ws_url, _password(desktop)).authenticated, 20,
+                    "VNC authentication after the display came back", interval=1.0)
 
 
 def test_missing_programs_skip_units_with_the_apt_packages_to_install(tmp_path: Path) -> None:

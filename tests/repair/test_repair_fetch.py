@@ -211,3 +211,20 @@ def test_permissions_alone_are_fixed_without_fetching(fake_hub: FakeHub, tmp_pat
                                                      f"{WEIGHTS}: mode 0 -> 644"]
     assert fake_hub.requests == []
     assert verify_model_dir(model) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing owners needs root")
+def test_ownership_follows_the_model_directory(fake_hub: FakeHub, tmp_path: Path) -> None:
+    """What ``sudo ./fix_model_service.sh`` did with chown: repaired files belong to whoever
+    owns the model directory, not to the (root) daemon."""
+    model = build_tiny_model(tmp_path / "model")
+    for path in (model, *model.iterdir()):
+        os.chown(path, 4321, 4321)
+    (model / "config.json").chmod(0)
+    os.chown(model / "config.json", 0, 0)
+    truncate(model)
+    result = run(context(model, HF_ENDPOINT=fake_hub.url))
+    assert result.ok, result
+    for name in ("config.json", WEIGHTS):
+        st = (model / name).stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (4321, 4321, 0o644), name

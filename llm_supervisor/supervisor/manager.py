@@ -9,7 +9,6 @@ and control-socket listeners.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -291,13 +290,22 @@ class Manager:
         """Clean up (process runtime) or re-adopt (docker) what a previous daemon left."""
         for name, record in self._previous_records.items():
             runner = self.runners.get(name)
-            unit = runner.unit if runner else None
-            if runner is None or unit is None:
+            if runner is None:
                 continue
-            with contextlib.suppress(Exception):
-                instance = await runner.runtime.recover(unit, record, runner.log)
-                if instance is not None:
+            # The record says which runtime made it: a unit moved from docker to process (or
+            # back) still has its old instance cleaned up by the runtime that owns it.
+            runtime = (self.runtimes.docker() if record.get("runtime") == "docker"
+                       else self.runtimes.process)
+            try:
+                instance = await runtime.recover(runner.unit, record, runner.log)
+                if instance is not None and runtime is runner.runtime:
                     runner.adopt_recovered(instance)
+                elif instance is not None:
+                    await instance.stop(runner.unit.kill_signal, runner.unit.timeout_stop_sec)
+            except Exception as exc:  # one unit's leftovers must not stop the daemon starting
+                log.error("recover_failed", unit=name, record=record, error=str(exc),
+                          error_type=type(exc).__name__)
+                runner.log.note(f"could not recover what the previous daemon left: {exc}")
         self._previous_records = {}
         self.save_records()
 

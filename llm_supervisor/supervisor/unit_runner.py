@@ -150,16 +150,23 @@ class UnitRunner:
 
     async def _supervise_loop(self, reason: str) -> None:
         while self.wanted:
+            # Conditions first (as systemd): a unit whose program is missing says so itself
+            # instead of reporting the state of what it waits for.
+            unmet = self._unmet_condition()
+            if unmet:
+                self._set(UnitState.SKIPPED, unmet)
+                return
             blocker = await self.manager.wait_for_dependencies(self, self._stop_requested)
             if not self.wanted:
                 break
             if blocker is not None:
+                # A required unit skipped by its condition skips this one too; one that failed
+                # fails it.
+                if blocker.endswith(f"is {UnitState.SKIPPED}"):
+                    self._set(UnitState.SKIPPED, blocker)
+                    return
                 self._set(UnitState.FAILED, blocker)
                 self.manager.on_failed(self, blocker)
-                return
-            unmet = self._unmet_condition()
-            if unmet:
-                self._set(UnitState.SKIPPED, unmet)
                 return
             if self.pacer.limit_hit():
                 why = (f"start limit hit: {self.unit.start_limit_burst} starts within "
@@ -270,6 +277,7 @@ class UnitRunner:
         else:
             if health is not None and health in done:
                 why = health.result()
+                self.log.note(why)
                 self._set(UnitState.STOPPING, why)
             else:
                 why = self._stop_reason

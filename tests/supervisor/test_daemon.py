@@ -255,3 +255,18 @@ WantedBy=stack.target
         time.sleep(0.5)
         assert len(stamps.read_text().split()) == 1
         assert unit["last_exit"]["code"] == code
+
+
+def test_condition_is_checked_before_dependencies_and_skips_propagate(daemon: Daemon):
+    daemon.write_unit("xserver.service", "[Unit]\nConditionExecutable=no-such-xserver\n"
+                      "[Service]\nExecStart=no-such-xserver\n[Install]\nWantedBy=stack.target\n")
+    daemon.write_unit("viewer.service", "[Unit]\nAfter=xserver.service\nRequires=xserver.service\n"
+                      "ConditionExecutable=no-such-viewer\nInstallHint=apt-get install viewer\n"
+                      "[Service]\nExecStart=no-such-viewer\n[Install]\nWantedBy=stack.target\n")
+    daemon.write_unit("client.service", "[Unit]\nAfter=xserver.service\nRequires=xserver.service\n"
+                      "[Service]\nExecStart=/bin/sleep 60\n[Install]\nWantedBy=stack.target\n")
+    daemon.start()
+    viewer = daemon.wait_state("viewer", "skipped")
+    assert "no-such-viewer not found" in viewer["reason"] and "apt-get install viewer" in viewer["reason"]
+    client = daemon.wait_state("client", "skipped")
+    assert client["reason"] == "required unit xserver is skipped"

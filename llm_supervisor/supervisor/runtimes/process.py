@@ -102,7 +102,7 @@ class ProcessInstance(Instance):
 
     def record(self) -> dict[str, Any]:
         return {"pid": self.pid, "pgid": self.pgid, "started_at": self.started_at,
-                "ident": self.ident}
+                "ident": self.ident, "runtime": "process"}
 
 
 class ProcessRuntime(Runtime):

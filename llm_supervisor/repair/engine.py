@@ -21,6 +21,7 @@ from llm_supervisor.plugins.types import Diagnosis, RepairResult
 from llm_supervisor.repair import fetch, perms
 from llm_supervisor.repair.budget import Budget
 from llm_supervisor.repair.context import DEFAULT_ENDPOINT, RepairContext
+from llm_supervisor.repair.store import store_for
 from llm_supervisor.repair.verify import Expectation, check_file, describe, from_hub, from_manifest, verify
 
 log = structlog.get_logger("llm_supervisor.repair")
@@ -96,6 +97,9 @@ class Plan:
         if self.repo_id:
             revisions = list(dict.fromkeys([self.revision, getattr(info, "sha", None), None]))
             sources.append(fetch.CacheSource(self.repo_id, revisions, self.ctx.cache_dir))
+        store = store_for(self.ctx.env, self.ctx.unit_name)
+        if store is not None:
+            sources.append(fetch.StoreSource(store))
         if self.kind == "gguf":
             sources.append(fetch.GGUFSource(dtype=self.dtype, progress=self.progress))
         self._sources = sources

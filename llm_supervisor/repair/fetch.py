@@ -6,7 +6,8 @@ mismatch, huggingface_hub#3643):
 
 1. :class:`HubSource`   ``hf_hub_download`` of just that file, when the hub answers;
 2. :class:`CacheSource` the local Hugging Face cache (``try_to_load_from_cache``), offline;
-3. :class:`GGUFSource`  the offline SmolLM2 GGUF re-converted (deterministic: the conversion
+3. :class:`StoreSource` the plugin's reserve copy of the last verified files (:mod:`.store`);
+4. :class:`GGUFSource`  the offline SmolLM2 GGUF re-converted (deterministic: the conversion
    reproduces the recorded files bit for bit), only for models that came from it.
 
 Candidates are written into a work directory *inside* the model directory (same file system,
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_supervisor.repair import perms
+from llm_supervisor.repair.store import Store
 from llm_supervisor.repair.verify import Expected, check_file
 
 WORKDIR_PREFIX = ".llm-supervisor-repair-"
@@ -59,7 +61,7 @@ class FileSource(ABC):
     name: str
 
     @abstractmethod
-    def get(self, rel: str, workdir: Path) -> Path:
+    def get(self, rel: str, expected: Expected, workdir: Path) -> Path:
         """A candidate for ``rel`` somewhere under ``workdir``; raises :class:`SourceError`."""
 
 
@@ -71,7 +73,7 @@ class HubSource(FileSource):
     timeout: float = 10.0
     name: str = "hub"
 
-    def get(self, rel: str, workdir: Path) -> Path:
+    def get(self, rel: str, expected: Expected, workdir: Path) -> Path:
         from huggingface_hub import hf_hub_download
 
         try:
@@ -90,7 +92,7 @@ class CacheSource(FileSource):
     cache_dir: Path
     name: str = "local cache"
 
-    def get(self, rel: str, workdir: Path) -> Path:
+    def get(self, rel: str, expected: Expected, workdir: Path) -> Path:
         from huggingface_hub import try_to_load_from_cache
 
         for revision in self.revisions:
@@ -105,6 +107,23 @@ class CacheSource(FileSource):
                 shutil.copyfile(found, dest)  # a copy: the cache keeps its blob
                 return dest
         raise SourceError(f"not in the cache {self.cache_dir}")
+
+
+@dataclass
+class StoreSource(FileSource):
+    """The plugin's own content-addressed reserve copy (:mod:`.store`)."""
+
+    store: Store
+    name: str = "repair store"
+
+    def get(self, rel: str, expected: Expected, workdir: Path) -> Path:
+        blob = self.store.blob(expected.sha256) if expected.sha256 else None
+        if blob is None or not blob.is_file():
+            raise SourceError(f"not in the store {self.store.root}")
+        dest = workdir / "store" / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(blob, dest)
+        return dest
 
 
 _CONVERT = (
@@ -126,7 +145,7 @@ class GGUFSource(FileSource):
     _converted: Path | None = field(default=None, init=False, repr=False)
     _error: str | None = field(default=None, init=False, repr=False)
 
-    def get(self, rel: str, workdir: Path) -> Path:
+    def get(self, rel: str, expected: Expected, workdir: Path) -> Path:
         if self._converted is None and self._error is None:
             self._convert(workdir / "gguf")
         if self._error is not None:
@@ -216,7 +235,7 @@ def fetch_files(
                     fraction = span[0] + (span[1] - span[0]) * index / max(1, len(wanted))
                     progress(fraction, f"fetching {rel} from the {source.name}")
                 try:
-                    candidate = source.get(rel, workdir)
+                    candidate = source.get(rel, expected, workdir)
                 except SourceError as exc:
                     reasons.append(f"{source.name}: {exc}")
                     continue

@@ -179,7 +179,7 @@ def test_plugin_is_listed(stack: tuple[Daemon, Path]) -> None:
 def test_broken_source_fails_with_a_clear_reason(tmp_path: Path, hub: FakeHub) -> None:
     """The hub serves wrong bytes and there is no cache: after the budget the unit is failed,
     with a reason saying what to do; the daemon keeps serving; the damaged file is kept."""
-    daemon, model = start_stack(tmp_path, hub, "MODEL_REPAIR_ATTEMPTS=2")
+    daemon, model = start_stack(tmp_path, hub, "MODEL_REPAIR_ATTEMPTS=2 MODEL_REPAIR_STORE=off")
     try:
         pid = daemon.unit(UNIT)["pid"]
         truncate(model)
@@ -204,4 +204,22 @@ def test_broken_source_fails_with_a_clear_reason(tmp_path: Path, hub: FakeHub) -
         assert verify_model_dir(model) == []
     finally:
         hub.corrupt.clear()
+        daemon.stop()
+
+
+def test_offline_repair_from_the_store(tmp_path: Path, hub: FakeHub) -> None:
+    """No hub, no cache: the reserve copy taken after the first healthy start repairs it."""
+    daemon, model = start_stack(tmp_path, hub, "HF_HUB_OFFLINE=1")
+    try:
+        wait_for(lambda: events(daemon, "model_repair_store_filled"), 30, "the store filled")
+        unit = daemon.unit(UNIT)
+        DAMAGE["bytes-flipped"](model)
+        (model / "config.json").unlink()
+        os.kill(unit["pid"], signal.SIGKILL)
+        wait_for(lambda: (u := daemon.unit(UNIT))["state"] == "running"
+                 and u["health"] == "healthy" and u["pid"] != unit["pid"], 90, "healed")
+        assert verify_model_dir(model) == []
+        replaced = {e["file"]: e["source"] for e in events(daemon, "model_repair_file_replaced")}
+        assert replaced == {WEIGHTS: "repair store", "config.json": "repair store"}
+    finally:
         daemon.stop()

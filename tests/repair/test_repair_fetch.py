@@ -228,3 +228,29 @@ def test_ownership_follows_the_model_directory(fake_hub: FakeHub, tmp_path: Path
     for name in ("config.json", WEIGHTS):
         st = (model / name).stat()
         assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (4321, 4321, 0o644), name
+
+
+def test_the_store_keeps_verified_copies_and_repairs_offline(tmp_path: Path) -> None:
+    from llm_supervisor.repair.store import Store, store_for
+
+    model = build_tiny_model(tmp_path / "model")
+    store = store_for({"STATE_DIR": str(tmp_path / "state")}, "model-service")
+    assert store is not None and store.root == tmp_path / "state" / "repair-store" / "model-service"
+    assert store_for({"STATE_DIR": "/x", "MODEL_REPAIR_STORE": "off"}, "m") is None
+    flip_middle(model)  # damaged before the first fill: never stored
+    added = store.fill(model)
+    assert WEIGHTS not in added and "config.json" in added
+    shutil.copy(build_tiny_model(tmp_path / "pristine") / WEIGHTS, model / WEIGHTS)
+    assert store.fill(model) == [WEIGHTS]
+    stale = store.blob("0" * 64)
+    stale.write_bytes(b"from an older model")
+    store.fill(model)
+    assert not stale.exists()  # pruned: only the current manifest's files are kept
+
+    truncate(model)
+    delete_config(model)
+    result = run(context(model, HF_HUB_OFFLINE="1", MODEL_REPAIR_STORE=str(store.root)))
+    assert result.ok, result
+    assert result.details["replaced"] == {WEIGHTS: "repair store", "config.json": "repair store"}
+    assert verify_model_dir(model) == []
+    assert isinstance(store, Store)

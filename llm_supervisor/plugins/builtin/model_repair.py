@@ -8,7 +8,9 @@ Thin hook layer over :mod:`llm_supervisor.repair`:
 - ``repair_unit``: verify against the manifest / hub metadata, re-fetch only the bad files, fix
   modes; give up with a reason once the budget is spent. Also serves
   ``llm-supervisorctl repair UNIT [--verify-only]`` (diagnosis kind ``manual``);
-- ``unit_health_changed``: a healthy unit ends the streak of unsuccessful repairs.
+- ``unit_health_changed``: a healthy unit ends the streak of unsuccessful repairs, and its
+  verified files are copied into the repair store (:mod:`llm_supervisor.repair.store`) in a
+  background thread.
 
 See docs/repair.md.
 """
@@ -16,6 +18,7 @@ See docs/repair.md.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import structlog
@@ -25,6 +28,7 @@ from llm_supervisor.plugins.types import Diagnosis, RepairResult
 from llm_supervisor.repair import detect, engine, verify
 from llm_supervisor.repair.budget import Budget
 from llm_supervisor.repair.context import RepairContext
+from llm_supervisor.repair.store import Store, store_for
 
 log = structlog.get_logger("llm_supervisor.repair")
 
@@ -78,5 +82,28 @@ def repair_unit(unit: Any, diagnosis: Any, progress: Any) -> RepairResult | None
 
 @hookimpl
 def unit_health_changed(unit: Any, health: str) -> None:
-    if str(health) == "healthy":
-        BUDGET.healthy(unit.name)
+    if str(health) != "healthy":
+        return
+    BUDGET.healthy(unit.name)
+    ctx = _context(unit)
+    store = store_for(ctx.env, ctx.unit_name) if ctx is not None else None
+    if ctx is None or store is None or unit.name in _filling:
+        return
+    _filling.add(unit.name)
+    threading.Thread(target=_fill_store, args=(unit.name, ctx, store), daemon=True,
+                     name=f"repair-store:{ctx.unit_name}").start()
+
+
+_filling: set[str] = set()
+
+
+def _fill_store(key: str, ctx: RepairContext, store: Store) -> None:
+    """Keep a verified reserve copy of the healthy model (off the event loop)."""
+    try:
+        added = store.fill(ctx.model_dir)
+        log.info("model_repair_store_filled", unit=ctx.unit_name, store=str(store.root),
+                 added=added)
+    except Exception as exc:  # a full disk must not hurt the unit
+        log.warning("model_repair_store_failed", unit=ctx.unit_name, error=str(exc))
+    finally:
+        _filling.discard(key)

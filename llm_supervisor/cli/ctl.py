@@ -153,8 +153,9 @@ def _shutdown(client: ControlClient, args: argparse.Namespace) -> int:
 
 
 def _plugins(client: ControlClient) -> int:
-    from rich.console import Console
     from rich.table import Table
+
+    from llm_supervisor.cli.render import make_console
 
     table = Table(box=None, header_style="bold")
     for column in ("PLUGIN", "FROM", "HOOKS"):
@@ -162,7 +163,7 @@ def _plugins(client: ControlClient) -> int:
     for plugin in client.get("/plugins"):
         origin = "built-in" if plugin["builtin"] else (plugin["distribution"] or "entry point")
         table.add_row(plugin["name"], origin, ", ".join(plugin["hooks"]))
-    Console().print(table)
+    make_console().print(table)
     return 0
 
 

@@ -82,14 +82,13 @@ def _start_background(settings: Settings, target: str | None) -> int:
 
 
 def _wait_until_up(settings: Settings, seconds: float) -> int:
-    from rich.console import Console
     from rich.live import Live
 
-    from llm_supervisor.cli.render import status_table
+    from llm_supervisor.cli.render import make_console, status_table
 
     client = ControlClient(settings.socket)
     deadline = time.monotonic() + seconds
-    console = Console()
+    console = make_console()
     with Live(console=console, refresh_per_second=2, transient=not console.is_terminal) as live:
         while True:
             units = client.get("/units")

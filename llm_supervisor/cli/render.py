@@ -48,5 +48,13 @@ def status_table(units: list[dict[str, Any]]) -> Table:
     return table
 
 
+def make_console() -> Console:
+    """A console that does not squeeze the table to 80 columns when output is a pipe or a file."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    return console
+
+
 def print_status(units: list[dict[str, Any]], console: Console | None = None) -> None:
-    (console or Console()).print(status_table(units))
+    (console or make_console()).print(status_table(units))

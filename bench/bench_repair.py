@@ -11,7 +11,8 @@ both measured in this run, with the real daemon and the real model server.
   ``model_damage_detected`` event to ``healthy``.
 - ``--source``: where the repair fetches from: ``hub`` (a local HTTP server speaking the hub
   protocol, the model served as a hub repo), ``cache`` (the local Hugging Face cache, offline),
-  ``gguf`` (re-convert the offline SmolLM2 GGUF; only for the default SmolLM2 model).
+  ``store`` (the plugin's reserve copy, offline), ``gguf`` (re-convert the offline SmolLM2
+  GGUF; only for the default SmolLM2 model). The store is off for the other sources.
 
 Prints the ratio MTTR / cold start (target ≤ 1.5×). Default model: SmolLM2-135M-Instruct
 converted from the offline GGUF (cached under .cache/), 270 MB of bf16 weights.
@@ -85,6 +86,14 @@ def wait_healthy(daemon: Daemon, not_pid: int | None = None, timeout: float = 30
     raise SystemExit(f"{UNIT} not healthy within {timeout}s: {daemon.unit(UNIT)}")
 
 
+def wait_store(daemon: Daemon, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(e.get("event") == "model_repair_store_filled" for e in daemon.events()):
+        if time.monotonic() > deadline:
+            raise SystemExit("the repair store was not filled")
+        time.sleep(0.1)
+
+
 def cold_start(daemon: Daemon) -> float:
     daemon.client.post(f"/units/{UNIT}/stop")
     daemon.wait_state(UNIT, "inactive", timeout=60)
@@ -135,7 +144,11 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, dict[str, str],
 
         shutil.copytree(args.model or default_model(), model)
     env = {"MODEL_PATH": str(model), "MODEL_SERVICE_PORT": str(free_port()),
-           "HF_HOME": str(work / "hf-home"), "HF_HUB_OFFLINE": "0", "MODEL_ID": REPO_ID}
+           "HF_HOME": str(work / "hf-home"), "HF_HUB_OFFLINE": "0", "MODEL_ID": REPO_ID,
+           "MODEL_REPAIR_STORE": "off"}
+    if args.source == "store":
+        env.update(HF_HUB_OFFLINE="1", MODEL_REPAIR_STORE=str(work / "store"))
+        return model, env, None
     if args.source == "gguf":
         if (read_manifest(model) or {}).get("source", {}).get("kind") != "gguf":
             raise SystemExit("--source gguf needs the default (GGUF-converted) SmolLM2 model")
@@ -166,7 +179,7 @@ def main() -> int:
     parser.add_argument("--model", type=Path, help="model directory (copied; default SmolLM2)")
     parser.add_argument("--tiny", action="store_true", help="the tiny random test model")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--source", choices=("hub", "cache", "gguf"), default="hub")
+    parser.add_argument("--source", choices=("hub", "cache", "store", "gguf"), default="hub")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-repair-") as tmp:
@@ -178,6 +191,8 @@ def main() -> int:
         daemon.start()
         try:
             wait_healthy(daemon)
+            if args.source == "store":
+                wait_store(daemon)
             size = sum(f.stat().st_size for f in model.iterdir() if f.is_file()) / 1e6
             print(f"model {model.name}: {size:.1f} MB; repair source: {args.source}; "
                   f"repeats: {args.repeats}", flush=True)

@@ -28,7 +28,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05,
+             diagnostics: Callable[[], str] | None = None) -> Any:
+    """Poll ``predicate`` until it returns something truthy; on timeout fail, appending
+    ``diagnostics()`` (e.g. a log tail) to the message when given."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -40,7 +43,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
             last_error = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                         + (f" (last error: {last_error})" if last_error else ""))
+                         + (f" (last error: {last_error})" if last_error else "")
+                         + (f"\n{diagnostics()}" if diagnostics else ""))
 
 
 class Daemon:
@@ -53,13 +57,17 @@ class Daemon:
         self.socket = self.state_dir / "supervisor.sock"
         self.units_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = root / "daemon.log"
-        self.env = {**os.environ, "LLM_SUPERVISOR_STATE_DIR": str(self.state_dir),
+        self.env = {**self.inherited_env(), "LLM_SUPERVISOR_STATE_DIR": str(self.state_dir),
                     "LLM_SUPERVISOR_UNITS_DIR": str(self.units_dir),
                     "LLM_SUPERVISOR_RUNTIME": "process", "PYTHONUNBUFFERED": "1",
                     **(env or {})}
         self.target = target
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = ControlClient(self.socket, timeout=60)
+
+    def inherited_env(self) -> dict[str, str]:
+        """The part of this process's environment the daemon inherits (subclasses filter it)."""
+        return dict(os.environ)
 
     def write_unit(self, name: str, text: str) -> Path:
         path = self.units_dir / name
@@ -84,11 +92,14 @@ class Daemon:
             except DaemonNotRunning:
                 return False
 
-        wait_for(answering, timeout, "the control socket")
+        wait_for(answering, timeout, "the control socket", diagnostics=self.log_tail)
         return self
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
     def events(self) -> list[dict[str, Any]]:
         events = []
@@ -124,6 +135,7 @@ class Daemon:
         self.proc.wait(10)
 
     def stop(self, timeout: float = 60) -> int | None:
+        self.client.close()  # a kept-alive connection to a daemon going away; reopened on use
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(signal.SIGTERM)

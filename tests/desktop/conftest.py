@@ -13,8 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gateway"))
 
-from model_fixtures import free_port  # noqa: E402
-from supervisor_daemon import Daemon, Desktop, require_programs  # noqa: E402
+from supervisor_daemon import Daemon, Desktop, free_port, require_programs  # noqa: E402
 
 DESKTOP_UNITS = ["gateway.service", "xvfb.service", "x11vnc.service", "novnc.service",
                  "browser.service", "browser-test.target"]
@@ -43,7 +42,9 @@ def desktop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desktop]:
             daemon.wait_ready(unit, 40)
         yield Desktop(daemon, ports)
     finally:
-        daemon.stop()
-        page_server.terminate()
-        page_server.wait(10)
+        try:
+            daemon.stop()
+        finally:
+            page_server.terminate()
+            page_server.wait(10)
 

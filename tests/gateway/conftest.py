@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from model_fixtures import free_port
-from supervisor_daemon import Daemon, Stack, require_programs
+from supervisor_daemon import Daemon, Stack, free_port, require_programs
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from model_fixtures import free_port
-from supervisor_daemon import REPO_ROOT, Stack, require_programs, wait_for
+from supervisor_daemon import REPO_ROOT, Stack, free_port, require_programs, wait_for
 
 POLISH_PROMPT = "Napisz krótki wiersz o jesieni"
 ARTIFACTS = REPO_ROOT / "test-artifacts"

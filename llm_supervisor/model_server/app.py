@@ -8,8 +8,10 @@ process logs one ``weights_load_failed`` event and exits with ``WEIGHTS_LOAD_FAI
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import threading
 import time
 import uuid
@@ -89,9 +91,7 @@ class ServerState:
     # -------------------------------------------------------------- loading
 
     def start_loading(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loader = threading.Thread(
-            target=self._load, args=(loop,), name="model-loader", daemon=True
-        )
+        self.loader = threading.Thread(target=self._load, args=(loop,), name="model-loader", daemon=True)
         self.loader.start()
 
     def _load(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -115,9 +115,7 @@ class ServerState:
                 log=log,
             )
             if resolved.origin != "local":
-                progress.scope(
-                    stage_spans["downloading" if resolved.origin == "hub" else "converting"], 1.0
-                )
+                progress.scope(stage_spans["downloading" if resolved.origin == "hub" else "converting"], 1.0)
             log.info(
                 "model_source",
                 origin=resolved.origin,
@@ -135,9 +133,7 @@ class ServerState:
                 error=str(exc.error),
                 problems=exc.problems or None,
                 library_error=(
-                    f"{type(exc.library_error).__name__}: {exc.library_error}"
-                    if exc.library_error
-                    else None
+                    f"{type(exc.library_error).__name__}: {exc.library_error}" if exc.library_error else None
                 ),
             )
             return
@@ -203,9 +199,7 @@ class ServerState:
 
     def require_engine(self) -> Engine:
         if self.stopping:
-            raise APIError(
-                503, "shutting_down", "the server is shutting down", {"Retry-After": "5"}
-            )
+            raise APIError(503, "shutting_down", "the server is shutting down", {"Retry-After": "5"})
         if self.engine is None:
             snap = self.progress.snapshot()
             raise APIError(
@@ -291,6 +285,18 @@ def _validate(model: type[BaseModel], data: Any) -> Any:
         raise APIError(422, "validation_error", describe(exc)) from None
 
 
+def _no_delay(request: Request) -> None:
+    """Disable Nagle's algorithm on a streaming connection.
+
+    Measured here: without it, each small SSE write after the first waited for the client's
+    delayed ACK (~40 ms), so the first token arrived 40 ms late.
+    """
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def _sse(data: Any) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
@@ -373,9 +379,7 @@ class Generation:
         if t.finished is not None:
             m.request_duration.observe(t.finished - t.enqueued)
             if t.first_token is not None and self.completion_tokens > 1:
-                m.time_per_token.observe(
-                    (t.finished - t.first_token) / (self.completion_tokens - 1)
-                )
+                m.time_per_token.observe((t.finished - t.first_token) / (self.completion_tokens - 1))
         m.prompt_tokens.inc(self.prompt_tokens)
 
 
@@ -398,9 +402,7 @@ def _chat_prompt(engine: Engine, req: ChatRequest) -> str:
         try:
             return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         except Exception as exc:  # jinja raises for unsupported role orders etc.
-            raise APIError(
-                422, "validation_error", f"chat template refused the messages: {exc}"
-            ) from None
+            raise APIError(422, "validation_error", f"chat template refused the messages: {exc}") from None
     return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
 
 
@@ -445,9 +447,7 @@ def create_app(settings: ModelServerSettings) -> Sanic:
     @app.on_response
     async def _count(request: Request, response: HTTPResponse) -> None:
         route = request.route.path if request.route else "unmatched"
-        state.metrics.requests.labels(
-            route="/" + route.lstrip("/"), status=str(response.status)
-        ).inc()
+        state.metrics.requests.labels(route="/" + route.lstrip("/"), status=str(response.status)).inc()
 
     @app.exception(Exception)
     async def _error(request: Request, exc: Exception) -> HTTPResponse:
@@ -501,9 +501,7 @@ def create_app(settings: ModelServerSettings) -> Sanic:
             return engine.submit(prompt_ids, params)
         except Overloaded as exc:
             state.metrics.failures.labels(err="overloaded").inc()
-            raise APIError(
-                429, "overloaded", str(exc), {"Retry-After": str(exc.retry_after)}
-            ) from None
+            raise APIError(429, "overloaded", str(exc), {"Retry-After": str(exc.retry_after)}) from None
         except ShuttingDown as exc:
             raise APIError(503, "shutting_down", str(exc), {"Retry-After": "5"}) from None
 
@@ -513,8 +511,7 @@ def create_app(settings: ModelServerSettings) -> Sanic:
             raise APIError(
                 422,
                 "validation_error",
-                f"max_length/max_tokens {n} is above the limit of "
-                f"{settings.max_new_tokens} (MAX_NEW_TOKENS)",
+                f"max_length/max_tokens {n} is above the limit of {settings.max_new_tokens} (MAX_NEW_TOKENS)",
             )
         return n
 
@@ -547,6 +544,7 @@ def create_app(settings: ModelServerSettings) -> Sanic:
 
         if not body.stream:
             return json_response(result(await gen.run()))
+        _no_delay(request)
         response = await request.respond(
             content_type="text/event-stream; charset=utf-8",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -556,9 +554,7 @@ def create_app(settings: ModelServerSettings) -> Sanic:
         async for delta in gen.deltas():
             await response.send(_sse({"type": "token", "text": delta}))
         if gen.error:
-            await response.send(
-                _sse({"type": "error", **error_body("generation_failed", gen.error)})
-            )
+            await response.send(_sse({"type": "error", **error_body("generation_failed", gen.error)}))
         else:
             await response.send(_sse({"type": "done", **result(gen.asm.text)}))
         await response.eof()
@@ -581,9 +577,7 @@ def create_app(settings: ModelServerSettings) -> Sanic:
             }
         )
 
-    def openai_params(
-        body: CompletionRequest | ChatRequest, max_tokens: int | None
-    ) -> SamplingParams:
+    def openai_params(body: CompletionRequest | ChatRequest, max_tokens: int | None) -> SamplingParams:
         return SamplingParams(
             max_new_tokens=new_tokens(max_tokens),
             temperature=1.0 if body.temperature is None else body.temperature,
@@ -601,9 +595,8 @@ def create_app(settings: ModelServerSettings) -> Sanic:
             "total_tokens": gen.prompt_tokens + gen.completion_tokens,
         }
 
-    async def openai_stream(
-        request: Request, gen: Generation, chunk: Any, include_usage: bool
-    ) -> None:
+    async def openai_stream(request: Request, gen: Generation, chunk: Any, include_usage: bool) -> None:
+        _no_delay(request)
         response = await request.respond(
             content_type="text/event-stream; charset=utf-8",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -641,9 +634,7 @@ def create_app(settings: ModelServerSettings) -> Sanic:
                 "object": "text_completion",
                 "created": created,
                 "model": name,
-                "choices": [
-                    {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
-                ],
+                "choices": [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}],
             }
 
         if body.stream:
@@ -675,9 +666,7 @@ def create_app(settings: ModelServerSettings) -> Sanic:
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": name,
-                "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                ],
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
             }
 
         if body.stream:

@@ -158,9 +158,7 @@ class _Batch:
 
 
 def _mergeable(cache: Any) -> bool:
-    return type(cache) is DynamicCache and all(
-        type(layer) is DynamicLayer for layer in cache.layers
-    )
+    return type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
 class Engine:
@@ -375,9 +373,7 @@ class Engine:
         self._sample_and_emit(batch, out.logits[:, -1, :])
         return batch if len(batch) else None
 
-    def _forward(
-        self, ids: torch.Tensor, attn: torch.Tensor, positions: torch.Tensor, cache: Any
-    ) -> Any:
+    def _forward(self, ids: torch.Tensor, attn: torch.Tensor, positions: torch.Tensor, cache: Any) -> Any:
         return self.model(
             input_ids=ids,
             attention_mask=attn,
@@ -436,9 +432,7 @@ class Engine:
         if len(keep) != len(batch.rows):
             self._select(batch, keep)
         if keep:
-            batch.last = torch.tensor(
-                [[tokens[i]] for i in keep], dtype=torch.long, device=self.device
-            )
+            batch.last = torch.tensor([[tokens[i]] for i in keep], dtype=torch.long, device=self.device)
 
     def _select(self, batch: _Batch, keep: list[int]) -> None:
         """Keep only rows ``keep`` and trim padding columns no remaining row needs."""

@@ -47,11 +47,7 @@ class WeightsLoadError(Exception):
 
     @property
     def error_type(self) -> str:
-        return (
-            type(self.error).__name__
-            if isinstance(self.error, BaseException)
-            else "ManifestMismatch"
-        )
+        return type(self.error).__name__ if isinstance(self.error, BaseException) else "ManifestMismatch"
 
 
 @dataclass

@@ -182,9 +182,7 @@ def verify_model_dir(
     return problems
 
 
-def _check_file(
-    path: Path, rel: str, entry: Mapping[str, Any], check_hashes: bool
-) -> list[Problem]:
+def _check_file(path: Path, rel: str, entry: Mapping[str, Any], check_hashes: bool) -> list[Problem]:
     expected_size: int = entry["size"]
     try:
         size = path.stat().st_size

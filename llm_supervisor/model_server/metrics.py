@@ -24,9 +24,7 @@ class Metrics:
         self.requests = Counter(
             "llm_requests", "HTTP requests by route and status", ["route", "status"], registry=r
         )
-        self.failures = Counter(
-            "llm_request_failures", "Failed requests by error type", ["err"], registry=r
-        )
+        self.failures = Counter("llm_request_failures", "Failed requests by error type", ["err"], registry=r)
         self.queue_size = Gauge("llm_queue_size", "Requests waiting for a batch slot", registry=r)
         self.running = Gauge("llm_requests_running", "Requests being generated", registry=r)
         self.batch_size = Gauge("llm_batch_current_size", "Rows in the running batch", registry=r)

@@ -129,9 +129,7 @@ def resolve_model(
             return ResolvedModel(dest, "hub", _manifest_source(dest))
         except HubUnavailable as exc:
             if log:
-                log.warning(
-                    "hub_unavailable", model_id=model_id, error=str(exc), fallback="offline GGUF"
-                )
+                log.warning("hub_unavailable", model_id=model_id, error=str(exc), fallback="offline GGUF")
     elif log:
         log.info("hub_skipped", reason="HF_HUB_OFFLINE" if model_id else "no MODEL_ID")
 
@@ -430,9 +428,7 @@ def restore_model(
             return ResolvedModel(dest, "hub", _manifest_source(dest))
         except HubUnavailable as exc:
             if log:
-                log.warning(
-                    "hub_unavailable", model_id=repo, error=str(exc), fallback="offline GGUF"
-                )
+                log.warning("hub_unavailable", model_id=repo, error=str(exc), fallback="offline GGUF")
     convert_offline_gguf(dest, on_progress=on_progress, replace=True, log=log)
     return ResolvedModel(dest, "gguf", _manifest_source(dest))
 

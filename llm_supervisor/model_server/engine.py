@@ -60,7 +60,7 @@ class SamplingParams:
     top_k: int = 0
     repetition_penalty: float = 1.0
     seed: int | None = None
-    ignore_eos: bool = False
+    ignore_eos: bool = False  # never produce EOS: exactly max_new_tokens tokens (benchmarks)
 
     @property
     def greedy(self) -> bool:
@@ -183,6 +183,7 @@ class Engine:
         self.log = log
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
         self.eos_ids = set(loaded.eos_token_ids)
+        self._eos_index = torch.tensor(sorted(self.eos_ids), dtype=torch.long)
         self._pending: collections.deque[GenerationHandle] = collections.deque()
         self._cond = threading.Condition()
         self._batch: _Batch | None = None
@@ -403,7 +404,14 @@ class Engine:
 
     def _sample_and_emit(self, batch: _Batch, logits: torch.Tensor) -> None:
         """Pick each row's next token, emit it, and drop rows that are done."""
-        tokens = _sample(logits.float(), batch.rows).tolist()
+        logits = logits.float()
+        suppress = [i for i, r in enumerate(batch.rows) if r.handle.params.ignore_eos]
+        if suppress and self._eos_index.numel():
+            # ignore_eos: the end-of-sequence token is never chosen (like transformers'
+            # min_new_tokens), so exactly max_new_tokens visible tokens come out.
+            rows = torch.tensor(suppress, device=logits.device).unsqueeze(1)
+            logits[rows, self._eos_index.to(logits.device)] = float("-inf")
+        tokens = _sample(logits, batch.rows).tolist()
         now = time.monotonic()
         events: list[tuple[GenerationHandle, str, Any]] = []
         keep: list[int] = []

@@ -1,9 +1,19 @@
 """VNC passwords: the ``-rfbauth`` file format (``x11vnc -storepasswd``) and the RFB challenge
-response (RFC 6143 §7.2.2), both single DES with VNC's bit-reversed key bytes."""
+response (RFC 6143 §7.2.2), both single DES with VNC's bit-reversed key bytes.
+
+DES here is VNC's fixed, public obfuscation, not protection: the file's 0600 mode is what keeps
+the password private. The cipher itself comes from pycryptodome.
+"""
 
 from __future__ import annotations
 
-from llm_supervisor.desktop.des import encrypt_block
+from Crypto.Cipher import DES
+
+
+def encrypt_block(key: bytes, block: bytes) -> bytes:
+    """Single-DES encryption of one 8-byte block."""
+    return DES.new(key, DES.MODE_ECB).encrypt(block)
+
 
 # The fixed key every VNC implementation uses to obfuscate stored passwords (public, by design).
 _STORE_KEY = bytes((23, 82, 107, 6, 35, 78, 88, 7))

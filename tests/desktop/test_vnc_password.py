@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from llm_supervisor.desktop.des import encrypt_block
 from llm_supervisor.desktop.secrets_store import (
     DesktopFiles,
     ensure_password,
     generate_password,
     read_password,
 )
-from llm_supervisor.desktop.vncauth import rfbauth_bytes
+from llm_supervisor.desktop.vncauth import encrypt_block, rfbauth_bytes
 
 
 def test_des_matches_the_classic_test_vector() -> None:

@@ -8,7 +8,9 @@ The original stack's names are kept as they were: ``MODEL_PATH``, ``USE_INT8``,
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +30,35 @@ from llm_supervisor.config.paths import (
     default_state_dir,
     default_units_dir,
 )
+
+FALLBACK_GATEWAY_PORT = 8000
+
+
+def _may_bind_port(port: int) -> bool:
+    """Root, or a kernel that lets everyone bind ``port`` (net.ipv4.ip_unprivileged_port_start)."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        start = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    except (OSError, ValueError):
+        return False
+    return port >= start
+
+
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def default_gateway_port() -> int:
+    """80, as the original stack (``curl http://localhost/api/...``), where this user may bind it
+    and nothing else holds it; else 8000. ``GATEWAY_PORT`` always wins."""
+    return 80 if _may_bind_port(80) and _port_free(80) else FALLBACK_GATEWAY_PORT
 
 
 def _alias(*names: str) -> AliasChoices:
@@ -68,7 +99,8 @@ class Settings(BaseSettings):
     )
     use_int8: bool = Field(default=True, validation_alias=_alias("USE_INT8"))
     model_service_port: int = Field(default=5000, validation_alias=_alias("MODEL_SERVICE_PORT"))
-    gateway_port: int = Field(default=8000, validation_alias=_alias("GATEWAY_PORT"))
+    gateway_port: int = Field(default_factory=lambda: default_gateway_port(),
+                              validation_alias=_alias("GATEWAY_PORT"))
     gateway_admin_port: int = Field(default=8080, validation_alias=_alias("GATEWAY_ADMIN_PORT"))
     novnc_port: int = Field(default=6080, validation_alias=_alias("NOVNC_PORT"))
     bind_address: str = Field(default="127.0.0.1", validation_alias=_alias("BIND_ADDRESS"))

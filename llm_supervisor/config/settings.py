@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     )
     use_int8: bool = Field(default=True, validation_alias=_alias("USE_INT8"))
     model_service_port: int = Field(default=5000, validation_alias=_alias("MODEL_SERVICE_PORT"))
+    # Exported to local processes only (a container gets its image's 0.0.0.0 and a published
+    # port); explicit so that a shell's HOST variable (zsh sets it) never decides the bind.
+    model_service_host: str = Field(default="127.0.0.1",
+                                    validation_alias=_alias("MODEL_SERVICE_HOST"))
     gateway_port: int = Field(default_factory=lambda: default_gateway_port(),
                               validation_alias=_alias("GATEWAY_PORT"))
     gateway_admin_port: int = Field(default=8080, validation_alias=_alias("GATEWAY_ADMIN_PORT"))
@@ -155,6 +159,7 @@ class Settings(BaseSettings):
             "MODEL_ID": self.model_id,
             "USE_INT8": "true" if self.use_int8 else "false",
             "MODEL_SERVICE_PORT": self.model_service_port,
+            "MODEL_SERVICE_HOST": self.model_service_host,
             "GATEWAY_PORT": self.gateway_port,
             "GATEWAY_ADMIN_PORT": self.gateway_admin_port,
             "NOVNC_PORT": self.novnc_port,

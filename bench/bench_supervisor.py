@@ -92,6 +92,29 @@ def rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 1e6
 
 
+def round_trip_p50(call: Callable[[], object], n: int = 200) -> float:
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def measure(proc: subprocess.Popen[bytes], port: int, runs: int, status_argv: list[str],
+            env: dict[str, str] | None = None, control_call: Callable[[], object] | None = None
+            ) -> dict[str, float]:
+    """The same four figures for every supervisor; ``proc`` is stopped afterwards."""
+    try:
+        restarts = restart_times(port, runs)
+        return {"restart": statistics.median(restarts), "status": timed(status_argv, env),
+                "rtt": round_trip_p50(control_call) if control_call else float("nan"),
+                "rss": rss_mb(proc.pid)}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
 # ------------------------------------------------------------------------------- ours
 def write_unit(units: Path, name: str, command: str, check: str) -> None:
     (units / f"{name}.service").write_text(
@@ -120,20 +143,9 @@ def bench_ours(runs: int) -> dict[str, float]:
         write_unit(work / "units", "web", f"{sys.executable} {PROGRAM} {port}",
                    f"http://127.0.0.1:{port}/")
         proc, env = start_ours(work)
-        try:
-            restarts = restart_times(port, runs)
-            status = timed([str(BIN / "llm-supervisorctl"), "status"], env)
-            client = ControlClient(work / "state" / "supervisor.sock")
-            round_trips = []
-            for _ in range(200):
-                start = time.perf_counter()
-                client.get("/units")
-                round_trips.append(time.perf_counter() - start)
-            return {"restart": statistics.median(restarts), "status": status,
-                    "rtt": statistics.median(round_trips), "rss": rss_mb(proc.pid)}
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+        client = ControlClient(work / "state" / "supervisor.sock")
+        return measure(proc, port, runs, [str(BIN / "llm-supervisorctl"), "status"], env,
+                       lambda: client.get("/units"))
 
 
 def bench_ours_many(count: int) -> dict[str, float]:
@@ -146,8 +158,10 @@ def bench_ours_many(count: int) -> dict[str, float]:
         (units / "stack.target").write_text("[Unit]\n")
         www = work / "www"
         www.mkdir()
-        for index in range(count):
-            port = free_port()
+        ports: set[int] = set()
+        while len(ports) < count:  # free_port() can hand out the same port twice in 200 calls
+            ports.add(free_port())
+        for index, port in enumerate(sorted(ports)):
             command = (f"{busybox} httpd -f -p 127.0.0.1:{port} -h {www}" if busybox else
                        f"{sys.executable} -m http.server {port} --bind 127.0.0.1")
             write_unit(units, f"u{index:03d}", command, f"tcp://127.0.0.1:{port}")
@@ -192,23 +206,13 @@ startsecs=0
 """)
         proc = subprocess.Popen([str(BIN / "supervisord"), "-c", str(conf)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            restarts = restart_times(port, runs)
-            status = timed([str(BIN / "supervisorctl"), "-c", str(conf), "status"])
-            transport = httpx.HTTPTransport(uds=str(work / "supervisor.sock"))
-            body = ("<?xml version='1.0'?><methodCall><methodName>supervisor.getAllProcessInfo"
-                    "</methodName><params></params></methodCall>")
-            round_trips = []
-            with httpx.Client(transport=transport, base_url="http://localhost") as client:
-                for _ in range(200):
-                    start = time.perf_counter()
-                    client.post("/RPC2", content=body, headers={"Content-Type": "text/xml"})
-                    round_trips.append(time.perf_counter() - start)
-            return {"restart": statistics.median(restarts), "status": status,
-                    "rtt": statistics.median(round_trips), "rss": rss_mb(proc.pid)}
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+        transport = httpx.HTTPTransport(uds=str(work / "supervisor.sock"))
+        body = ("<?xml version='1.0'?><methodCall><methodName>supervisor.getAllProcessInfo"
+                "</methodName><params></params></methodCall>")
+        with httpx.Client(transport=transport, base_url="http://localhost") as client:
+            return measure(proc, port, runs, [str(BIN / "supervisorctl"), "-c", str(conf), "status"],
+                           control_call=lambda: client.post(
+                               "/RPC2", content=body, headers={"Content-Type": "text/xml"}))
 
 
 def bench_circus(runs: int) -> dict[str, float] | None:
@@ -228,15 +232,8 @@ numprocesses = 1
 """)
         proc = subprocess.Popen([str(BIN / "circusd"), str(conf)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        try:
-            restarts = restart_times(port, runs)
-            status = timed([str(BIN / "circusctl"), "--endpoint", f"tcp://127.0.0.1:{endpoint}",
-                            "status"])
-            return {"restart": statistics.median(restarts), "status": status, "rtt": float("nan"),
-                    "rss": rss_mb(proc.pid)}
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+        return measure(proc, port, runs, [str(BIN / "circusctl"), "--endpoint",
+                                          f"tcp://127.0.0.1:{endpoint}", "status"])
 
 
 def main() -> None:

@@ -196,7 +196,7 @@ class Manager:
             if not waiting:
                 return None
             if not announced:
-                runner._set(UnitState.STARTING, "waiting for " + ", ".join(waiting))
+                runner.set_state(UnitState.STARTING, "waiting for " + ", ".join(waiting))
                 announced = True
             changed = self._changed
             stop_wait = asyncio.ensure_future(stop.wait())
@@ -335,7 +335,7 @@ class Manager:
     async def _fail_dependent(self, dependent: UnitRunner, cause: UnitRunner) -> None:
         why = f"required unit {cause.unit.short_name} is failed"
         await dependent.stop(why)
-        dependent._set(UnitState.FAILED, why)
+        dependent.set_state(UnitState.FAILED, why)
 
     def on_repair_result(self, runner: UnitRunner, diagnosis: Diagnosis,
                          result: RepairResult) -> None:

@@ -5,7 +5,7 @@ States and transitions (docs/states.md)::
     inactive → starting → running (healthy | unhealthy) → stopping → inactive
                    ↘ backoff ↗        ↘ repairing ↗           ↘ failed / skipped
 
-Every transition goes through :meth:`UnitRunner._set`, which the manager turns into one
+Every transition goes through :meth:`UnitRunner.set_state`, which the manager turns into one
 structlog event and one ``unit_state_changed`` hook call.
 """
 
@@ -95,7 +95,7 @@ class UnitRunner:
         if task is not None and not task.done():
             await task
         elif self.state not in TERMINAL:
-            self._set(UnitState.INACTIVE, reason)
+            self.set_state(UnitState.INACTIVE, reason)
 
     async def restart(self, reason: str = "restart requested") -> None:
         await self.stop(reason)
@@ -123,7 +123,8 @@ class UnitRunner:
         }
 
     # ------------------------------------------------------------------ state machine
-    def _set(self, state: UnitState, reason: str) -> None:
+    def set_state(self, state: UnitState, reason: str) -> None:
+        """The one place a transition happens: one structlog event, one hook call."""
         old = self.state
         self.reason = reason
         if state == old:
@@ -146,7 +147,7 @@ class UnitRunner:
             raise
         except Exception as exc:  # a bug must not kill the daemon: the unit fails, loudly
             self.manager.log_internal_error(self, exc)
-            self._set(UnitState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            self.set_state(UnitState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
 
     async def _supervise_loop(self, reason: str) -> None:
         while self.wanted:
@@ -154,7 +155,7 @@ class UnitRunner:
             # instead of reporting the state of what it waits for.
             unmet = self._unmet_condition()
             if unmet:
-                self._set(UnitState.SKIPPED, unmet)
+                self.set_state(UnitState.SKIPPED, unmet)
                 return
             blocker = await self.manager.wait_for_dependencies(self, self._stop_requested)
             if not self.wanted:
@@ -163,16 +164,16 @@ class UnitRunner:
                 # A required unit skipped by its condition skips this one too; one that failed
                 # fails it.
                 if blocker.endswith(f"is {UnitState.SKIPPED}"):
-                    self._set(UnitState.SKIPPED, blocker)
+                    self.set_state(UnitState.SKIPPED, blocker)
                     return
-                self._set(UnitState.FAILED, blocker)
+                self.set_state(UnitState.FAILED, blocker)
                 self.manager.on_failed(self, blocker)
                 return
             if self.pacer.limit_hit():
                 why = (f"start limit hit: {self.unit.start_limit_burst} starts within "
                        f"{self.unit.start_limit_interval_sec:g}s (last: {self.reason}); fix the "
                        f"cause, then `llm-supervisorctl start {self.unit.short_name}`")
-                self._set(UnitState.FAILED, why)
+                self.set_state(UnitState.FAILED, why)
                 self.manager.on_failed(self, why)
                 return
             self.pacer.record_start()
@@ -191,19 +192,19 @@ class UnitRunner:
                     continue
             if not self._should_restart(outcome):
                 final = UnitState.FAILED if outcome.failed else UnitState.INACTIVE
-                self._set(final, outcome.reason)
+                self.set_state(final, outcome.reason)
                 if final == UnitState.FAILED:
                     self.manager.on_failed(self, outcome.reason)
                 return
             delay = self.pacer.next_delay()
-            self._set(UnitState.BACKOFF, f"{outcome.reason}; restarting in {delay:.3g}s")
+            self.set_state(UnitState.BACKOFF, f"{outcome.reason}; restarting in {delay:.3g}s")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop_requested.wait(), delay)
             self.restarts += 1
             reason = f"automatic restart #{self.restarts} ({outcome.reason})"
         self._set_health(Health.NONE if self.unit.health is None else Health.UNKNOWN, "", None)
         if self.state not in TERMINAL:
-            self._set(UnitState.INACTIVE, self._stop_reason)
+            self.set_state(UnitState.INACTIVE, self._stop_reason)
 
     def _should_restart(self, outcome: _Outcome) -> bool:
         policy = self.unit.restart
@@ -230,7 +231,7 @@ class UnitRunner:
         return None
 
     async def _run_once(self, reason: str) -> _Outcome:
-        self._set(UnitState.STARTING, reason)
+        self.set_state(UnitState.STARTING, reason)
         self.manager.hooks.call("unit_starting", unit=self.unit, attempt=self.restarts + 1)
         try:
             env = self.manager.environment_for(self.unit)
@@ -254,7 +255,7 @@ class UnitRunner:
         self.manager.save_records()
         self.manager.hooks.call("unit_started", unit=self.unit, pid=instance.pid)
         if self.unit.health is None:
-            self._set(UnitState.RUNNING, "started")
+            self.set_state(UnitState.RUNNING, "started")
         return await self._watch(instance)
 
     async def _watch(self, instance: Instance) -> _Outcome:
@@ -278,10 +279,10 @@ class UnitRunner:
             if health is not None and health in done:
                 why = health.result()
                 self.log.note(why)
-                self._set(UnitState.STOPPING, why)
+                self.set_state(UnitState.STOPPING, why)
             else:
                 why = self._stop_reason
-                self._set(UnitState.STOPPING, why)
+                self.set_state(UnitState.STOPPING, why)
             status = await instance.stop(self.unit.kill_signal, self.unit.timeout_stop_sec)
             exited.cancel()
             outcome = _Outcome(status, why, health is not None and health in done)
@@ -320,7 +321,7 @@ class UnitRunner:
                 in_start_period = False
                 self._set_health(Health.HEALTHY, result.detail, result.latency_s)
                 if self.state == UnitState.STARTING:
-                    self._set(UnitState.RUNNING, "healthy")
+                    self.set_state(UnitState.RUNNING, "healthy")
                 poll = spec.interval
                 continue
             if in_start_period and elapsed < spec.start_period:
@@ -351,7 +352,7 @@ class UnitRunner:
         if result.ok:
             return True
         if result.give_up:
-            self._set(UnitState.FAILED, f"repair gave up: {result.message}")
+            self.set_state(UnitState.FAILED, f"repair gave up: {result.message}")
             self.manager.on_failed(self, self.reason)
             return False
         return None
@@ -359,7 +360,7 @@ class UnitRunner:
     async def _run_repair(self, diagnosis: Any) -> Any:
         """State ``repairing`` while the ``repair_unit`` hook runs in a worker thread, with its
         progress shown in status; returns the plugin's RepairResult (None: nobody repairs)."""
-        self._set(UnitState.REPAIRING, diagnosis.summary)
+        self.set_state(UnitState.REPAIRING, diagnosis.summary)
         self.repair_progress = 0.0
 
         def progress(fraction: float, message: str = "") -> None:
@@ -398,12 +399,12 @@ class UnitRunner:
         await self.stop("stopped for repair")
         result = await self._run_repair(diagnosis)
         if result is None:
-            self._set(UnitState.INACTIVE, "no plugin can repair this unit")
+            self.set_state(UnitState.INACTIVE, "no plugin can repair this unit")
             return None
         if result.ok:
             self.start("restart after repair")
         else:
-            self._set(UnitState.FAILED, f"repair failed: {result.message}")
+            self.set_state(UnitState.FAILED, f"repair failed: {result.message}")
         return _as_dict(result)
 
 

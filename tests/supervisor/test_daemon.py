@@ -270,3 +270,19 @@ def test_condition_is_checked_before_dependencies_and_skips_propagate(daemon: Da
     assert "no-such-viewer not found" in viewer["reason"] and "apt-get install viewer" in viewer["reason"]
     client = daemon.wait_state("client", "skipped")
     assert client["reason"] == "required unit xserver is skipped"
+
+
+def test_failing_checks_during_start_period_do_not_count(daemon: Daemon):
+    port = free_port()
+    # Listens only after 1.5 s; with Retries=1 and a 0.2 s interval, any counted failure would
+    # restart it. StartPeriod=10 keeps those early failures from counting.
+    unit = http_unit(port).replace("ExecStart=", "ExecStart=/bin/sh -c 'sleep 1.5; exec \"$0\" \"$@\"' ")
+    unit = unit.replace("Interval=0.3\nTimeout=1\nRetries=2\n",
+                        "Interval=0.2\nTimeout=0.5\nRetries=1\nStartPeriod=10\n")
+    daemon.write_unit("slow.service", unit)
+    daemon.start()
+    during = wait_for(lambda: (u := daemon.unit("slow"))["health_detail"] and u, 10,
+                      "a failed check during the start period")
+    assert during["state"] == "starting" and during["health"] == "unknown"
+    ready = daemon.wait_state("slow", "running", health="healthy", timeout=15)
+    assert ready["restarts"] == 0 and ready["pid"] == during["pid"]

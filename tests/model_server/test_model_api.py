@@ -49,6 +49,20 @@ def test_greedy_generation_is_deterministic(tiny_server: ModelServer) -> None:
     assert a["timing"]["time_to_first_token_s"] <= a["timing"]["total_s"]
 
 
+def test_chat_option_wraps_the_prompt_in_the_chat_template(tiny_server: ModelServer) -> None:
+    raw = generate(tiny_server, prompt="Once upon a time", max_length=8, temperature=0)
+    chat = generate(tiny_server, prompt="Once upon a time", max_length=8, temperature=0, chat=True)
+    # SmolLM2's template adds a system turn, the user turn markers and the assistant header.
+    assert chat["prompt_tokens"] > raw["prompt_tokens"] + 6
+    same = httpx.post(f"{tiny_server.url}/v1/chat/completions", timeout=60, json={
+        "messages": [{"role": "user", "content": "Once upon a time"}], "max_tokens": 8,
+        "temperature": 0})
+    assert same.status_code == 200, same.text
+    assert same.json()["usage"]["prompt_tokens"] == chat["prompt_tokens"]
+    bad = httpx.post(f"{tiny_server.url}/api/generate", json={"prompt": "x", "chat": "yes"})
+    assert bad.status_code == 422
+
+
 def test_seeded_sampling_is_reproducible(tiny_server: ModelServer) -> None:
     body = {
         "prompt": "The weather",

@@ -83,6 +83,12 @@ def x11vnc() -> int:
                   "-forever", "-shared", "-norc", "-noipv6", "-noxdamage"], env)
 
 
+def _screen_size() -> str:
+    """``1280x800x24`` → ``1280,800``: there is no window manager to maximise the window."""
+    width, height = SCREEN.split("x")[:2]
+    return f"{width},{height}"
+
+
 def browser(url: str) -> int:
     """Chromium (or Firefox ESR when only that is installed) on the display, opening ``url``."""
     files = _files()
@@ -100,7 +106,7 @@ def browser(url: str) -> int:
                      env)
     argv = [program, f"--user-data-dir={profile}", "--no-first-run", "--no-default-browser-check",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--password-store=basic", "--window-position=0,0", "--start-maximized"]
+            "--password-store=basic", "--window-position=0,0", f"--window-size={_screen_size()}"]
     if os.geteuid() == 0:
         # Chromium refuses to run as root with its sandbox; the page is our own test page.
         argv += ["--no-sandbox", "--test-type"]

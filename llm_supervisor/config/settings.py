@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -45,20 +44,11 @@ def _may_bind_port(port: int) -> bool:
     return port >= start
 
 
-def _port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def default_gateway_port() -> int:
-    """80, as the original stack (``curl http://localhost/api/...``), where this user may bind it
-    and nothing else holds it; else 8000. ``GATEWAY_PORT`` always wins."""
-    return 80 if _may_bind_port(80) and _port_free(80) else FALLBACK_GATEWAY_PORT
+    """80, as the original stack (``curl http://localhost/api/...``), where this user may bind it;
+    else 8000. Deliberately not "whichever is free": the port must not change between daemon
+    restarts. If something else holds 80, the gateway unit fails saying so; set GATEWAY_PORT."""
+    return 80 if _may_bind_port(80) else FALLBACK_GATEWAY_PORT
 
 
 def _alias(*names: str) -> AliasChoices:

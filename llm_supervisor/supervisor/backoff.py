@@ -1,6 +1,6 @@
 """Restart pacing: capped exponential backoff and the start-rate limit.
 
-One documented rule (docs/units.md): the n-th restart in a row waits
+One documented rule (README, "Unit files"): the n-th restart in a row waits
 ``min(RestartSec × 2^(n-1), RestartMaxDelaySec)``; a run that stayed up for ``STABLE_AFTER_S``
 seconds resets n. More than ``StartLimitBurst`` starts within ``StartLimitIntervalSec`` puts the
 unit in ``failed`` until someone starts it again.

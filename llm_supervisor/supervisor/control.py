@@ -1,6 +1,6 @@
 """The control API: HTTP/JSON on a Unix socket created with mode 0600.
 
-``curl --unix-socket SOCK http://localhost/units`` works. Routes (docs/control-api.md)::
+``curl --unix-socket SOCK http://localhost/units`` works. Routes (README, "Control socket")::
 
     GET  /units                      GET  /units/{name}
     POST /units/{name}/{start|stop|restart|repair}

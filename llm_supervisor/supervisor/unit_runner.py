@@ -1,6 +1,6 @@
 """One unit's life: the state machine that starts, watches, restarts, repairs and stops it.
 
-States and transitions (docs/states.md)::
+States and transitions (README, "CLI")::
 
     inactive → starting → running (healthy | unhealthy) → stopping → inactive
                    ↘ backoff ↗        ↘ repairing ↗           ↘ failed / skipped

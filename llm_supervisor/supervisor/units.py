@@ -1,7 +1,7 @@
 """Typed units built from parsed unit files: validation, specifiers, ``${NAME}`` expansion.
 
 A unit file is data; nothing here starts anything. Every error names file, line and key.
-Keys and defaults are documented in docs/units.md.
+Keys and defaults are documented in the README ("Unit files").
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ class Manager:
         self.loaded = LoadResult()
         self.runners: dict[str, UnitRunner] = {}
         self.target: str = settings.default_target
-        self.cycle_errors: list[str] = []
+        self.cycles: list[list[str]] = []
         self.purge_on_exit = False
         self._changed = asyncio.Event()
         self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
@@ -92,39 +92,37 @@ class Manager:
         return self.runners[full]
 
     # ------------------------------------------------------------------ starting & stopping
-    def transaction(self, root: str) -> tuple[set[str], list[str]]:
-        """The services ``root`` pulls in, minus units caught in an ordering cycle."""
+    def transaction(self, root: str) -> tuple[set[str], list[list[str]]]:
+        """The services ``root`` pulls in, minus units caught in an ordering cycle (those are
+        marked failed); returns the services and the cycles found."""
         names = graph.pulled_in(self.loaded.units, root)
         subset = {n: self.loaded.units[n] for n in names}
-        cycle = graph.find_cycle(graph.ordering_edges(subset))
-        errors = []
-        while cycle:
-            message = str(graph.DependencyCycleError(cycle))
-            errors.append(message)
+        cycles = []
+        while cycle := graph.find_cycle(graph.ordering_edges(subset)):
+            cycles.append(cycle)
             log.error("dependency_cycle", cycle=cycle)
             for name in cycle:
                 subset.pop(name, None)
                 if name in self.runners:
-                    self.runners[name].reason = message
-                    self.runners[name].state = UnitState.FAILED
-            cycle = graph.find_cycle(graph.ordering_edges(subset))
+                    self.runners[name].set_state(UnitState.FAILED,
+                                                 str(graph.DependencyCycleError(cycle)))
         services = {n for n in subset if self.loaded.units[n].is_service}
-        return services, errors
+        return services, cycles
 
     async def start_target(self, target: str | None = None) -> None:
         self.target = normalise_name(target or self.settings.default_target)
         if self.target not in self.loaded.units:
             raise UnitNotFound(self.target)
-        services, self.cycle_errors = self.transaction(self.target)
+        services, self.cycles = self.transaction(self.target)
         for name in sorted(services):
             self.runners[name].start(f"pulled in by {self.target}")
 
     def start_unit(self, name: str) -> list[str]:
         """Start a unit (or target) and what it Requires=/Wants=; returns the names started."""
         full = self.resolve(name)
-        services, errors = self.transaction(full)
-        if errors:
-            raise graph.DependencyCycleError(errors[0].split(": ", 1)[1].split(" → "))
+        services, cycles = self.transaction(full)
+        if cycles:
+            raise graph.DependencyCycleError(cycles[0])
         for service in sorted(services):
             self.runners[service].start("start requested" if service == full else
                                         f"pulled in by {full}")
@@ -253,7 +251,7 @@ class Manager:
         for name in (*changed, *added):
             if fresh.units[name].is_service:
                 self._add_runner(fresh.units[name])
-        wanted, self.cycle_errors = self.transaction(self.target)
+        wanted, self.cycles = self.transaction(self.target)
         for name in sorted((was_wanted - set(removed)) | (set(added) & wanted)):
             self.runners[name].start("unit file changed")
         summary = {"changed": changed, "added": added, "removed": removed,
@@ -371,7 +369,8 @@ class Manager:
 
     def errors(self) -> list[dict[str, Any]]:
         return [e.as_dict() for e in self.loaded.errors] + [
-            {"file": None, "line": None, "key": None, "message": m} for m in self.cycle_errors]
+            {"file": None, "line": None, "key": None,
+             "message": str(graph.DependencyCycleError(cycle))} for cycle in self.cycles]
 
     async def close(self) -> None:
         await self.prober.close()

@@ -288,8 +288,6 @@ _SCHEMA: dict[str, dict[str, tuple[str, _Converter, bool]]] = {
     },
 }
 _ALLOWED_SECTIONS = {"service": set(_SCHEMA), "target": {"Unit", "Install"}}
-# Keys whose values keep their "$" for the program's shell / are paths resolved later.
-_NO_EXPAND: set[str] = set()
 
 
 def _collect(
@@ -311,9 +309,7 @@ def _collect(
         def error(message: str, entry: Entry = entry) -> UnitFileError:
             return UnitFileError(raw.path, entry.line, message, f"[{section_name}] {entry.key}")
 
-        text = expand_specifiers(entry.value, unit_name, instance)
-        if entry.key not in _NO_EXPAND:
-            text = expand_vars(text, variables, error)
+        text = expand_vars(expand_specifiers(entry.value, unit_name, instance), variables, error)
         if repeatable and text == "":
             values.pop(attribute, None)
             continue
@@ -360,7 +356,6 @@ def build_unit(
 
     unit_values = sections.get("Unit", {})
     service = sections.get("Service", {})
-    environment = dict(service.get("environment", {}))
 
     def fields(values: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in values.items() if not k.startswith("_")}
@@ -376,7 +371,6 @@ def build_unit(
     ]
     for key, value in fields(service).items():
         setattr(unit, key, value)
-    unit.environment = environment
     unit.environment_files = [
         (value.removeprefix("-"), value.startswith("-")) for value in service.get("environment_files", [])
     ]

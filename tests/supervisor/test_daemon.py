@@ -286,3 +286,21 @@ def test_failing_checks_during_start_period_do_not_count(daemon: Daemon):
     assert during["state"] == "starting" and during["health"] == "unknown"
     ready = daemon.wait_state("slow", "running", health="healthy", timeout=15)
     assert ready["restarts"] == 0 and ready["pid"] == during["pid"]
+
+
+def test_dependency_cycle_fails_only_its_units(daemon: Daemon):
+    # a pulls b in (Wants=), so starting a alone meets the cycle too.
+    for name, after in (("a", "b\nWants=b"), ("b", "a"), ("c", "")):
+        daemon.write_unit(f"{name}.service", f"[Unit]\nAfter={after}\n[Service]\n"
+                          "ExecStart=/bin/sleep 60\n[Install]\nWantedBy=stack.target\n")
+    daemon.start()
+    daemon.wait_state("c", "running")
+    for name in ("a", "b"):
+        unit = daemon.wait_state(name, "failed")
+        assert unit["reason"].startswith("dependency cycle: ") and "→" in unit["reason"]
+    assert any("dependency cycle" in e["message"] for e in daemon.client.get("/errors"))
+    result = daemon.ctl("start", "a")
+    assert result.returncode == 1 and "dependency cycle" in result.stderr
+    failed = [e for e in daemon.events() if e.get("event") == "unit_state_changed"
+              and e.get("to") == "failed"]
+    assert {e["unit"] for e in failed} == {"a.service", "b.service"}

@@ -137,20 +137,12 @@ class ServerState:
                 ),
             )
             return
-        except ModelSourceError as exc:
+        except Exception as exc:  # no usable source, or an unexpected crash while loading
+            if not isinstance(exc, ModelSourceError):
+                log.exception("model_load_crashed")
             self._die(
                 MODEL_SOURCE_FAILED,
-                "model_source_failed",
-                model_path=str(s.model_path),
-                error_type=type(exc).__name__,
-                error=str(exc),
-            )
-            return
-        except Exception as exc:
-            log.exception("model_load_crashed")
-            self._die(
-                MODEL_SOURCE_FAILED,
-                "model_load_failed",
+                "model_source_failed" if isinstance(exc, ModelSourceError) else "model_load_failed",
                 model_path=str(s.model_path),
                 error_type=type(exc).__name__,
                 error=str(exc),

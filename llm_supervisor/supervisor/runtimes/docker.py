@@ -455,28 +455,23 @@ class DockerRuntime(Runtime):
             with contextlib.suppress(NotFound):
                 container.remove(force=True)
                 removed.append(f"container {container.name}")
-        for network in client.networks.list(filters=mine):
+        def remove(kind: str, name: str, action: Any) -> None:
             try:
-                network.remove()
-                removed.append(f"network {network.name}")
+                action()
+                removed.append(f"{kind} {name}")
             except APIError as exc:
-                removed.append(f"kept network {network.name}: {api_message(exc)}")
+                removed.append(f"kept {kind} {name}: {api_message(exc)}")
+
+        for network in client.networks.list(filters=mine):
+            remove("network", network.name, network.remove)
         for image in client.images.list(filters=mine):
-            tags = image.tags or [image.short_id]
             if image.tags and not all(t.startswith(labels.IMAGE_PREFIX) for t in image.tags):
                 continue  # someone built FROM our image: the label was inherited, not ours
-            try:
-                client.images.remove(image.id, force=False)
-                removed.append(f"image {', '.join(tags)}")
-            except APIError as exc:
-                removed.append(f"kept image {', '.join(tags)}: {api_message(exc)}")
+            remove("image", ", ".join(image.tags or [image.short_id]),
+                   lambda image=image: client.images.remove(image.id, force=False))
         if purge:
             for volume in client.volumes.list(filters=mine):
-                try:
-                    volume.remove()
-                    removed.append(f"volume {volume.name}")
-                except APIError as exc:
-                    removed.append(f"kept volume {volume.name}: {api_message(exc)}")
+                remove("volume", volume.name, volume.remove)
             with contextlib.suppress(APIError):
                 pruned = client.images.prune(filters={"dangling": True,
                                                       "label": labels.owner_filter(self.owner)})

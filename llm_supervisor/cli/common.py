@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
 from llm_supervisor.config.paths import quick_socket_path
 
 if TYPE_CHECKING:
@@ -41,3 +44,27 @@ def socket_from(args: argparse.Namespace) -> Path:
     """The control socket, resolving full settings only when a config file could change it."""
     quick = quick_socket_path(getattr(args, "socket", None), getattr(args, "state_dir", None))
     return quick if quick is not None else settings_from(args).socket
+
+
+def shut_down(client: ControlClient, timeout: float, purge: bool = False) -> int:
+    """Ask the daemon to stop (and purge), then wait until its process is gone: the one path
+    behind ``llm-supervisord stop`` and ``llm-supervisorctl shutdown``."""
+    try:
+        pid = client.get("/ping")["pid"]
+        client.post("/shutdown", {"purge": "1" if purge else "0"})
+    except DaemonNotRunning:
+        print("llm-supervisord is not running")
+        return 0
+    except ControlError as exc:
+        print(f"llm-supervisord: {exc}", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print("llm-supervisord stopped" + (" and purged" if purge else ""))
+            return 0
+        time.sleep(0.05)
+    print(f"llm-supervisord (pid {pid}) still running after {timeout:g}s", file=sys.stderr)
+    return 1

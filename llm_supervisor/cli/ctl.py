@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
-from llm_supervisor.cli.common import add_location_options, settings_from, socket_from
+from llm_supervisor.cli.common import add_location_options, settings_from, shut_down, socket_from
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -136,20 +136,7 @@ def _shutdown(client: ControlClient, args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing purged; shutting down only")
             args.purge = False
-    pid = client.get("/ping")["pid"]
-    client.post("/shutdown", params={"purge": "1" if args.purge else "0"})
-    import os
-
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            print("llm-supervisord stopped" + (" and purged" if args.purge else ""))
-            return 0
-        time.sleep(0.1)
-    print("llm-supervisord did not stop in time", file=sys.stderr)
-    return 1
+    return shut_down(client, 180, purge=args.purge)
 
 
 def _plugins(client: ControlClient) -> int:

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
-from llm_supervisor.cli.common import add_location_options, export_to_environment, settings_from
+from llm_supervisor.cli.client import ControlClient, DaemonNotRunning
+from llm_supervisor.cli.common import (
+    add_location_options,
+    export_to_environment,
+    settings_from,
+    shut_down,
+)
 from llm_supervisor.config import Settings
 
 
@@ -111,26 +115,7 @@ def _wait_until_up(settings: Settings, seconds: float) -> int:
 
 
 def _stop(settings: Settings, timeout: float) -> int:
-    client = ControlClient(settings.socket, timeout=timeout)
-    try:
-        pid = client.get("/ping")["pid"]
-        client.post("/shutdown")
-    except DaemonNotRunning:
-        print("llm-supervisord is not running")
-        return 0
-    except ControlError as exc:
-        print(f"llm-supervisord: {exc}", file=sys.stderr)
-        return 1
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            print("llm-supervisord stopped")
-            return 0
-        time.sleep(0.05)
-    print(f"llm-supervisord (pid {pid}) still running after {timeout:g}s", file=sys.stderr)
-    return 1
+    return shut_down(ControlClient(settings.socket, timeout=timeout), timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,8 +8,8 @@ import sys
 import threading
 from pathlib import Path
 
-from conftest import http_unit
 from daemon_harness import Daemon, free_port, wait_for
+from unit_texts import http_unit
 
 from llm_supervisor.config.settings import load_settings
 from llm_supervisor.supervisor.logs import UnitLog

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import http_unit
 from daemon_harness import Daemon, free_port, wait_for
+from unit_texts import http_unit
 
 
 def alive(pid: int) -> bool:

@@ -140,6 +140,7 @@ def _shutdown(client: ControlClient, args: argparse.Namespace) -> int:
 
 
 def _plugins(client: ControlClient) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from llm_supervisor.cli.render import make_console
@@ -149,7 +150,7 @@ def _plugins(client: ControlClient) -> int:
         table.add_column(column, overflow="fold")
     for plugin in client.get("/plugins"):
         origin = "built-in" if plugin["builtin"] else (plugin["distribution"] or "entry point")
-        table.add_row(plugin["name"], origin, ", ".join(plugin["hooks"]))
+        table.add_row(escape(plugin["name"]), escape(origin), escape(", ".join(plugin["hooks"])))
     make_console().print(table)
     return 0
 

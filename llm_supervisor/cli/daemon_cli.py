@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     start = sub.add_parser("start", help="start the daemon and bring TARGET up")
     start.add_argument("target", nargs="?", help="target or unit to bring up (default stack.target)")
     start.add_argument("--foreground", action="store_true", help="do not detach; log to stderr")
+    start.add_argument("--log-file", type=Path,
+                       help="log to this size-rotated file instead of stderr (the background "
+                            "daemon uses STATE_DIR/daemon.log)")
     start.add_argument("--units-dir", type=Path, help="directory of unit files")
     start.add_argument("--wait", type=float, nargs="?", const=900.0, metavar="SECONDS",
                        help="after starting, wait until every unit is up (or settled)")
@@ -37,11 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_foreground(settings: Settings, target: str | None) -> int:
+def _run_foreground(settings: Settings, target: str | None, log_file: Path | None) -> int:
     from llm_supervisor.logging_setup import configure_logging
     from llm_supervisor.supervisor.daemon import DaemonError, run_daemon
 
-    configure_logging()
+    configure_logging(log_file=log_file, max_bytes=settings.log_max_bytes,
+                      backups=settings.log_backups)
     try:
         return asyncio.run(run_daemon(settings, target))
     except DaemonError as exc:
@@ -57,9 +61,11 @@ def _start_background(settings: Settings, target: str | None) -> int:
         return 0
     except DaemonNotRunning:
         pass
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    # New: private. Existing: left as the operator made it (the daemon warns if others can write).
+    settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = settings.state_dir / "daemon.log"
-    argv = [sys.executable, "-m", "llm_supervisor.cli.daemon_cli", "start", "--foreground"]
+    argv = [sys.executable, "-m", "llm_supervisor.cli.daemon_cli", "start", "--foreground",
+            "--log-file", str(log_path)]
     if target:
         argv.append(target)
     with open(log_path, "ab") as log_file:
@@ -87,6 +93,7 @@ def _start_background(settings: Settings, target: str | None) -> int:
 
 def _wait_until_up(settings: Settings, seconds: float) -> int:
     from rich.live import Live
+    from rich.markup import escape
 
     from llm_supervisor.cli.render import make_console, status_table
 
@@ -109,7 +116,8 @@ def _wait_until_up(settings: Settings, seconds: float) -> int:
     print_status(units, console)
     failed = [u["name"] for u in units if u["state"] == "failed"]
     if failed:
-        console.print(f"[red]failed:[/] {', '.join(failed)} — see `llm-supervisorctl logs UNIT`")
+        console.print(f"[red]failed:[/] {escape(', '.join(failed))} — see "
+                      "`llm-supervisorctl logs UNIT`")
         return 1
     return 0 if settled else 1
 
@@ -124,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "stop":
         return _stop(settings, args.timeout)
     if args.foreground:
-        return _run_foreground(settings, args.target)
+        return _run_foreground(settings, args.target, args.log_file)
     code = _start_background(settings, args.target)
     if code == 0 and args.wait:
         code = _wait_until_up(settings, args.wait)

@@ -1,4 +1,8 @@
-"""Human output for ``status``: a rich table coloured by state."""
+"""Human output for ``status``: a rich table coloured by state.
+
+Everything that comes from the daemon (names, reasons, health details, exit texts) is escaped
+before it meets rich markup: a reason such as ``[/x]`` must print as text, not crash ``status``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 STATE_STYLES = {
@@ -31,19 +36,19 @@ def status_table(units: list[dict[str, Any]]) -> Table:
     for column in ("UNIT", "STATE", "HEALTH", "PID", "RESTARTS", "SINCE", "LAST EXIT", "REASON"):
         table.add_column(column, overflow="fold")
     for unit in units:
-        state = unit["state"]
-        health = unit["health"]
+        state = escape(str(unit["state"]))
+        health = escape(str(unit["health"]))
+        health_text = f"[{HEALTH_STYLES.get(health, '')}]{health}[/]"
         if unit.get("health_detail") and health != "none":
-            health_text = f"[{HEALTH_STYLES.get(health, '')}]{health}[/] {unit['health_detail']}"
-        else:
-            health_text = f"[{HEALTH_STYLES.get(health, '')}]{health}[/]"
-        reason = unit.get("reason") or ""
+            health_text += f" {escape(str(unit['health_detail']))}"
+        reason = escape(str(unit.get("reason") or ""))
         if unit.get("repair_progress") is not None:
             reason = f"{reason} ({unit['repair_progress'] * 100:.0f}%)"
         table.add_row(
-            unit["name"], f"[{STATE_STYLES.get(state, '')}]{state}[/]", health_text,
-            str(unit["pid"] or "-"), str(unit["restarts"]), _ago(unit.get("since")),
-            (unit.get("last_exit") or {}).get("text", "-"), reason,
+            escape(str(unit["name"])), f"[{STATE_STYLES.get(state, '')}]{state}[/]",
+            health_text, str(unit["pid"] or "-"), str(unit["restarts"]),
+            _ago(unit.get("since")), escape(str((unit.get("last_exit") or {}).get("text", "-"))),
+            reason,
         )
     return table
 

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import socket
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,12 @@ from sanic.server.async_server import AsyncioServer
 from llm_supervisor.plugins.builtin import metrics
 from llm_supervisor.supervisor.graph import DependencyCycleError
 from llm_supervisor.supervisor.manager import Manager, UnitNotFound
+from llm_supervisor.supervisor.unit_runner import RepairAlreadyRunning
+
+
+class SocketPathError(Exception):
+    """The control socket's path is taken: by a live daemon, or by something that is not a
+    socket (never deleted)."""
 
 
 def _error(status: int, message: str, kind: str = "error") -> response.HTTPResponse:
@@ -41,6 +48,10 @@ def build_app(manager: Manager, request_shutdown: Callable[[str], None]) -> Sani
     @app.exception(UnitNotFound)
     async def unit_not_found(request: Request, exc: UnitNotFound) -> response.HTTPResponse:
         return _error(404, f"no such unit: {exc.args[0]}", "unit_not_found")
+
+    @app.exception(RepairAlreadyRunning)
+    async def repair_busy(request: Request, exc: RepairAlreadyRunning) -> response.HTTPResponse:
+        return _error(409, str(exc), "repair_already_running")
 
     @app.exception(DependencyCycleError)
     async def cycle(request: Request, exc: DependencyCycleError) -> response.HTTPResponse:
@@ -156,10 +167,13 @@ def build_app(manager: Manager, request_shutdown: Callable[[str], None]) -> Sani
 
 
 def bind_private_socket(path: Path) -> socket.socket:
-    """Bind a Unix socket that is mode 0600 from its first instant (umask, not a later chmod)."""
+    """Bind a Unix socket that is mode 0600 from its first instant (umask, not a later chmod).
+
+    Call it holding the daemon's lock. A socket left by a dead daemon is replaced; a live one,
+    or anything at ``path`` that is not a socket, raises :class:`SocketPathError` and nothing is
+    deleted."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    _clear_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)
     try:
@@ -170,6 +184,21 @@ def bind_private_socket(path: Path) -> socket.socket:
     sock.listen(128)
     sock.setblocking(False)
     return sock
+
+
+def _clear_stale_socket(path: Path) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        kind = "directory" if stat.S_ISDIR(mode) else "symlink" if stat.S_ISLNK(mode) else "file"
+        raise SocketPathError(f"{path} exists and is a {kind}, not a socket; nothing was deleted. "
+                              "Move it away, or give another path with --socket")
+    if socket_in_use(path):
+        raise SocketPathError(f"something already answers on {path}; stop it first "
+                              "(`llm-supervisord stop`) or give another path with --socket")
+    path.unlink()
 
 
 def socket_in_use(path: Path) -> bool:

@@ -11,6 +11,8 @@ import contextlib
 import fcntl
 import os
 import signal
+import socket
+import stat
 from pathlib import Path
 
 import structlog
@@ -58,14 +60,40 @@ class _PidLock:
             self.handle.close()
 
 
+def prepare_state_dir(path: Path) -> None:
+    """Create the state directory private (0700). An existing one keeps its mode (the operator
+    chose it), with a warning when others may write into it."""
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & (stat.S_IWGRP | stat.S_IWOTH):
+            log.warning("state_dir_writable_by_others", state_dir=str(path), mode=oct(mode),
+                        hint=f"others may replace the socket or the records: chmod go-w {path}")
+
+
+def _bind_control_socket(settings: Settings, lock: _PidLock) -> socket.socket:
+    try:
+        return control.bind_private_socket(settings.socket)
+    except (control.SocketPathError, OSError) as exc:
+        lock.release()
+        raise DaemonError(str(exc)) from None
+
+
+async def _reload_on_signal(manager: Manager) -> None:
+    try:
+        await manager.reload()
+    except Exception as exc:  # the daemon keeps serving; the error is in the log
+        log.exception("reload_failed", error=str(exc), error_type=type(exc).__name__)
+
+
 async def run_daemon(settings: Settings, target: str | None = None) -> int:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(settings.state_dir, 0o700)
+    prepare_state_dir(settings.state_dir)
     lock = _PidLock(settings.state_dir / "daemon.pid")
     lock.acquire()
-    if control.socket_in_use(settings.socket):
-        lock.release()
-        raise DaemonError(f"something already answers on {settings.socket}")
+    # Bound right after the lock, before anything slow: a second daemon finds the lock taken,
+    # and clients connecting while units load wait in the backlog instead of seeing no daemon.
+    sock = _bind_control_socket(settings, lock)
     stop = asyncio.Event()
     stop_reason = ["daemon shutting down"]
 
@@ -78,12 +106,11 @@ async def run_daemon(settings: Settings, target: str | None = None) -> int:
     manager.load()
     await manager.recover_previous()
     app = control.build_app(manager, request_shutdown)
-    sock = control.bind_private_socket(settings.socket)
     server = await control.serve(app, sock)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, request_shutdown, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, request_shutdown, "SIGINT")
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(manager.reload()))
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload_on_signal(manager)))
     loop.add_signal_handler(signal.SIGUSR2,
                             lambda: [r.log.reopen() for r in manager.runners.values()])
     log.info("daemon_started", pid=os.getpid(), socket=str(settings.socket),

@@ -29,6 +29,14 @@ if TYPE_CHECKING:
     from llm_supervisor.supervisor.manager import Manager
 
 
+class RepairAlreadyRunning(Exception):
+    """A second repair of the same unit was asked for while one runs (the control API: 409)."""
+
+    def __init__(self, unit: str):
+        super().__init__(f"a repair of {unit} is already running; wait for it to finish "
+                         f"(`llm-supervisorctl status {unit}` shows its progress)")
+
+
 @dataclass
 class _Outcome:
     """How one run ended: the exit status, and why we ended it if we did."""
@@ -61,6 +69,8 @@ class UnitRunner:
         self._stop_requested = asyncio.Event()
         self._recovered: Instance | None = None
         self._stop_reason = "stopped"
+        # One repair per unit at a time: two would delete each other's work directories.
+        self._repair_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ public API
     @property
@@ -147,7 +157,28 @@ class UnitRunner:
             raise
         except Exception as exc:  # a bug must not kill the daemon: the unit fails, loudly
             self.manager.log_internal_error(self, exc)
+            await self._stop_after_internal_error()
             self.set_state(UnitState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+
+    async def _stop_after_internal_error(self) -> None:
+        """A unit marked failed must not keep running unsupervised: stop what is left of it
+        (its whole process group, or its container)."""
+        instance = self.instance
+        if instance is None:
+            return
+        self.log.note("stopping it after an internal error of the supervisor")
+        try:
+            status = await instance.stop(self.unit.kill_signal, self.unit.timeout_stop_sec)
+        except Exception as exc:  # still fail the unit; the error is in the daemon log
+            self.manager.log_internal_error(self, exc)
+            status = None
+        self.instance = None
+        self.pid = None
+        self.last_exit = status
+        try:
+            self.manager.save_records()
+        except Exception as exc:  # a full disk: the next successful save corrects the records
+            self.manager.log_internal_error(self, exc)
 
     async def _supervise_loop(self, reason: str) -> None:
         while self.wanted:
@@ -341,12 +372,15 @@ class UnitRunner:
 
     async def _try_repair(self, status: ExitStatus) -> bool | None:
         """None: no plugin recognised the failure. True: repaired, restart now. False: gave up."""
+        if self._repair_lock.locked():
+            return None  # a repair by hand is under way; it restarts the unit itself
         diagnosis = self.manager.hooks.call_first(
             "diagnose_failure", unit=self.unit, exit_code=status.code,
             log_tail=self.log.last(200))
         if diagnosis is None:
             return None
-        result = await self._run_repair(diagnosis)
+        async with self._repair_lock:
+            result = await self._run_repair(diagnosis)
         if result is None:
             return None
         if result.ok:
@@ -384,9 +418,16 @@ class UnitRunner:
         self.reason = message
         self.log.note(f"repair: {message}")
 
+    @property
+    def repair_running(self) -> bool:
+        return self._repair_lock.locked()
+
     async def repair_by_hand(self, verify_only: bool = False) -> dict[str, Any] | None:
         """``llm-supervisorctl repair``: stop, repair through the plugins, start again (the old
-        ``fix_model_service.sh``). With ``verify_only`` nothing is stopped or changed."""
+        ``fix_model_service.sh``). With ``verify_only`` nothing is stopped or changed.
+
+        Raises :class:`RepairAlreadyRunning` at once (no queueing) while another repair of this
+        unit, automatic or by hand, runs."""
         from llm_supervisor.plugins.types import Diagnosis
 
         diagnosis = Diagnosis(kind="manual", summary="repair requested by hand",
@@ -396,8 +437,12 @@ class UnitRunner:
                 self.manager.hooks.call_first, "repair_unit", unit=self.unit,
                 diagnosis=diagnosis, progress=lambda fraction, message="": None)
             return None if result is None else _as_dict(result)
-        await self.stop("stopped for repair")
-        result = await self._run_repair(diagnosis)
+        if self._repair_lock.locked():
+            raise RepairAlreadyRunning(self.unit.short_name)
+        async with self._repair_lock:
+            # Taken without yielding, before stop(): no automatic repair can start in between.
+            await self.stop("stopped for repair")
+            result = await self._run_repair(diagnosis)
         if result is None:
             self.set_state(UnitState.INACTIVE, "no plugin can repair this unit")
             return None

@@ -55,6 +55,7 @@ def _context(unit: Any) -> RepairContext | None:
 @hookimpl
 def supervisor_started(manager: Any) -> None:
     _state["manager"] = manager
+    BUDGET.attach(manager.settings.state_dir / "repair-budget.json")  # survives daemon restarts
 
 
 @hookimpl

@@ -4,11 +4,17 @@ one: the model directory, the hub repository and endpoint, the local cache and t
 All of it comes from the unit's effective environment (what the model server itself sees:
 the daemon's settings, ``EnvironmentFile=`` and ``Environment=``), so the repair fetches from
 exactly where the server would. No unit-file keys are added.
+
+What the model directory says about itself (the manifest's recorded source) is written by
+whoever can write that directory, so it never chooses the download server (only ``HF_ENDPOINT``
+does) and a recorded repository or revision is used only when it is a plain hub name
+(:func:`hub_repo_id`, :func:`hub_revision`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +24,24 @@ MODEL_SERVER_MARKERS = ("llm_supervisor.model_server", "llm-model-server")
 """A unit whose ``ExecStart`` (or container command) mentions one of these runs our server."""
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
+_REVISION = re.compile(r"[\w][\w.-]{0,199}(/[\w][\w.-]{0,199}){0,3}")
+
+
+def hub_repo_id(value: object) -> str | None:
+    """``value`` when it is a hub repository id (``owner/name``), else None."""
+    if isinstance(value, str) and _REPO_ID.fullmatch(value) and ".." not in value:
+        return value
+    return None
+
+
+def hub_revision(value: object) -> str | None:
+    """``value`` when it is a plain revision (a commit id, ``main``, ``refs/pr/1``), else None:
+    never a path that could climb out of the cache's ``refs/`` or ``snapshots/``."""
+    if isinstance(value, str) and _REVISION.fullmatch(value) and ".." not in value:
+        return value
+    return None
 
 
 def is_model_unit(unit: Any) -> bool:
@@ -85,8 +109,17 @@ class RepairContext:
 
     @property
     def endpoint(self) -> str | None:
-        """``HF_ENDPOINT`` of the unit; None means huggingface_hub's default."""
+        """``HF_ENDPOINT`` of the unit; None means huggingface_hub's default. The only place the
+        download server comes from."""
         return self.env.get("HF_ENDPOINT") or None
+
+    @property
+    def work_base(self) -> Path | None:
+        """Where candidate files are fetched before they replace anything: the daemon's own
+        ``STATE_DIR/repair-work/<unit>`` (out of the model service's reach), or None for the
+        system's temporary directory."""
+        state = self.env.get("STATE_DIR")
+        return Path(state) / "repair-work" / self.unit_name if state else None
 
     @property
     def offline(self) -> bool:

@@ -20,9 +20,22 @@ from llm_supervisor.model_server.sources import select_hub_files
 from llm_supervisor.plugins.types import Diagnosis, RepairResult
 from llm_supervisor.repair import fetch, perms
 from llm_supervisor.repair.budget import Budget
-from llm_supervisor.repair.context import DEFAULT_ENDPOINT, RepairContext
+from llm_supervisor.repair.context import (
+    DEFAULT_ENDPOINT,
+    RepairContext,
+    hub_repo_id,
+    hub_revision,
+)
 from llm_supervisor.repair.store import store_for
-from llm_supervisor.repair.verify import Expectation, check_file, describe, from_hub, from_manifest, verify
+from llm_supervisor.repair.verify import (
+    CannotVerify,
+    Expectation,
+    check_model_file,
+    describe,
+    from_hub,
+    from_manifest,
+    verify,
+)
 
 log = structlog.get_logger("llm_supervisor.repair")
 
@@ -36,6 +49,10 @@ class Plan:
     The hub is asked (one ``model_info`` request) only when it is needed: when there is no
     usable manifest, or when files must be fetched. Verifying, fixing modes and ``--verify-only``
     with a manifest never touch the network.
+
+    The manifest's recorded source can be written by the model service: its ``endpoint`` is
+    ignored (the server comes only from the unit's ``HF_ENDPOINT``), and its repository and
+    revision are used only when they are plain hub names.
     """
 
     def __init__(self, ctx: RepairContext, progress: ProgressFn | None = None) -> None:
@@ -51,11 +68,20 @@ class Plan:
         self.kind = source.get("kind")
         self.dtype = str(source.get("dtype") or "bfloat16")
         # A GGUF conversion is reproduced only by converting again: the hub's SmolLM2 files differ.
-        self.repo_id = None if self.kind == "gguf" else (source.get("repo_id") or ctx.model_id)
-        self.revision = source.get("revision") if self.kind == "hub" else None
-        recorded = source.get("endpoint") if self.kind == "hub" else None
-        self.endpoint = ctx.endpoint or (recorded if recorded and recorded != DEFAULT_ENDPOINT
-                                         else None)
+        recorded_repo = source.get("repo_id")
+        if recorded_repo is not None and hub_repo_id(recorded_repo) is None:
+            self.notes.append(f"recorded repo_id {str(recorded_repo)[:100]!r} ignored")
+        self.repo_id = None if self.kind == "gguf" else (hub_repo_id(recorded_repo)
+                                                         or hub_repo_id(ctx.model_id))
+        recorded_revision = source.get("revision") if self.kind == "hub" else None
+        self.revision = hub_revision(recorded_revision)
+        if recorded_revision is not None and self.revision is None:
+            self.notes.append(f"recorded revision {str(recorded_revision)[:100]!r} ignored")
+        self.endpoint = ctx.endpoint  # never the manifest's recorded "endpoint"
+        recorded_endpoint = source.get("endpoint")
+        if recorded_endpoint and recorded_endpoint not in (ctx.endpoint, DEFAULT_ENDPOINT):
+            self.notes.append(f"the manifest's recorded endpoint {str(recorded_endpoint)[:100]!r} "
+                              "is ignored (HF_ENDPOINT decides)")
         self._info: Any = None
         self._asked = False
         self._sources: list[fetch.FileSource] | None = None
@@ -84,18 +110,23 @@ class Plan:
         info = self.hub_info()
         if info is None:
             return None
-        return from_hub(info, select_hub_files([s.rfilename for s in info.siblings or []]))
+        try:
+            return from_hub(info, select_hub_files([s.rfilename for s in info.siblings or []]))
+        except CannotVerify as exc:
+            self.notes.append(str(exc))
+            return None
 
     def sources(self) -> list[fetch.FileSource]:
         if self._sources is not None:
             return self._sources
         info = self.hub_info()
         sources: list[fetch.FileSource] = []
+        info_sha = hub_revision(getattr(info, "sha", None))
         if info is not None and self.repo_id:
-            sources.append(fetch.HubSource(self.repo_id, info.sha, self.endpoint,
+            sources.append(fetch.HubSource(self.repo_id, info_sha, self.endpoint,
                                            self.ctx.hub_timeout))
         if self.repo_id:
-            revisions = list(dict.fromkeys([self.revision, getattr(info, "sha", None), None]))
+            revisions = list(dict.fromkeys([self.revision, info_sha, None]))
             sources.append(fetch.CacheSource(self.repo_id, revisions, self.ctx.cache_dir))
         store = store_for(self.ctx.env, self.ctx.unit_name)
         if store is not None:
@@ -119,16 +150,15 @@ def _fix_modes(ctx: RepairContext, problems: list[Problem], expectation: Expecta
     unreadable = sorted((p for p in problems if p.kind == "unreadable"),
                         key=lambda p: (p.path.count("/"), p.path))  # directories first
     for problem in unreadable:
-        path = ctx.model_dir / problem.path
         try:
-            what = perms.make_readable(path, owner)
+            what = perms.make_readable(ctx.model_dir, problem.path, owner)
         except OSError as exc:
             refetch.append(Problem(problem.path, "unreadable", f"cannot change mode: {exc}"))
             continue
         changed.append(f"{problem.path}: {what}")
         expected = expectation.files.get(problem.path)
         if expected is not None:
-            again = check_file(path, problem.path, expected)
+            again = check_model_file(ctx.model_dir, problem.path, expected)
             if again is not None:
                 refetch.append(again)
     return changed, refetch
@@ -184,7 +214,7 @@ def repair(ctx: RepairContext, diagnosis: Diagnosis, progress: ProgressFn, budge
         return result
 
     cleared = fetch.clear_incomplete(_incomplete_roots(ctx, the_plan.repo_id))
-    fetch.clean_stale_workdirs(ctx.model_dir)
+    fetch.clean_stale_workdirs(ctx.model_dir, ctx.work_base)
     modes, refetch = _fix_modes(ctx, problems, expectation)
     to_fetch = {p.path: expectation.files[p.path]
                 for p in [*problems, *refetch]
@@ -192,7 +222,8 @@ def repair(ctx: RepairContext, diagnosis: Diagnosis, progress: ProgressFn, budge
     report = fetch.FetchReport()
     if to_fetch:
         progress(0.15, "looking for sources")
-        report = fetch.fetch_files(ctx.model_dir, to_fetch, the_plan.sources(), progress)
+        report = fetch.fetch_files(ctx.model_dir, to_fetch, the_plan.sources(), progress,
+                                   work_base=ctx.work_base)
     base["sources"] = the_plan.describe_sources()
     for rel, source_name in report.fixed.items():
         log.info("model_repair_file_replaced", unit=ctx.unit_name, file=rel, source=source_name)
@@ -229,7 +260,7 @@ def repair(ctx: RepairContext, diagnosis: Diagnosis, progress: ProgressFn, budge
 
 
 def _incomplete_roots(ctx: RepairContext, repo_id: str | None) -> list[Path]:
-    roots = [ctx.model_dir]
+    roots = [ctx.model_dir.resolve()]  # its configured path may be a link; nothing below is
     if repo_id:
         roots.append(ctx.cache_dir / f"models--{repo_id.replace('/', '--')}")
     return roots

@@ -10,18 +10,27 @@ mismatch, huggingface_hub#3643):
 4. :class:`GGUFSource`  the offline SmolLM2 GGUF re-converted (deterministic: the conversion
    reproduces the recorded files bit for bit), only for models that came from it.
 
-Candidates are written into a work directory *inside* the model directory (same file system,
-so the final ``os.replace`` is atomic; its name starts with ``.`` so neither the manifest nor the
-loader sees it). A file is only ever overwritten by a verified replacement: nothing is deleted
-that cannot be replaced.
+Downloads and conversions go to a private work directory *outside* the model directory (the
+daemon's ``STATE_DIR/repair-work/<unit>``, else the system's temporary directory), out of reach
+of the model service; cache and store files are not copied at all before they verify. A
+verified candidate then goes into the model directory by :func:`install`: through a directory
+descriptor reached without following any link (:mod:`.nofollow`), as a temporary file next to
+the target whose bytes are hashed again while they are copied, and an atomic ``os.replace``
+(or a rename straight from the work directory on the same file system). A symlink found where
+the file or one of its directories should be is replaced, never followed. A file is only ever
+overwritten by a verified replacement: nothing is deleted that cannot be replaced.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -29,11 +38,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_supervisor.repair import perms
+from llm_supervisor.model_server import manifest as manifest_mod
+from llm_supervisor.repair import nofollow, perms
+from llm_supervisor.repair.context import hub_revision
 from llm_supervisor.repair.store import Store
 from llm_supervisor.repair.verify import Expected, check_file
 
 WORKDIR_PREFIX = ".llm-supervisor-repair-"
+"""Names of the temporary files (and, before the work directory moved out, directories) the
+repair leaves in the model directory only while it runs; hidden from the manifest and loader."""
+_CHUNK = 1 << 20
 ProgressFn = Callable[[float, str], None]
 
 
@@ -62,7 +76,9 @@ class FileSource(ABC):
 
     @abstractmethod
     def get(self, rel: str, expected: Expected, workdir: Path) -> Path:
-        """A candidate for ``rel`` somewhere under ``workdir``; raises :class:`SourceError`."""
+        """A candidate file for ``rel``: written under the private ``workdir``, or an existing
+        file the source keeps (never modified; it is verified where it lies before anything is
+        copied from it). Raises :class:`SourceError`."""
 
 
 @dataclass
@@ -87,6 +103,10 @@ class HubSource(FileSource):
 
 @dataclass
 class CacheSource(FileSource):
+    """The local Hugging Face cache. Its ``refs/`` files and snapshot links may have been
+    written by the model service (a shared cache), so the file found must resolve inside the
+    cache; it is handed out where it lies (the cache keeps its blob)."""
+
     repo_id: str
     revisions: Sequence[str | None]
     cache_dir: Path
@@ -95,35 +115,45 @@ class CacheSource(FileSource):
     def get(self, rel: str, expected: Expected, workdir: Path) -> Path:
         from huggingface_hub import try_to_load_from_cache
 
+        top = os.path.realpath(self.cache_dir)
+        outside = []
         for revision in self.revisions:
+            if revision is not None and hub_revision(revision) is None:
+                continue
             try:
                 found = try_to_load_from_cache(self.repo_id, rel, cache_dir=self.cache_dir,
                                                revision=revision)
             except Exception:  # a malformed revision or cache: just not found here
                 found = None
-            if isinstance(found, str) and os.path.isfile(found):
-                dest = workdir / "cache" / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(found, dest)  # a copy: the cache keeps its blob
-                return dest
+            if not isinstance(found, str):
+                continue
+            real = os.path.realpath(found)
+            if not real.startswith(top.rstrip("/") + "/"):
+                outside.append(real)
+                continue
+            if os.path.isfile(real):
+                return Path(real)
+        if outside:
+            raise SourceError(f"the cache entry for {rel} leads outside the cache {top} "
+                              f"({outside[0]}); not used")
         raise SourceError(f"not in the cache {self.cache_dir}")
 
 
 @dataclass
 class StoreSource(FileSource):
-    """The plugin's own content-addressed reserve copy (:mod:`.store`)."""
+    """The plugin's own content-addressed reserve copy (:mod:`.store`), handed out where it
+    lies (blobs are named only by validated digests)."""
 
     store: Store
     name: str = "repair store"
 
     def get(self, rel: str, expected: Expected, workdir: Path) -> Path:
-        blob = self.store.blob(expected.sha256) if expected.sha256 else None
-        if blob is None or not blob.is_file():
+        if not manifest_mod.is_sha256(expected.sha256):
+            raise SourceError("no SHA-256 digest to look it up by")
+        assert expected.sha256 is not None
+        if not self.store.has(expected.sha256):
             raise SourceError(f"not in the store {self.store.root}")
-        dest = workdir / "store" / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(blob, dest)
-        return dest
+        return self.store.blob(expected.sha256)
 
 
 _CONVERT = (
@@ -181,38 +211,119 @@ class FetchReport:
 
 def clear_incomplete(roots: Iterable[Path]) -> list[str]:
     """Delete leftover ``*.incomplete`` downloads (the hub client would resume from them, and a
-    stale one can hold wrong bytes). Only files with that suffix are touched."""
+    stale one can hold wrong bytes). Only files (or links) with that suffix are removed, found
+    without following any link: a root that is itself a link is skipped (pass the model
+    directory resolved: its configured path may be one)."""
     removed = []
     for root in roots:
         if not root.is_dir():
             continue
-        for path in root.rglob("*.incomplete"):
-            if path.is_file() or path.is_symlink():
-                try:
-                    path.unlink()
-                    removed.append(str(path))
-                except OSError:
-                    pass
+        for dirpath, _dirs, files, dir_fd in os.fwalk(root, follow_symlinks=False):
+            for name in files:
+                if not name.endswith(".incomplete"):
+                    continue
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=dir_fd)
+                    removed.append(str(Path(dirpath) / name))
     return removed
 
 
-def clean_stale_workdirs(model_dir: Path) -> None:
-    for stale in model_dir.glob(WORKDIR_PREFIX + "*"):
-        shutil.rmtree(stale, ignore_errors=True)
+def clean_stale_workdirs(model_dir: Path, work_base: Path | None = None) -> None:
+    """Remove what an interrupted repair left: temporary files (and old-style work directories)
+    at the top of the model directory, and work directories under ``work_base``. Links are
+    removed as links; ``shutil.rmtree`` does not follow them."""
+    for base in (model_dir, work_base):
+        if base is None or not base.is_dir():
+            continue
+        for entry in os.scandir(base):
+            if not entry.name.startswith(WORKDIR_PREFIX):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
-def install(candidate: Path, target: Path, owner: tuple[int, int] | None) -> None:
-    """Atomically put a verified ``candidate`` at ``target`` (same file system)."""
-    with open(candidate, "rb") as fh:
+class InstallError(OSError):
+    """A verified candidate could not be put in place (the target is left as it was)."""
+
+
+def install(candidate: Path, root_fd: int, model_dir: Path, rel: str, expected: Expected,
+            owner: tuple[int, int] | None, *, movable: bool = False) -> None:
+    """Put the already verified ``candidate`` at ``rel`` in the model directory, atomically.
+
+    The target's directory is reached without following links (a link on the way is replaced
+    by a real directory). A ``movable`` candidate (ours, in the private work directory) is
+    renamed into place when it is on the same file system; anything else is copied into a
+    temporary file next to the target, hashed again while copying, and renamed over it.
+    """
+    with nofollow.parent_dir(root_fd, model_dir, rel, create=True, replace_links=True,
+                             owner=owner) as (dir_fd, name):
+        if movable and _move(candidate, dir_fd, name, owner):
+            return
+        tmp = f"{WORKDIR_PREFIX}{uuid.uuid4().hex[:12]}.tmp"
+        try:
+            _copy_checked(candidate, dir_fd, tmp, expected, owner)
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+        os.fsync(dir_fd)
+
+
+def _move(candidate: Path, dir_fd: int, name: str, owner: tuple[int, int] | None) -> bool:
+    """Rename ``candidate`` to ``name`` in ``dir_fd``; False when they are on different file
+    systems (then it is copied)."""
+    with os.fdopen(manifest_mod.open_regular(candidate), "rb") as fh:
+        perms.adopt_fd(fh.fileno(), owner)
         os.fsync(fh.fileno())
-    perms.adopt(candidate, owner)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(candidate, target)
-    fd = os.open(target.parent, os.O_RDONLY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        os.replace(candidate, name, dst_dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return False
+        raise
+    os.fsync(dir_fd)
+    return True
+
+
+def _copy_checked(candidate: Path, dir_fd: int, tmp: str, expected: Expected,
+                  owner: tuple[int, int] | None) -> None:
+    """Copy ``candidate`` into a new file ``tmp`` in ``dir_fd`` (``O_EXCL | O_NOFOLLOW``),
+    checking size and digest of the bytes actually written."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    with os.fdopen(manifest_mod.open_regular(candidate), "rb") as src, \
+            os.fdopen(os.open(tmp, flags, 0o600, dir_fd=dir_fd), "wb") as out:
+        size = os.fstat(src.fileno()).st_size
+        if expected.sha256:
+            digest, want = hashlib.sha256(), expected.sha256
+        elif expected.git_sha1:
+            digest = hashlib.sha1(f"blob {size}\0".encode())  # noqa: S324 - git's blob id
+            want = expected.git_sha1
+        else:
+            digest, want = None, None
+        written = 0
+        while chunk := src.read(_CHUNK):
+            if digest is not None:
+                digest.update(chunk)
+            out.write(chunk)
+            written += len(chunk)
+        out.flush()
+        if expected.size is not None and written != expected.size:
+            raise InstallError(f"{candidate} changed while copying: {written} bytes, expected "
+                               f"{expected.size}")
+        if digest is not None and digest.hexdigest() != want:
+            raise InstallError(f"{candidate} changed while copying: digest "
+                               f"{digest.hexdigest()} != expected {want}")
+        perms.adopt_fd(out.fileno(), owner)
+        os.fsync(out.fileno())
+
+
+def _is_under(path: Path, base: Path) -> bool:
+    real, top = os.path.realpath(path), os.path.realpath(base)
+    return real.startswith(top.rstrip("/") + "/")
 
 
 def fetch_files(
@@ -221,15 +332,24 @@ def fetch_files(
     sources: Sequence[FileSource],
     progress: ProgressFn | None = None,
     span: tuple[float, float] = (0.2, 0.9),
+    work_base: Path | None = None,
 ) -> FetchReport:
-    """Replace every file in ``wanted`` from the first source whose copy verifies."""
+    """Replace every file in ``wanted`` (validated relative names) from the first source whose
+    copy verifies. Candidates are fetched under a private directory in ``work_base`` (default:
+    the system's temporary directory)."""
     report = FetchReport()
     owner = perms.owner_of(model_dir)
-    workdir = model_dir / f"{WORKDIR_PREFIX}{uuid.uuid4().hex[:8]}"
-    workdir.mkdir()
+    if work_base is not None:
+        work_base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=work_base))  # mode 0700
+    root_fd = nofollow.open_root(model_dir)
     try:
         for index, (rel, expected) in enumerate(sorted(wanted.items())):
             reasons: list[str] = []
+            why = manifest_mod.name_problem(rel)
+            if why is not None:
+                report.failed[rel] = [f"refused: the name {why}"]
+                continue
             for source in sources:
                 if progress:
                     fraction = span[0] + (span[1] - span[0]) * index / max(1, len(wanted))
@@ -239,12 +359,13 @@ def fetch_files(
                 except SourceError as exc:
                     reasons.append(f"{source.name}: {exc}")
                     continue
-                problem = check_file(candidate, rel, expected)
+                problem = check_file(candidate, rel, expected)  # where it lies: nothing copied yet
                 if problem is not None:
                     reasons.append(f"{source.name}: {problem.kind} ({problem.detail})")
                     continue
                 try:
-                    install(candidate, model_dir / rel, owner)
+                    install(candidate, root_fd, model_dir, rel, expected, owner,
+                            movable=_is_under(candidate, workdir))
                 except OSError as exc:
                     reasons.append(f"installing from the {source.name}: {exc}")
                     continue
@@ -253,5 +374,6 @@ def fetch_files(
             else:
                 report.failed[rel] = reasons or ["no source available"]
     finally:
+        os.close(root_fd)
         shutil.rmtree(workdir, ignore_errors=True)
     return report

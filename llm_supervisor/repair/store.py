@@ -6,12 +6,17 @@ healthy start the plugin copies each manifest file whose SHA-256 is not stored y
 ``blobs/<sha256>`` (hashing while copying; a file that does not match its manifest is never
 stored), and drops blobs the current manifest no longer names. Costs one copy of the model on
 disk; ``MODEL_REPAIR_STORE=off`` disables it, ``MODEL_REPAIR_STORE=DIR`` moves it.
+
+The manifest is written by whoever can write the model directory, so a blob's name is only ever
+a validated 64-hex-digit digest (never a path from the manifest), and model files are read
+without following symbolic links.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,10 +33,20 @@ class Store:
         self.blobs = root / "blobs"
 
     def blob(self, sha256: str) -> Path:
-        return self.blobs / sha256
+        """Where the blob of ``sha256`` lives; ``ValueError`` unless it is a SHA-256 digest."""
+        if not manifest_mod.is_sha256(sha256):
+            raise ValueError(f"not a SHA-256 digest: {str(sha256)[:80]!r}")
+        path = self.blobs / sha256
+        if os.path.dirname(os.path.realpath(path)) != os.path.realpath(self.blobs):
+            raise ValueError(f"{path} leads outside the store {self.blobs}")
+        return path
 
     def has(self, sha256: str) -> bool:
-        return self.blob(sha256).is_file()
+        """Whether a blob of ``sha256`` is stored (a regular file, not a link)."""
+        try:
+            return stat.S_ISREG(os.lstat(self.blob(sha256)).st_mode)
+        except (OSError, ValueError):
+            return False
 
     def fill(self, model_dir: Path) -> list[str]:
         """Store every manifest file of ``model_dir`` not stored yet; returns the paths added.
@@ -47,7 +62,8 @@ class Store:
         for rel, entry in sorted(data["files"].items()):
             if self.has(entry["sha256"]):
                 continue
-            if self._copy_verified(model_dir / rel, entry["sha256"], entry["size"]):
+            if manifest_mod.symlink_on_path(model_dir, rel) is None and self._copy_verified(
+                    model_dir / rel, entry["sha256"], entry["size"]):
                 added.append(rel)
             else:
                 complete = False
@@ -62,7 +78,8 @@ class Store:
         tmp = self.blobs / f".{sha256}.{uuid.uuid4().hex[:8]}.tmp"
         digest = hashlib.sha256()
         try:
-            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            src_fd = manifest_mod.open_regular(src)  # a link is never read through
+            with os.fdopen(src_fd, "rb") as fin, open(tmp, "xb") as fout:
                 while chunk := fin.read(_CHUNK):
                     digest.update(chunk)
                     fout.write(chunk)

@@ -40,7 +40,7 @@ def test_mode_bits_are_judged_even_for_root(tmp_path: Path) -> None:
     model.chmod(0o700)  # fine for its owner
     assert perms.unreadable_reason(model) is None
     assert "does not let uid" in perms.unreadable_reason(model / WEIGHTS)
-    assert perms.make_readable(model / WEIGHTS) == "mode 0 -> 644"
+    assert perms.make_readable(model, WEIGHTS) == "mode 0 -> 644"
     assert perms.unreadable_reason(model / WEIGHTS) is None
     if os.geteuid() == 0:  # someone else's directory without search permission for us
         other = tmp_path / "other"

@@ -14,59 +14,17 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import manifest as manifest_mod
+from .loaded import LoadedModel, WeightsLoadError, verify_against_manifest
 from .progress import CountingBar, LoadProgress
 from .settings import ModelServerSettings
 
 QUANT_NONE = "none"
 QUANT_INT8 = "bitsandbytes-int8"
-
-
-class WeightsLoadError(Exception):
-    """The model's files could not be loaded. ``file`` is the file to blame (best guess)."""
-
-    def __init__(
-        self,
-        file: str,
-        error: BaseException | str,
-        *,
-        problems: list | None = None,
-        library_error: BaseException | None = None,
-    ):
-        self.file = file
-        self.error = error
-        self.problems = problems or []
-        self.library_error = library_error
-        super().__init__(f"{file}: {error}")
-
-    @property
-    def error_type(self) -> str:
-        return type(self.error).__name__ if isinstance(self.error, BaseException) else "ManifestMismatch"
-
-
-@dataclass
-class LoadedModel:
-    """A loaded model and the facts ``/api/health`` reports about it."""
-
-    model: Any
-    tokenizer: Any
-    name: str
-    path: Path
-    source: dict[str, Any]
-    device: str
-    dtype: str
-    quantization: str
-    int8_requested: bool
-    int8_fallback_reason: str | None
-    load_seconds: float
-    max_context: int
-    eos_token_ids: set[int] = field(default_factory=set)
 
 
 def pick_device(setting: str) -> str:
@@ -312,28 +270,7 @@ def _load_int8(auto_cls: Any, model_dir: Path, device: str, progress: LoadProgre
         )
 
 
-def _verify_after_load(model_dir: Path, mode: str, log: Any) -> None:
-    """Catch what loads silently: files whose size (or digest, with ``sha256``) differs from
-    the manifest. A directory without a manifest is not checked."""
-    if mode == "off":
-        return
-    try:
-        if manifest_mod.read_manifest(model_dir) is None:
-            if log:
-                log.info("manifest_absent", model_path=str(model_dir))
-            return
-    except manifest_mod.ManifestError as exc:
-        if log:
-            log.warning("manifest_unreadable", model_path=str(model_dir), error=str(exc))
-        return
-    problems = manifest_mod.verify_model_dir(model_dir, check_hashes=(mode == "sha256"))
-    if problems:
-        first = problems[0]
-        raise WeightsLoadError(
-            str(model_dir / first.path),
-            f"{first.kind}: {first.detail}",
-            problems=[p.to_dict() for p in problems],
-        )
+_verify_after_load = verify_against_manifest
 
 
 def _warm_up(model: Any, tokenizer: Any, device: str) -> None:

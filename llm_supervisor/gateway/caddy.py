@@ -71,7 +71,7 @@ def render(routes: list[Route], options: GatewayOptions) -> dict[str, Any]:
         caddy_routes.append(entry)
     return {
         "admin": {
-            "listen": host_port("127.0.0.1", options.admin_port),
+            "listen": f"unix/{options.admin_socket}",
             # Never write an autosave copy to ~/.config: the daemon owns the config.
             "config": {"persist": False},
         },
@@ -95,13 +95,20 @@ def argv(options: GatewayOptions) -> list[str]:
     return ["caddy", "run", "--config", str(options.caddy_config)]
 
 
+# Caddy allows only an empty Host header on a Unix-socket admin API (RFC 7230: no host name).
+ADMIN_HEADERS = {"Host": ""}
+
+
 async def load(config: dict[str, Any], options: GatewayOptions, timeout: float = 5.0) -> None:
-    """Hand a running Caddy its new config (``POST /load``); raises httpx errors when none runs.
+    """Hand a running Caddy its new config (``POST /load`` on the admin socket); raises httpx
+    errors when none runs.
 
     Caddy applies it gracefully: listeners stay open and in-flight requests finish.
     """
     import httpx  # imported here: the launcher imports this module and must start fast
 
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        response = await client.post(f"{options.admin_url}/load", json=config)
+    transport = httpx.AsyncHTTPTransport(uds=str(options.admin_socket))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost",
+                                 timeout=timeout) as client:
+        response = await client.post("/load", json=config, headers=ADMIN_HEADERS)
         response.raise_for_status()

@@ -44,6 +44,11 @@ def main() -> int:
         home.mkdir(parents=True, exist_ok=True)
         env["XDG_DATA_HOME"] = str(home / "data")
         env["XDG_CONFIG_HOME"] = str(home / "config")
+        # The admin API's socket: in a 0700 directory of the gateway's user, created under a
+        # 077 umask (srwx------). Caddy replaces a stale socket left by a killed predecessor.
+        options.admin_socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(options.admin_socket_dir, 0o700)
+        os.umask(0o077)
     print(f"gateway: exec {' '.join(argv)}", file=sys.stderr, flush=True)
     os.execve(executable, argv, env)
     return 0  # not reached

@@ -19,7 +19,7 @@ class GatewayOptions:
     state_dir: Path
     listen_host: str = "127.0.0.1"
     port: int = 8000
-    admin_port: int = 8080
+    admin_port: int = 8081
     health_interval_s: float = 2.0
     health_timeout_s: float = 2.0
     try_duration_s: float = 15.0
@@ -52,8 +52,19 @@ class GatewayOptions:
         return self.traefik_dynamic_dir / "routes.yml"
 
     @property
+    def admin_socket_dir(self) -> Path:
+        """0700, owned by the gateway's user: only it (and root) can reach Caddy's admin API."""
+        return self.directory / "admin"
+
+    @property
+    def admin_socket(self) -> Path:
+        """Caddy's admin API: a Unix socket, never TCP (a TCP admin API on loopback lets any local
+        user load a config, e.g. a file server rooted at ``/``)."""
+        return self.admin_socket_dir / "caddy.sock"
+
+    @property
     def admin_url(self) -> str:
-        # The admin API / dashboard is always on loopback, whatever BIND_ADDRESS says.
+        # Traefik's API/dashboard is always on loopback, whatever BIND_ADDRESS says.
         return f"http://127.0.0.1:{self.admin_port}"
 
 

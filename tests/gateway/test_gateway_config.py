@@ -60,12 +60,14 @@ def test_template_instances_with_one_prefix_become_one_balanced_route(tmp_path: 
     assert route.upstreams == ("http://127.0.0.1:7001", "http://127.0.0.1:7002")
 
 
-def test_caddy_config_matches_prefixes_exactly_and_keeps_admin_on_loopback(tmp_path: Path) -> None:
+def test_caddy_config_matches_prefixes_exactly_and_keeps_admin_on_a_unix_socket(
+        tmp_path: Path) -> None:
     routes = [*shipped_routes(tmp_path),
               Route("files", "/files", ("http://127.0.0.1:9000",), strip_prefix=True)]
     routes = merge_routes([[r.as_dict() for r in routes]])
     config = caddy.render(routes, options(tmp_path, listen_host="0.0.0.0"))
-    assert config["admin"]["listen"] == "127.0.0.1:18080"
+    # Never a TCP admin API (any local user could load a config): a socket in a 0700 directory.
+    assert config["admin"]["listen"] == f"unix/{tmp_path}/gateway/admin/caddy.sock"
     server = config["apps"]["http"]["servers"]["gateway"]
     assert server["listen"] == ["0.0.0.0:18000"]
     by_id = {r["@id"]: r for r in server["routes"]}
@@ -144,6 +146,18 @@ def test_traefik_static_config_binds_dashboard_to_loopback(tmp_path: Path) -> No
                                            "watch": True}
     assert "insecure" not in static["api"]
     assert traefik.argv(opts) == ["traefik", f"--configFile={opts.traefik_static}"]
+
+
+def test_admin_port_defaults_leave_8080_to_the_operator_dashboard(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from llm_supervisor.config import load_settings
+
+    monkeypatch.delenv("GATEWAY_ADMIN_PORT", raising=False)
+    monkeypatch.setenv("LLM_SUPERVISOR_CONFIG", "/dev/null")
+    settings = load_settings()
+    assert settings.gateway_admin_port == 8081
+    assert GatewayOptions.from_settings(settings).admin_port == 8081
+    assert GatewayOptions(state_dir=Path("/x")).admin_port == 8081
 
 
 def test_schema_checker_rejects_what_traefik_would_reject() -> None:

@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -66,18 +68,56 @@ def test_streamed_generation_is_not_buffered_by_the_gateway(stack: Stack) -> Non
     assert events[0] == "token" and events[-1] == "done"
 
 
-def test_gateway_and_its_admin_api_listen_on_loopback_only(stack: Stack) -> None:
+def _refused(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_gateway_listens_on_loopback_and_its_admin_api_only_on_a_private_socket(
+        stack: Stack) -> None:
     pid = stack.daemon.unit("gateway")["pid"]
     process = psutil.Process(pid)
     assert Path(process.exe()).name == "caddy"  # exec'd: the unit's pid is Caddy itself
     listening = {(c.laddr.ip, c.laddr.port) for c in process.net_connections("inet")
                  if c.status == psutil.CONN_LISTEN}
-    assert listening == {("127.0.0.1", stack.gateway_port), ("127.0.0.1", stack.admin_port)}
-    config = httpx.get(f"http://127.0.0.1:{stack.admin_port}/config/", timeout=10).json()
-    assert config["admin"]["listen"] == f"127.0.0.1:{stack.admin_port}"
+    # No admin API on TCP at all (it used to be 127.0.0.1:8080, read-write for every local user).
+    assert listening == {("127.0.0.1", stack.gateway_port)}
+    assert _refused(2019)  # Caddy's own default admin address
+    if not _refused(8080):  # 8080 belongs to the operator dashboard; whoever holds it, not Caddy
+        holders = {c.pid for c in psutil.net_connections("inet") if c.laddr
+                   and c.laddr.port == 8080 and c.status == psutil.CONN_LISTEN}
+        assert pid not in holders
+    admin = stack.daemon.state_dir / "gateway" / "admin" / "caddy.sock"
+    assert stat.S_ISSOCK(admin.stat().st_mode)
+    assert stat.S_IMODE(admin.stat().st_mode) & 0o077 == 0, oct(admin.stat().st_mode)
+    assert stat.S_IMODE(admin.parent.stat().st_mode) == 0o700
+    assert admin.stat().st_uid == process.uids().effective  # the gateway's own user made it
+    transport = httpx.HTTPTransport(uds=str(admin))
+    with httpx.Client(transport=transport, base_url="http://localhost", timeout=10) as client:
+        config = client.get("/config/", headers={"Host": ""}).json()
+    assert config["admin"]["listen"] == f"unix/{admin}"
     info = stack.daemon.client.get("/gateway")
     assert info["program"] == "caddy"
+    assert info["admin_url"] == f"unix:{admin}"
     assert [r["path_prefix"] for r in info["routes"]] == ["/api", "/"]
+
+
+def test_other_local_users_cannot_reach_the_admin_socket(stack: Stack) -> None:
+    """The attack from issue 9: a local user loading a config. As ``nobody`` the socket is
+    unreachable (EACCES), whoever the gateway runs as."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    admin = stack.daemon.state_dir / "gateway" / "admin" / "caddy.sock"
+    probe = ("import socket, sys\n"
+             "s = socket.socket(socket.AF_UNIX)\n"
+             "try:\n    s.connect(sys.argv[1])\nexcept OSError as e:\n"
+             "    print(type(e).__name__)\nelse:\n    print('connected')\n")
+    # /usr/bin/python3: this venv's interpreter may sit under /root (0700), out of nobody's reach.
+    result = subprocess.run([shutil.which("python3", path="/usr/bin:/bin") or "python3", "-c",
+                             probe, str(admin)], user=65534, group=65534, extra_groups=[],
+                            capture_output=True, text=True, timeout=30)
+    assert result.stdout.strip() == "PermissionError", result.stdout + result.stderr
 
 
 @pytest.mark.browser

@@ -134,7 +134,10 @@ def control_routes(app: Any, manager: Any) -> None:
         return response.json({
             "program": manager.settings.resolved_gateway_program,
             "url": f"http://{_display_host(options.listen_host)}:{options.port}/",
-            "admin_url": options.admin_url,
+            # Caddy's admin API is a Unix socket (0700 directory); Traefik's dashboard is TCP.
+            "admin_url": (f"unix:{options.admin_socket}"
+                          if manager.settings.resolved_gateway_program == "caddy"
+                          else options.admin_url),
             "routes": [route.as_dict() for route in _STATE.routes],
             "files": {"caddy": str(options.caddy_config),
                       "traefik_static": str(options.traefik_static),

@@ -29,4 +29,6 @@ def parse_duration(text: str) -> float:
         pos = match.end()
         while pos < len(value) and value[pos] == " ":
             pos += 1
+    if math.isinf(total):
+        raise ValueError(f"time span {text[:40]!r} is too large (use infinity if you mean it)")
     return total

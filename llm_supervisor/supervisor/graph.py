@@ -47,45 +47,54 @@ def ordering_edges(units: Mapping[str, Unit]) -> dict[str, set[str]]:
 
 
 def find_cycle(edges: Mapping[str, set[str]]) -> list[str] | None:
+    """One ordering cycle as ``[a, b, ..., a]``, or None. Iterative (an explicit stack), so a
+    chain of thousands of units cannot exhaust Python's recursion limit."""
     white, grey, black = 0, 1, 2
     colour = dict.fromkeys(edges, white)
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        colour[node] = grey
-        path.append(node)
-        for dep in sorted(edges.get(node, ())):
-            if colour.get(dep, black) == grey:
+    for root in sorted(edges):
+        if colour[root] != white:
+            continue
+        colour[root] = grey
+        path = [root]
+        stack = [iter(sorted(edges.get(root, ())))]
+        while stack:
+            dep = next(stack[-1], None)
+            if dep is None:
+                stack.pop()
+                colour[path.pop()] = black
+                continue
+            state = colour.get(dep, black)
+            if state == grey:
                 return path[path.index(dep):] + [dep]
-            if colour.get(dep) == white:
-                found = visit(dep)
-                if found:
-                    return found
-        path.pop()
-        colour[node] = black
-        return None
-
-    for node in sorted(edges):
-        if colour[node] == white:
-            found = visit(node)
-            if found:
-                return found
+            if state == white:
+                colour[dep] = grey
+                path.append(dep)
+                stack.append(iter(sorted(edges.get(dep, ()))))
     return None
 
 
 def start_layers(units: Mapping[str, Unit]) -> list[list[str]]:
-    """Topological layers: every unit comes after all it is ordered after. Raises on a cycle."""
+    """Topological layers: every unit comes after all it is ordered after. Raises on a cycle.
+
+    Kahn's algorithm, O(units + edges): a long After= chain costs no more than a wide one."""
     edges = ordering_edges(units)
     cycle = find_cycle(edges)
     if cycle:
         raise DependencyCycleError(cycle)
-    remaining = {name: set(deps) for name, deps in edges.items()}
+    waiting_on = {name: len(deps) for name, deps in edges.items()}
+    followers: dict[str, list[str]] = {name: [] for name in edges}
+    for name, deps in edges.items():
+        for dep in deps:
+            followers[dep].append(name)
+    layer = sorted(name for name, count in waiting_on.items() if count == 0)
     layers: list[list[str]] = []
-    while remaining:
-        ready = sorted(name for name, deps in remaining.items() if not deps)
-        layers.append(ready)
-        for name in ready:
-            del remaining[name]
-        for deps in remaining.values():
-            deps.difference_update(ready)
+    while layer:
+        layers.append(layer)
+        following = []
+        for name in layer:
+            for follower in followers[name]:
+                waiting_on[follower] -= 1
+                if waiting_on[follower] == 0:
+                    following.append(follower)
+        layer = sorted(following)
     return layers

@@ -9,7 +9,6 @@ and control-socket listeners.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,11 @@ from llm_supervisor.plugins.types import Diagnosis, RepairResult
 from llm_supervisor.supervisor import graph
 from llm_supervisor.supervisor.health import Prober
 from llm_supervisor.supervisor.logs import UnitLog
+from llm_supervisor.supervisor.records import RECORDS_NAME, load_records, save_records
 from llm_supervisor.supervisor.runtime_selection import RuntimeSelector
+from llm_supervisor.supervisor.runtimes.process_identity import OWNER_MARKER, UNIT_MARKER
 from llm_supervisor.supervisor.state import Health, UnitState
+from llm_supervisor.supervisor.unit_env import pass_env_patterns, passed_through
 from llm_supervisor.supervisor.unit_file import UnitFileError
 from llm_supervisor.supervisor.unit_loader import LoadResult, instantiate, load_directory
 from llm_supervisor.supervisor.unit_runner import UnitRunner
@@ -49,8 +51,9 @@ class Manager:
         self.cycles: list[list[str]] = []
         self.purge_on_exit = False
         self._changed = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
         self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
-        self._records_path = settings.state_dir / "instances.json"
+        self._records_path = settings.state_dir / RECORDS_NAME
         self._previous_records: dict[str, dict[str, Any]] = self._read_records()
 
     # ------------------------------------------------------------------ loading
@@ -113,7 +116,12 @@ class Manager:
         self.target = normalise_name(target or self.settings.default_target)
         if self.target not in self.loaded.units:
             raise UnitNotFound(self.target)
-        services, self.cycles = self.transaction(self.target)
+        try:
+            services, self.cycles = self.transaction(self.target)
+        except Exception as exc:  # a unit-graph bug must not take the daemon down: report it
+            log.exception("target_start_failed", target=self.target, error=str(exc))
+            self._notify({"type": "error", "target": self.target, "message": str(exc)})
+            return
         for name in sorted(services):
             self.runners[name].start(f"pulled in by {self.target}")
 
@@ -228,7 +236,14 @@ class Manager:
     # ------------------------------------------------------------------ reload
     async def reload(self) -> dict[str, Any]:
         """Re-read unit files; restart only units whose definition changed (supervisord's
-        ``reload`` restarts everything). A file that no longer parses keeps its old unit."""
+        ``reload`` restarts everything). A file that no longer parses keeps its old unit.
+
+        Reloads run one at a time (SIGHUP and ``POST /reload`` share the lock): two at once
+        would both stop and remove the same changed units."""
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> dict[str, Any]:
         fresh = self._load()
         old_units = self.loaded.units
         broken_paths = {Path(e.path) for e in fresh.errors}
@@ -262,27 +277,24 @@ class Manager:
 
     # ------------------------------------------------------------------ environment
     def environment_for(self, unit: Unit) -> dict[str, str]:
-        env = dict(os.environ)
+        """What the unit's program gets; the order and the allow-list are in :mod:`unit_env`."""
+        env = passed_through(os.environ, pass_env_patterns(self.settings.unit_env_passthrough))
         env.update(self.settings.expansion_vars())
         for path, optional in unit.environment_files:
             env.update(_read_env_file(Path(path), optional, unit))
         env.update(unit.environment)
-        env["LLM_SUPERVISOR_UNIT"] = unit.name
+        env[UNIT_MARKER] = unit.name
+        env[OWNER_MARKER] = str(self.settings.state_dir.resolve())
         return env
 
     # ------------------------------------------------------------------ records
     def _read_records(self) -> dict[str, dict[str, Any]]:
-        try:
-            return json.loads(self._records_path.read_text())
-        except (OSError, ValueError):
-            return {}
+        return load_records(self._records_path)
 
     def save_records(self) -> None:
         records = {name: r.instance.record() for name, r in self.runners.items()
                    if r.instance is not None}
-        tmp = self._records_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(records))
-        os.replace(tmp, self._records_path)
+        save_records(self._records_path, records)
 
     async def recover_previous(self) -> None:
         """Clean up (process runtime) or re-adopt (docker) what a previous daemon left."""

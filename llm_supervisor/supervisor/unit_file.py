@@ -8,8 +8,12 @@ a line, an empty assignment (``Key=``) is kept so that list keys can be reset.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# Control characters other than tab (a NUL cannot even reach exec(); the others hide text).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class UnitFileError(Exception):
@@ -19,7 +23,8 @@ class UnitFileError(Exception):
         self.path = Path(path)
         self.line = line
         self.key = key
-        self.message = message
+        # A huge or binary value is quoted in many messages: keep errors readable.
+        self.message = message if len(message) <= 500 else message[:500] + "... (cut)"
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -59,8 +64,15 @@ def parse_unit_text(text: str, path: Path | str) -> RawUnitFile:
     current: Section | None = None
     pending = ""
     pending_line = 0
-    for number, raw in enumerate(text.splitlines(), start=1):
+    text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
+    # Lines end at "\n" only (str.splitlines also splits at form feeds, \x1c, U+2028, ...), so
+    # the line numbers in errors are the ones an editor shows.
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
+        bad = _CONTROL.search(line)
+        if bad:
+            raise UnitFileError(path, number, f"control character {bad.group()!r} in the file "
+                                "(unit files are text: remove it)")
         if not pending and (not line or line[0] in "#;"):
             continue
         if line.endswith("\\"):
@@ -92,7 +104,13 @@ def parse_unit_text(text: str, path: Path | str) -> RawUnitFile:
 
 def read_unit_file(path: Path) -> RawUnitFile:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UnitFileError(path, None, f"cannot read: {exc}") from exc
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnitFileError(path, None, f"cannot read: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UnitFileError(path, line, f"not UTF-8 text (byte {data[exc.start]:#04x} at offset "
+                            f"{exc.start}): save the file as UTF-8") from None
     return parse_unit_text(text, path)

@@ -1,7 +1,8 @@
 """Loading a units directory: files → units, template instances, errors kept per file.
 
 A bad file is reported and left out; the rest still load (one broken unit never takes the
-daemon down).
+daemon down). Template instances are bounded: a chain of templates naming each other with
+growing instance names ends with an error, not with a daemon (or ``verify``) that never returns.
 """
 
 from __future__ import annotations
@@ -10,8 +11,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_supervisor.supervisor.unit_file import UnitFileError, read_unit_file
-from llm_supervisor.supervisor.units import UNIT_SUFFIXES, Unit, build_unit, normalise_name
+from llm_supervisor.supervisor import unit_values
+from llm_supervisor.supervisor.unit_file import RawUnitFile, UnitFileError, read_unit_file
+from llm_supervisor.supervisor.units import (
+    UNIT_SUFFIXES,
+    Unit,
+    build_unit,
+    expand_specifiers,
+    normalise_name,
+    split_template,
+)
+
+__all__ = ["LoadResult", "instantiate", "load_directory", "load_files", "split_template"]
+
+# An instance made because another instance named it is one level deeper. Real stacks use one or
+# two levels (a target wants web@1, web@1 wants db@1); these limits only stop runaway chains.
+MAX_INSTANCE_DEPTH = 16
+MAX_INSTANCES = 1000
 
 
 @dataclass
@@ -19,17 +35,13 @@ class LoadResult:
     units: dict[str, Unit] = field(default_factory=dict)
     templates: dict[str, Path] = field(default_factory=dict)
     errors: list[UnitFileError] = field(default_factory=list)
+    raw_templates: dict[str, RawUnitFile] = field(default_factory=dict, repr=False)
 
-
-def split_template(name: str) -> tuple[str, str] | None:
-    """``web@2.service`` → (``web@.service``, ``2``); None for a plain name."""
-    stem, dot, suffix = name.rpartition(".")
-    if "@" not in stem:
-        return None
-    prefix, instance = stem.split("@", 1)
-    if not instance:
-        return None
-    return f"{prefix}@.{suffix}", instance
+    def template_text(self, template: str) -> RawUnitFile:
+        """A template's parsed file, read once per load (instances are built from it)."""
+        if template not in self.raw_templates:
+            self.raw_templates[template] = read_unit_file(self.templates[template])
+        return self.raw_templates[template]
 
 
 def load_files(paths: Iterable[Path], variables: Mapping[str, str]) -> LoadResult:
@@ -38,8 +50,8 @@ def load_files(paths: Iterable[Path], variables: Mapping[str, str]) -> LoadResul
         if path.name.endswith(UNIT_SUFFIXES) and "@." in path.name:
             result.templates[path.name] = path
             try:  # validate the template with a dummy instance so its errors show early
-                build_unit(read_unit_file(path), variables, path.name.replace("@.", "@check."),
-                           "check")
+                build_unit(result.template_text(path.name), variables,
+                           path.name.replace("@.", "@check."), "check")
             except UnitFileError as exc:
                 result.errors.append(exc)
                 result.templates.pop(path.name)
@@ -73,7 +85,11 @@ def instantiate(result: LoadResult, name: str, variables: Mapping[str, str]) -> 
         return None
     template, instance = parts
     try:
-        unit = build_unit(read_unit_file(result.templates[template]), variables, name, instance)
+        unit_values.unit_name(name)
+    except ValueError:
+        return None  # no unit can have this name (it would not come from a unit file either)
+    try:
+        unit = build_unit(result.template_text(template), variables, name, instance)
     except UnitFileError as exc:
         result.errors.append(exc)
         return None
@@ -82,11 +98,52 @@ def instantiate(result: LoadResult, name: str, variables: Mapping[str, str]) -> 
 
 
 def _instantiate_references(result: LoadResult, variables: Mapping[str, str]) -> None:
+    depth = dict.fromkeys(result.units, 0)
+    made = 0
     pending = list(result.units.values())
     while pending:
         unit = pending.pop()
         for ref in (*unit.after, *unit.requires, *unit.wants, *unit.wanted_by):
-            if ref not in result.units:
-                created = instantiate(result, ref, variables)
-                if created is not None:
-                    pending.append(created)
+            if ref in result.units or _template_of(result, ref) is None:
+                continue
+            if depth[unit.name] >= MAX_INSTANCE_DEPTH or made >= MAX_INSTANCES:
+                result.errors.append(_runaway_error(unit, ref, depth[unit.name], made))
+                # None of the runaway family runs: its templates' instances are left out.
+                family = {unit.template, _template_of(result, ref)}
+                for name in [n for n in result.units if depth.get(n) and
+                             result.units[n].template in family]:
+                    del result.units[name]
+                return
+            created = instantiate(result, ref, variables)
+            if created is not None:
+                made += 1
+                depth[created.name] = depth[unit.name] + 1
+                pending.append(created)
+
+
+def _template_of(result: LoadResult, name: str) -> str | None:
+    parts = split_template(name)
+    return parts[0] if parts and parts[0] in result.templates else None
+
+
+def _runaway_error(unit: Unit, ref: str, depth: int, made: int) -> UnitFileError:
+    limit = (f"{MAX_INSTANCE_DEPTH} levels of instances naming instances" if depth
+             >= MAX_INSTANCE_DEPTH else f"{MAX_INSTANCES} template instances")
+    return UnitFileError(
+        unit.path, _reference_line(unit, ref), f"{unit.name} names {ref}: more than {limit}; "
+        "templates that name each other with changing instances never end (use fixed instance "
+        "names)", "[Unit]")
+
+
+def _reference_line(unit: Unit, ref: str) -> int:
+    """The line of ``unit``'s file that names ``ref`` (After=, Wants=, ...), for the error."""
+    try:
+        raw = read_unit_file(unit.path)
+    except UnitFileError:
+        return 1
+    for section in raw.sections:
+        for entry in section.entries:
+            words = expand_specifiers(entry.value, unit.name, unit.instance).split()
+            if any(normalise_name(word) == ref for word in words):
+                return entry.line
+    return 1

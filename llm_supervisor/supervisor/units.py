@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from llm_supervisor.supervisor import unit_accounts, unit_values
 from llm_supervisor.supervisor.durations import parse_duration
 from llm_supervisor.supervisor.unit_file import Entry, RawUnitFile, UnitFileError
 
@@ -23,6 +24,7 @@ RestartPolicy = Literal["no", "on-failure", "on-abnormal", "always"]
 RESTART_POLICIES = ("no", "on-failure", "on-abnormal", "always")
 RUNTIMES = ("process", "docker")
 UNIT_SUFFIXES = (".service", ".target")
+MIN_PROBE_SEC = 0.1  # the shortest health-check Interval= and Timeout=
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,9 @@ class Unit:
     timeout_start_sec: float = 90.0
     timeout_stop_sec: float = 10.0
     kill_signal: int = int(signal.SIGTERM)
+    user: str | None = None  # process units: run as this user (daemon as root only)
+    group: str | None = None
+    ambient_capabilities: list[str] = field(default_factory=list)
     health: HealthSpec | None = None
     container: ContainerSpec | None = None
     route: RouteSpec | None = None
@@ -120,6 +125,17 @@ class Unit:
 def normalise_name(name: str) -> str:
     """``model-service`` → ``model-service.service``; names with a known suffix stay."""
     return name if name.endswith(UNIT_SUFFIXES) else f"{name}.service"
+
+
+def split_template(name: str) -> tuple[str, str] | None:
+    """``web@2.service`` → (``web@.service``, ``2``); None for a plain name."""
+    stem, dot, suffix = name.rpartition(".")
+    if "@" not in stem:
+        return None
+    prefix, instance = stem.split("@", 1)
+    if not instance:
+        return None
+    return f"{prefix}@.{suffix}", instance
 
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -152,6 +168,21 @@ def expand_specifiers(value: str, unit_name: str, instance: str | None) -> str:
 
 # ----------------------------------------------------------------------------- building
 _Converter = Callable[[str], Any]
+_Expand = Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class _SplitFirst:
+    """A converter given the value before ``${NAME}`` expansion and an ``expand`` function: it
+    splits the value into words first, so an expanded value is always exactly one word (a path
+    with spaces stays whole; a value cannot add words to a command line)."""
+
+    convert: Callable[[str, _Expand], Any]
+
+
+def _words(text: str, expand: _Expand) -> list[str]:
+    """Split like a shell (quotes group words), then expand each word on its own."""
+    return [expand(word) for word in shlex.split(text)]
 
 
 def _bool(text: str) -> bool:
@@ -189,62 +220,65 @@ def _choice(options: tuple[str, ...]) -> _Converter:
     return convert
 
 
-def _command(text: str) -> list[str]:
+def _command(text: str, expand: _Expand) -> list[str]:
     # systemd prefixes ("-", "@", "+", ...) are not supported; say so rather than misbehave.
-    argv = shlex.split(text)
+    argv = _words(text, expand)
     if not argv:
         raise ValueError("empty command")
     return argv
 
 
-def _unit_list(text: str) -> list[str]:
-    return [normalise_name(part) for part in text.split()]
+def _unit_list(text: str, expand: _Expand) -> list[str]:
+    # A variable that expands to nothing names no unit.
+    return [unit_values.unit_name(normalise_name(word))
+            for word in (expand(part) for part in text.split()) if word]
 
 
-def _environment(text: str) -> dict[str, str]:
+def _environment(text: str, expand: _Expand) -> dict[str, str]:
     result = {}
     for assignment in shlex.split(text):
-        if "=" not in assignment:
+        key, equals, value = assignment.partition("=")
+        if not equals or not key:
             raise ValueError(f"expected NAME=VALUE, got {assignment!r}")
-        key, value = assignment.split("=", 1)
-        result[key] = value
+        result[expand(key)] = expand(value)
     return result
 
 
-def _health_check(text: str) -> tuple[str, str]:
-    if text.startswith(("http://", "https://")):
-        return "http", text
-    if text.startswith("tcp://"):
-        hostport = text.removeprefix("tcp://")
-        host, _, port = hostport.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"expected tcp://HOST:PORT, got {text!r}")
-        return "tcp", hostport
+def _each_word(check: _Converter) -> _SplitFirst:
+    return _SplitFirst(lambda text, expand: [check(word) for word in _words(text, expand)])
+
+
+def _health_check(text: str, expand: _Expand) -> tuple[str, str]:
     if text.startswith("exec:"):
-        _command(text.removeprefix("exec:"))
-        return "exec", text.removeprefix("exec:")
+        # Stored re-joined with shell quoting: the prober's shlex.split gives back these words.
+        return "exec", shlex.join(_command(text.removeprefix("exec:"), expand))
+    text = expand(text)
+    if text.startswith(("http://", "https://")):
+        return "http", unit_values.http_url(text)
+    if text.startswith("tcp://"):
+        return "tcp", unit_values.tcp_address(text.removeprefix("tcp://"))
     raise ValueError(f"unknown check {text!r} (use http://..., tcp://HOST:PORT or exec:COMMAND)")
 
 
 # Per section: key -> (attribute, converter, repeatable). Repeatable keys accumulate; an empty
 # assignment resets them, as in systemd.
-_SCHEMA: dict[str, dict[str, tuple[str, _Converter, bool]]] = {
+_SCHEMA: dict[str, dict[str, tuple[str, _Converter | _SplitFirst, bool]]] = {
     "Unit": {
         "Description": ("description", str, False),
         "Documentation": ("_ignored", str, True),
-        "After": ("after", _unit_list, True),
-        "Before": ("before", _unit_list, True),
-        "Requires": ("requires", _unit_list, True),
-        "Wants": ("wants", _unit_list, True),
+        "After": ("after", _SplitFirst(_unit_list), True),
+        "Before": ("before", _SplitFirst(_unit_list), True),
+        "Requires": ("requires", _SplitFirst(_unit_list), True),
+        "Wants": ("wants", _SplitFirst(_unit_list), True),
         "ConditionPathExists": ("_cond_path", str, True),
         "ConditionExecutable": ("_cond_exec", str, True),
         "InstallHint": ("install_hint", str, False),
     },
     "Service": {
         "Runtime": ("runtime", _choice(RUNTIMES), False),
-        "ExecStartPre": ("exec_start_pre", _command, True),
-        "ExecStart": ("exec_start", _command, False),
-        "Environment": ("environment", _environment, True),
+        "ExecStartPre": ("exec_start_pre", _SplitFirst(_command), True),
+        "ExecStart": ("exec_start", _SplitFirst(_command), False),
+        "Environment": ("environment", _SplitFirst(_environment), True),
         "EnvironmentFile": ("environment_files", str, True),
         "WorkingDirectory": ("working_directory", str, False),
         "Restart": ("restart", _choice(RESTART_POLICIES), False),
@@ -255,11 +289,15 @@ _SCHEMA: dict[str, dict[str, tuple[str, _Converter, bool]]] = {
         "TimeoutStartSec": ("timeout_start_sec", parse_duration, False),
         "TimeoutStopSec": ("timeout_stop_sec", parse_duration, False),
         "KillSignal": ("kill_signal", _signal, False),
+        "User": ("user", unit_accounts.account_name, False),
+        "Group": ("group", unit_accounts.account_name, False),
+        "AmbientCapabilities": ("ambient_capabilities", unit_accounts.capabilities, True),
     },
     "Health": {
-        "Check": ("check", _health_check, False),
-        "Interval": ("interval", parse_duration, False),
-        "Timeout": ("timeout", parse_duration, False),
+        "Check": ("check", _SplitFirst(_health_check), False),
+        # A probe every 0 s would busy-loop the daemon; an infinite one would never run.
+        "Interval": ("interval", unit_values.duration(MIN_PROBE_SEC, allow_infinity=False), False),
+        "Timeout": ("timeout", unit_values.duration(MIN_PROBE_SEC, allow_infinity=False), False),
         "Retries": ("retries", _positive_int, False),
         "StartPeriod": ("start_period", parse_duration, False),
     },
@@ -267,27 +305,43 @@ _SCHEMA: dict[str, dict[str, tuple[str, _Converter, bool]]] = {
         "Image": ("image", str, False),
         "Build": ("build", str, False),
         "Dockerfile": ("dockerfile", str, False),
-        "BuildArg": ("build_args", _environment, True),
-        "Ports": ("ports", str.split, True),
-        "Volumes": ("volumes", str.split, True),
+        "BuildArg": ("build_args", _SplitFirst(_environment), True),
+        "Ports": ("ports", _each_word(unit_values.container_port), True),
+        "Volumes": ("volumes", _SplitFirst(_words), True),
         "Network": ("network", str, False),
         "GPUs": ("gpus", str, False),
         "Memory": ("memory", str, False),
-        "CPUs": ("cpus", float, False),
-        "Command": ("command", shlex.split, False),
+        "CPUs": ("cpus", unit_values.positive_float, False),
+        "Command": ("command", _SplitFirst(_words), False),
         "User": ("user", str, False),
     },
     "Route": {
         "PathPrefix": ("path_prefix", str, False),
-        "Upstream": ("upstream", str, False),
+        "Upstream": ("upstream", unit_values.http_url, False),
         "HealthPath": ("health_path", str, False),
         "StripPrefix": ("strip_prefix", _bool, False),
     },
     "Install": {
-        "WantedBy": ("wanted_by", _unit_list, True),
+        "WantedBy": ("wanted_by", _SplitFirst(_unit_list), True),
     },
 }
 _ALLOWED_SECTIONS = {"service": set(_SCHEMA), "target": {"Unit", "Install"}}
+_REFERENCES = ("after", "before", "requires", "wants", "wanted_by")
+
+
+def _refuse_growing_self_reference(entry: Entry, unit_name: str, instance: str,
+                                   error: Callable[[str], UnitFileError]) -> None:
+    """``loop@.service`` with ``Wants=loop@%ix.service`` would make loop@1x, loop@1xx, ... for
+    ever: a template may name itself only with a fixed instance (or its own, ``%i``)."""
+    own = split_template(unit_name)
+    for word in entry.value.split():
+        if "%" not in word:
+            continue
+        parts = split_template(normalise_name(expand_specifiers(word, unit_name, instance)))
+        if own and parts and parts[0] == own[0] and parts[1] != instance:
+            raise error(f"template {own[0]} names itself with a changing instance ({word!r}: "
+                        f"{instance!r} → {parts[1]!r}), which would create instances without "
+                        "end: use a fixed instance name or %i")
 
 
 def _collect(
@@ -309,14 +363,21 @@ def _collect(
         def error(message: str, entry: Entry = entry) -> UnitFileError:
             return UnitFileError(raw.path, entry.line, message, f"[{section_name}] {entry.key}")
 
-        text = expand_vars(expand_specifiers(entry.value, unit_name, instance), variables, error)
+        text = expand_specifiers(entry.value, unit_name, instance)
         if repeatable and text == "":
             values.pop(attribute, None)
             continue
+
+        def expand(word: str, error: Callable[[str], UnitFileError] = error) -> str:
+            return expand_vars(word, variables, error)
+
         try:
-            value = convert(text)
+            value = (convert.convert(text, expand) if isinstance(convert, _SplitFirst)
+                     else convert(expand(text)))
         except ValueError as exc:
             raise error(str(exc)) from None
+        if instance is not None and attribute in _REFERENCES:
+            _refuse_growing_self_reference(entry, unit_name, instance, error)
         if repeatable:
             bucket = values.setdefault(attribute, {} if isinstance(value, dict) else [])
             if isinstance(value, dict):
@@ -402,6 +463,7 @@ def build_unit(
 
     if kind == "service":
         _check_service(unit, raw)
+        unit_accounts.check(unit.user, unit.group, raw.path, service, variables)
     return unit
 
 
@@ -411,7 +473,7 @@ def _section_line(raw: RawUnitFile, name: str) -> int | None:
 
 def _check_service(unit: Unit, raw: RawUnitFile) -> None:
     if unit.exec_start is None and (unit.container is None or unit.runtime == "process"):
-        line = _section_line(raw, "Service") or _section_line(raw, "Unit")
+        line = _section_line(raw, "Service") or _section_line(raw, "Unit") or 1
         raise UnitFileError(
             raw.path, line, "a service needs ExecStart= (or a [Container] for Runtime=docker)",
             "[Service] ExecStart",

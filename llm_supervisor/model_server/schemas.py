@@ -3,19 +3,46 @@
 Types are strict (``"0.7"`` is not a temperature, ``1`` is not ``true``) and NaN/infinity are
 refused. Limits that depend on settings (``MAX_NEW_TOKENS``, ``MAX_INPUT_TOKENS``) are checked by
 the handlers, which know them.
+
+Sampling bounds keep every logit finite: ``temperature`` is 0 (greedy) or 0.01..100 (vLLM treats
+anything below 0.01 as 0.01; dividing by 1e-45 overflowed the logits to infinity and the sampler
+raised), ``repetition_penalty`` is 0.1..100 (0 < p, as transformers and TGI require, with a floor
+for the same reason), ``top_p`` is in (0, 1]. Text must be valid Unicode (a lone surrogate such as
+``"\\ud800"`` is valid JSON, but no tokenizer can encode it).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-Temperature = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
+MIN_TEMPERATURE = 0.01
+MIN_REPETITION_PENALTY = 0.1
+
+
+def _temperature(value: float) -> float:
+    if 0.0 < value < MIN_TEMPERATURE:
+        raise ValueError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE}")
+    return value
+
+
+def _unicode(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate escape)") from None
+    return value
+
+
+Temperature = Annotated[
+    float, Field(ge=0.0, le=100.0, allow_inf_nan=False), AfterValidator(_temperature)
+]
 TopP = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
-Penalty = Annotated[float, Field(gt=0.0, le=100.0, allow_inf_nan=False)]
+Penalty = Annotated[float, Field(ge=MIN_REPETITION_PENALTY, le=100.0, allow_inf_nan=False)]
+Text = Annotated[str, AfterValidator(_unicode)]
 Seed = Annotated[int, Field(ge=0, lt=2**63)]
-StopList = Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=8)]
+StopList = Annotated[list[Annotated[Text, Field(min_length=1, max_length=200)]], Field(max_length=8)]
 
 
 class _Base(BaseModel):
@@ -33,13 +60,13 @@ class GenerateRequest(_Base):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    prompt: str
+    prompt: Text
     max_length: Annotated[int, Field(gt=0)] | None = None
     temperature: Temperature = 0.7
     top_p: TopP = 1.0
     top_k: Annotated[int, Field(ge=0)] = 0
     repetition_penalty: Penalty = 1.0
-    stop: str | StopList | None = None
+    stop: Text | StopList | None = None
     seed: Seed | None = None
     stream: bool = False
     ignore_eos: bool = False
@@ -62,7 +89,7 @@ class _OpenAIBase(_Base):
     temperature: Temperature | None = None
     top_p: TopP | None = None
     n: Annotated[int, Field(ge=1, le=1)] | None = None
-    stop: str | StopList | None = None
+    stop: Text | StopList | None = None
     seed: Seed | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -76,7 +103,7 @@ class _OpenAIBase(_Base):
 class CompletionRequest(_OpenAIBase):
     """``POST /v1/completions`` (one prompt; a list holding one prompt is accepted too)."""
 
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=1)]
 
     @field_validator("prompt")
     @classmethod
@@ -91,12 +118,12 @@ class CompletionRequest(_OpenAIBase):
 
 class TextPart(_Base):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(_Base):
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[TextPart] | None = None
+    content: Text | list[TextPart] | None = None
 
     @property
     def text(self) -> str:
@@ -131,12 +158,20 @@ def describe(exc: ValidationError) -> str:
     """One readable line per problem: ``field: message``."""
     parts = []
     for err in exc.errors(include_url=False):
-        where = ".".join(str(x) for x in err.get("loc", ())) or "body"
+        where = ".".join(str(x) for x in err.get("loc", ()) if not _union_tag(x)) or "body"
         msg = err.get("msg", "invalid")
         if err.get("type") == "extra_forbidden":
             msg = "unknown field"
         parts.append(f"{where}: {msg}")
     return "; ".join(parts)
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _union_tag(part: Any) -> bool:
+    """Whether a ``loc`` part names a union member (``str``, ``list[...]``) rather than a field."""
+    return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or "(" in part)
 
 
 def parse(model: type[BaseModel], data: Any) -> Any:

@@ -48,6 +48,15 @@ class ModelServerSettings(BaseSettings):
     )
     max_batch_size: int = Field(default=8, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    # DNS-rebinding defence: requests whose Host names none of these (nor localhost, an IP
+    # literal, MODEL_SERVICE_HOST, BIND_ADDRESS or this machine's hostname) get 421.
+    allowed_hosts: str = Field(
+        default="",
+        description="Extra host names the server answers to, comma-separated; '*' allows any.",
+    )
+    bind_address: str = Field(
+        default="127.0.0.1", description="The gateway's bind address (the daemon's BIND_ADDRESS)."
+    )
 
     shutdown_timeout: float = Field(
         default=5.0, ge=0, description="Seconds in-flight requests may finish after SIGTERM."

@@ -3,12 +3,22 @@ batching, stop strings, metrics and the test page."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from model_fixtures import ModelServer
+
+from llm_supervisor.model_server.app import ServerState
+from llm_supervisor.model_server.engine import Engine, GenerationHandle, SamplingParams
+from llm_supervisor.model_server.loader import load_model
+from llm_supervisor.model_server.progress import LoadProgress
+from llm_supervisor.model_server.settings import ModelServerSettings
 
 
 def generate(server: ModelServer, **body: Any) -> dict[str, Any]:
@@ -199,3 +209,103 @@ def _samples(text: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
+
+
+# --------------------------------------------------------------------------- engine faults
+# These drive a real Engine on the real tiny model in this process, bypassing the HTTP
+# validation, to reach states that validation now keeps out (issue 9, item 2).
+
+
+@pytest.fixture(scope="module")
+def tiny_loaded(tiny_model_dir: Path) -> Any:
+    settings = ModelServerSettings(
+        model_path=tiny_model_dir, use_int8=False, dtype="float32", device="cpu", verify_model="off"
+    )
+    return load_model(tiny_model_dir, settings, LoadProgress())
+
+
+async def _answer(handle: GenerationHandle, timeout: float = 30.0) -> tuple[str, Any]:
+    async def last() -> tuple[str, Any]:
+        events = [event async for event in handle.events()]
+        return events[-1]
+
+    return await asyncio.wait_for(last(), timeout)
+
+
+def _run_engine(loaded: Any, body: Callable[[Engine], Awaitable[Any]], **kw: Any) -> Any:
+    async def main() -> Any:
+        engine = Engine(loaded, max_batch_size=kw.get("batch", 4), max_concurrent=kw.get("limit", 8))
+        engine.start(asyncio.get_running_loop())
+        try:
+            return await body(engine)
+        finally:
+            await engine.shutdown(2.0)
+
+    return asyncio.run(main())
+
+
+def test_tiny_temperature_and_penalty_answer_and_free_their_slots(tiny_loaded: Any) -> None:
+    """Before: 1e-45 turned logits into ±inf/NaN, multinomial raised, the slot leaked; 8 such
+    requests filled a limit of 8 and every later request got Overloaded."""
+    extreme = [
+        SamplingParams(max_new_tokens=6, temperature=1e-45, seed=1),
+        SamplingParams(max_new_tokens=6, temperature=0.7, repetition_penalty=1e-45, seed=2),
+        SamplingParams(max_new_tokens=6, temperature=0.0, repetition_penalty=1e-45),
+        SamplingParams(max_new_tokens=6, temperature=1e-45, repetition_penalty=1e-45, top_p=0.5, seed=3),
+    ]
+
+    async def body(engine: Engine) -> list[tuple[str, Any]]:
+        results = []
+        for _ in range(3):  # 12 requests through a limit of 8
+            handles = [engine.submit([1, 2, 3, 4], p) for p in extreme]
+            results += [await _answer(h) for h in handles]
+        assert engine.inflight == 0
+        return results
+
+    results = _run_engine(tiny_loaded, body)
+    assert all(kind == "done" for kind, _ in results), results
+
+
+def test_prefill_failure_answers_the_newcomer_and_spares_the_batch(tiny_loaded: Any) -> None:
+    """Before: a prefill that raised failed the running batch and never answered the newcomer."""
+
+    async def body(engine: Engine) -> tuple[Any, Any, Any]:
+        params = SamplingParams(max_new_tokens=40, temperature=0.0, ignore_eos=True)
+        running = engine.submit([1, 2, 3, 4], params)
+        # Wait until it is generating, then admit a prompt with a token id past the vocabulary:
+        # the embedding lookup raises inside this newcomer's prefill.
+        async for kind, _ in running.events():
+            assert kind == "token"
+            break
+        bad = engine.submit([1, 10**7], params)
+        bad_answer = await _answer(bad)
+        good_answer = await _answer(running)
+        after = await _answer(engine.submit([5, 6, 7], SamplingParams(max_new_tokens=3)))
+        assert engine.inflight == 0
+        return bad_answer, (good_answer, running.completion_tokens), after
+
+    bad, (good, produced), after = _run_engine(tiny_loaded, body)
+    assert bad[0] == "error" and "IndexError" in bad[1]
+    assert good == ("done", "length") and produced == 40
+    assert after[0] == "done"
+
+
+def test_dead_worker_fails_its_requests_and_health(tiny_loaded: Any, tiny_model_dir: Path) -> None:
+    """The worker thread ending for good must answer everyone and turn /api/health to 503."""
+
+    def die() -> None:
+        # Fault injection (no real input can do this): a BaseException escapes the worker loop.
+        raise SystemExit("injected")
+
+    async def body(engine: Engine) -> tuple[Any, int, dict[str, Any]]:
+        engine._step = die  # type: ignore[method-assign]
+        answer = await _answer(engine.submit([1, 2, 3], SamplingParams(max_new_tokens=4)))
+        engine._thread.join(5)  # type: ignore[union-attr]
+        state = ServerState(ModelServerSettings(model_path=tiny_model_dir))
+        state.engine, state.loaded = engine, tiny_loaded
+        status, health = state.health()
+        return answer, status, health
+
+    answer, status, health = _run_engine(tiny_loaded, body)
+    assert answer[0] == "error" and "injected" in answer[1]
+    assert status == 503 and health["status"] == "error" and "injected" in health["error"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from daemon_harness import Daemon, wait_for
 
 from llm_supervisor.supervisor import graph, unit_loader
 from llm_supervisor.supervisor.unit_file import UnitFileError, parse_unit_text
@@ -399,3 +401,65 @@ def test_verify_handles_a_long_chain(tmp_path: Path):
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert f"{CHAIN} unit file(s) checked, 0 problem(s)" in result.stdout
+
+
+# ---- the same through a real daemon and real processes
+SHOW_ARGV = """import json, sys, time
+with open(sys.argv[1] + ".tmp", "w") as out:
+    json.dump(sys.argv[2:], out)
+import os
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(600)
+"""
+
+
+def test_a_program_gets_each_expanded_value_as_one_argument(tmp_path: Path):
+    root = tmp_path / "a b"  # STATE_DIR itself has a space
+    models = root / "my models"
+    models.mkdir(parents=True)
+    pwned = root / "pwned"
+    model_id = f"org/m; touch {pwned} #"
+    script = root / "show argv.py"
+    script.write_text(SHOW_ARGV)
+    check = root / "check.py"
+    check.write_text(f"import sys\nsys.exit(0 if sys.argv[1:] == [{model_id!r}] else 1)\n")
+    daemon = Daemon(root, env={"MODEL_PATH": str(models), "MODEL_ID": model_id})
+    daemon.write_unit("stack.target", "[Unit]\nDescription=test stack\n")
+    daemon.write_unit("show.service", f"""[Service]
+ExecStartPre=${{PYTHON}} -c "import sys; sys.exit(len(sys.argv) != 2)" ${{MODEL_PATH}}
+ExecStart=${{PYTHON}} "{script}" ${{STATE_DIR}}/argv.json ${{MODEL_PATH}} ${{MODEL_ID}} \\
+    $${{MODEL_ID}} "${{MODEL_PATH}}/x y" --id=${{MODEL_ID}}
+[Health]
+Check=exec:${{PYTHON}} "{check}" ${{MODEL_ID}}
+Interval=0.2
+[Install]
+WantedBy=stack.target
+""")
+    try:
+        daemon.start()
+        daemon.wait_state("show", "running", health="healthy")
+        argv_file = daemon.state_dir / "argv.json"
+        argv = wait_for(lambda: argv_file.exists() and json.loads(argv_file.read_text()), 30,
+                        "the program's argv")
+        assert argv == [str(models), model_id, "${MODEL_ID}", f"{models}/x y", f"--id={model_id}"]
+        assert not pwned.exists()
+    finally:
+        daemon.stop()
+
+
+def test_daemon_with_a_long_after_chain_keeps_serving(tmp_path: Path):
+    daemon = Daemon(tmp_path, target=chain_name(0))
+    write_chain(daemon.units_dir)
+    daemon.write_unit("tail.service", f"""[Unit]
+After={chain_name(CHAIN - 1)}
+[Service]
+ExecStart={sys.executable} -c "import time; time.sleep(600)"
+[Install]
+WantedBy={chain_name(0)}
+""")
+    try:
+        daemon.start(timeout=60)
+        daemon.wait_state("tail", "running", timeout=60)
+        assert daemon.client.get("/ping") and daemon.proc.poll() is None
+    finally:
+        daemon.stop()

@@ -99,8 +99,10 @@ def name_problem(name: object) -> str | None:
     if name.startswith("/"):
         return "is an absolute path"
     parts = name.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        return "has an empty, '.' or '..' component"
+    for bad, why in (("..", "has a '..' component"), (".", "has a '.' component"),
+                     ("", "has an empty component")):
+        if bad in parts:
+            return why
     if any(part.startswith(".") for part in parts):
         return "has a hidden component (never listed in a manifest)"
     if name == MANIFEST_NAME:

@@ -104,3 +104,99 @@ def test_manifest_module_imports_no_heavy_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().replace("'", '"')) == []
+
+
+# --------------------------------------------------------------------------- untrusted manifests
+# The model directory (and so the manifest) is writable by the model-service container; the
+# supervisor's repair acts on it as root. A manifest is used whole or not at all.
+
+GOOD_SHA = "0" * 64
+
+
+def _write_raw_manifest(model_dir: Path, files: dict) -> None:
+    data = {"format": 1, "source": {"kind": "test"}, "files": files}
+    (model_dir / MANIFEST_NAME).write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(("name", "entry", "why"), [
+    ("/etc/cron.d/x", {"size": 1, "sha256": GOOD_SHA}, "is an absolute path"),
+    ("../../x", {"size": 1, "sha256": GOOD_SHA}, "'..' component"),
+    ("sub/../../x", {"size": 1, "sha256": GOOD_SHA}, "'..' component"),
+    ("./config.json", {"size": 1, "sha256": GOOD_SHA}, "'.' component"),
+    ("sub//x", {"size": 1, "sha256": GOOD_SHA}, "empty"),
+    ("sub\\..\\x", {"size": 1, "sha256": GOOD_SHA}, "backslash"),
+    ("x\x00y", {"size": 1, "sha256": GOOD_SHA}, "NUL"),
+    (".cache/x", {"size": 1, "sha256": GOOD_SHA}, "hidden component"),
+    (MANIFEST_NAME, {"size": 1, "sha256": GOOD_SHA}, "the manifest itself"),
+    ("w.bin", {"size": 1, "sha256": "../../../etc/passwd"}, "no valid sha256"),
+    ("w.bin", {"size": 1, "sha256": "A" * 64}, "no valid sha256"),
+    ("w.bin", {"size": 1, "sha256": "0" * 63}, "no valid sha256"),
+    ("w.bin", {"size": -1, "sha256": GOOD_SHA}, "no valid size"),
+    ("w.bin", {"size": True, "sha256": GOOD_SHA}, "no valid size"),
+    ("w.bin", {"size": "1", "sha256": GOOD_SHA}, "no valid size"),
+    ("w.bin", "not an object", "is not an object"),
+], ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None)
+def test_untrusted_entries_reject_the_whole_manifest(model_dir: Path, name: str, entry: object,
+                                                      why: str) -> None:
+    good = read_manifest(model_dir)["files"]
+    _write_raw_manifest(model_dir, {**good, name: entry})
+    with pytest.raises(ManifestError) as raised:
+        read_manifest(model_dir)
+    message = str(raised.value)
+    assert str(model_dir / MANIFEST_NAME) in message and why in message
+    assert repr(name[:200]) in message  # names the bad entry
+    [p] = verify_model_dir(model_dir)
+    assert (p.path, p.kind) == (MANIFEST_NAME, "corrupt")
+
+
+def test_a_symlinked_manifest_is_never_followed(model_dir: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere.json"
+    (model_dir / MANIFEST_NAME).rename(elsewhere)
+    (model_dir / MANIFEST_NAME).symlink_to(elsewhere)
+    with pytest.raises(ManifestError, match="not a regular file"):
+        read_manifest(model_dir)
+
+
+def test_a_fifo_manifest_does_not_block(model_dir: Path) -> None:
+    import threading
+
+    (model_dir / MANIFEST_NAME).unlink()
+    os.mkfifo(model_dir / MANIFEST_NAME)
+    outcome: list[BaseException | object] = []
+
+    def read() -> None:
+        try:
+            outcome.append(read_manifest(model_dir))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    assert outcome, "read_manifest blocked on a FIFO"
+    assert isinstance(outcome[0], ManifestError)
+
+
+def test_symlinks_in_the_model_dir_are_damage_not_followed(model_dir: Path, tmp_path: Path
+                                                          ) -> None:
+    """Same bytes behind a link still fail: the repair would otherwise write through it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (model_dir / "config.json").rename(outside / "config.json")
+    (model_dir / "config.json").symlink_to(outside / "config.json")
+    (model_dir / "sub").rename(outside / "sub")
+    (model_dir / "sub").symlink_to(outside / "sub")
+    problems = {p.path: p for p in verify_model_dir(model_dir)}
+    assert problems["config.json"].kind == "corrupt"
+    assert "symbolic link" in problems["config.json"].detail
+    assert problems["sub/x.bin"].kind == "corrupt"
+    assert "sub is a symbolic link" in problems["sub/x.bin"].detail
+    assert set(problems) == {"config.json", "sub/x.bin"}
+
+
+def test_a_manifest_is_never_built_over_a_symlink(tmp_path: Path) -> None:
+    (tmp_path / "real").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(ManifestError, match="not a regular file"):
+        write_manifest(tmp_path, "test")
+    assert not (tmp_path / MANIFEST_NAME).exists()

@@ -144,6 +144,30 @@ def smollm2_dir() -> Path:
     return _build_cached("smollm2", build)
 
 
+@pytest.fixture(scope="session")
+def smollm2_gguf_dir() -> Path:
+    """The offline SmolLM2 GGUF copied into a model directory with its manifest, as the server
+    does on a first offline start (read-only: copy it to damage it)."""
+
+    def build(dest: Path) -> None:
+        from llm_supervisor.model_server.sources import install_offline_gguf
+
+        target = dest / "model"
+        install_offline_gguf(target)
+        for child in target.iterdir():
+            os.replace(child, dest / child.name)
+        target.rmdir()
+
+    return _build_cached("smollm2-gguf", build)
+
+
+def build_gguf_model(dest: Path) -> Path:
+    """A fresh writable copy of the GGUF model directory at ``dest`` (must not exist yet)."""
+    from llm_supervisor.model_server.sources import install_offline_gguf
+
+    return install_offline_gguf(dest)
+
+
 # --------------------------------------------------------------------------- servers
 
 
@@ -267,6 +291,21 @@ def running_server(model_dir: Path, **env: Any) -> Iterator[ModelServer]:
 
 
 @pytest.fixture(scope="session")
+def gguf_server(smollm2_gguf_dir: Path) -> Iterator[ModelServer]:
+    """One ready server on the real SmolLM2 GGUF with the llama.cpp engine (loads in ~1 s)."""
+    with running_server(
+        smollm2_gguf_dir,
+        ENGINE="llama.cpp",
+        MAX_BATCH_SIZE=8,
+        MAX_CONCURRENT_REQUESTS=32,
+        MAX_NEW_TOKENS=512,
+        MAX_INPUT_TOKENS=256,
+        MAX_BODY_BYTES=65536,
+    ) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
 def tiny_server(tiny_model_dir: Path) -> Iterator[ModelServer]:
     """One ready server on the tiny model, shared by the API tests. float32, so that batched
     and solo runs give bit-identical greedy text (bf16 rounding may differ with batch shape)."""
@@ -371,7 +410,7 @@ class FakeHub:
         for f in sorted(root.iterdir()):
             if f.is_file():
                 entry: dict[str, Any] = {"rfilename": f.name, "size": f.stat().st_size}
-                if f.suffix == ".safetensors":
+                if f.suffix in (".safetensors", ".gguf"):
                     entry["lfs"] = {
                         "sha256": _sha256(f),
                         "size": f.stat().st_size,

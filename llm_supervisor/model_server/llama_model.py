@@ -214,13 +214,26 @@ class LlamaModel:
 
 def find_gguf(path: Path) -> Path | None:
     """The GGUF file to serve: ``path`` itself, or the only (else first, sorted) ``*.gguf`` in
-    the directory ``path``."""
+    the directory ``path``, else the one its manifest lists (missing: the loader reports it)."""
     if path.is_file() and path.suffix == ".gguf":
         return path
     if path.is_dir():
         found = sorted(p for p in path.glob("*.gguf") if p.is_file() or p.is_symlink())
-        return found[0] if found else None
+        if found:
+            return found[0]
+        listed = sorted(n for n in _manifest_files(path) if n.endswith(".gguf"))
+        return path / listed[0] if listed else None
     return None
+
+
+def _manifest_files(model_dir: Path) -> list[str]:
+    from . import manifest as manifest_mod
+
+    try:
+        data = manifest_mod.read_manifest(model_dir)
+    except (manifest_mod.ManifestError, OSError):
+        return []
+    return list(data["files"]) if data else []
 
 
 def load_gguf(

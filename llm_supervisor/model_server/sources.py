@@ -111,8 +111,8 @@ def has_model_files(path: str | os.PathLike[str]) -> bool:
 
 
 def model_format(path: str | os.PathLike[str]) -> str:
-    """``gguf`` when ``path`` is a ``.gguf`` file or a directory holding one and no transformers
-    checkpoint (``config.json``), else ``transformers``."""
+    """``gguf`` when ``path`` is a ``.gguf`` file or a directory holding one (or whose manifest
+    lists one) and no transformers checkpoint (``config.json``), else ``transformers``."""
     p = Path(path)
     if p.is_file():
         return FORMAT_GGUF if p.suffix == ".gguf" else FORMAT_TRANSFORMERS
@@ -120,7 +120,15 @@ def model_format(path: str | os.PathLike[str]) -> str:
         names = {c.name for c in p.iterdir()}
     except OSError:
         return FORMAT_TRANSFORMERS
-    if "config.json" not in names and any(n.endswith(".gguf") for n in names):
+    if "config.json" in names:
+        return FORMAT_TRANSFORMERS
+    if any(n.endswith(".gguf") for n in names):
+        return FORMAT_GGUF
+    try:  # the GGUF itself may be missing: the manifest still says what belongs here
+        listed = (manifest_mod.read_manifest(p) or {}).get("files", {})
+    except (manifest_mod.ManifestError, OSError):
+        listed = {}
+    if any(n.endswith(".gguf") for n in listed) and "config.json" not in listed:
         return FORMAT_GGUF
     return FORMAT_TRANSFORMERS
 

@@ -43,6 +43,14 @@ def _describe_json(response: httpx.Response) -> str:
     return " ".join(parts)
 
 
+def _describe_error(exc: BaseException) -> str:
+    """``Type: message`` of what went wrong, looking inside an exception group (anyio wraps
+    some transport errors in one) for the error itself."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}".strip(": ")
+
+
 class Prober:
     """Runs probes; one HTTP client shared by every unit's checks."""
 
@@ -65,8 +73,10 @@ class Prober:
             ok, detail = await asyncio.wait_for(self._run(spec, env), spec.timeout)
         except TimeoutError:
             ok, detail = False, f"timed out after {spec.timeout:g}s"
-        except (OSError, httpx.HTTPError) as exc:
-            ok, detail = False, f"{type(exc).__name__}: {exc}".strip(": ")
+        except Exception as exc:  # noqa: BLE001 - any probe error is a failed check
+            # (OSError, httpx errors, httpx.InvalidURL which is neither, a bad port number):
+            # the reason is shown and the health loop goes on.
+            ok, detail = False, _describe_error(exc)
         return ProbeResult(ok, detail, time.perf_counter() - started)
 
     async def _run(self, spec: HealthSpec, env: dict[str, str] | None) -> tuple[bool, str]:

@@ -90,21 +90,14 @@ def _format_error(error: dict[str, Any]) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from llm_supervisor.supervisor import graph
+    from llm_supervisor.supervisor.unit_checks import cross_unit_problems
     from llm_supervisor.supervisor.unit_loader import load_directory, load_files
 
     settings = settings_from(args)
     variables = settings.expansion_vars()
     result = load_files(args.files, variables) if args.files else load_directory(
         settings.units_dir, variables)
-    problems = [str(error) for error in result.errors]
-    cycle = graph.find_cycle(graph.ordering_edges(result.units))
-    if cycle:
-        problems.append(str(graph.DependencyCycleError(cycle)))
-    for unit in result.units.values():
-        for ref in (*unit.requires,):
-            if ref not in result.units and ref not in result.templates:
-                problems.append(f"{unit.path}: Requires={ref}: no such unit")
+    problems = [str(error) for error in (*result.errors, *cross_unit_problems(result))]
     for problem in problems:
         print(problem, file=sys.stderr)
     checked = len(args.files) if args.files else len(result.units) + len(result.errors)

@@ -22,11 +22,13 @@ from llm_supervisor.supervisor.units import (
     split_template,
 )
 
-__all__ = ["LoadResult", "instantiate", "load_directory", "load_files", "split_template"]
+__all__ = ["LoadResult", "instantiate", "load_directory", "load_files", "reference_location",
+           "split_template"]
 
 # An instance made because another instance named it is one level deeper. Real stacks use one or
-# two levels (a target wants web@1, web@1 wants db@1); these limits only stop runaway chains.
-MAX_INSTANCE_DEPTH = 16
+# two levels (a target wants web@1, web@1 wants db@1); these limits only stop runaway chains
+# (templates naming each other with growing instance names).
+MAX_INSTANCE_DEPTH = 64
 MAX_INSTANCES = 1000
 
 
@@ -99,21 +101,29 @@ def instantiate(result: LoadResult, name: str, variables: Mapping[str, str]) -> 
 
 def _instantiate_references(result: LoadResult, variables: Mapping[str, str]) -> None:
     depth = dict.fromkeys(result.units, 0)
+    refused: set[str | None] = set()  # templates of a runaway family: no more instances
     made = 0
     pending = list(result.units.values())
     while pending:
         unit = pending.pop()
+        if result.units.get(unit.name) is not unit:
+            continue  # left out with its runaway family
         for ref in (*unit.after, *unit.requires, *unit.wants, *unit.wanted_by):
-            if ref in result.units or _template_of(result, ref) is None:
+            template = _template_of(result, ref)
+            if ref in result.units or template is None or template in refused:
                 continue
-            if depth[unit.name] >= MAX_INSTANCE_DEPTH or made >= MAX_INSTANCES:
+            if made >= MAX_INSTANCES:
+                result.errors.append(_runaway_error(unit, ref, depth[unit.name], made))
+                return
+            if depth[unit.name] >= MAX_INSTANCE_DEPTH:
                 result.errors.append(_runaway_error(unit, ref, depth[unit.name], made))
                 # None of the runaway family runs: its templates' instances are left out.
-                family = {unit.template, _template_of(result, ref)}
+                family = {unit.template, template}
+                refused |= family
                 for name in [n for n in result.units if depth.get(n) and
                              result.units[n].template in family]:
                     del result.units[name]
-                return
+                continue
             created = instantiate(result, ref, variables)
             if created is not None:
                 made += 1
@@ -129,21 +139,24 @@ def _template_of(result: LoadResult, name: str) -> str | None:
 def _runaway_error(unit: Unit, ref: str, depth: int, made: int) -> UnitFileError:
     limit = (f"{MAX_INSTANCE_DEPTH} levels of instances naming instances" if depth
              >= MAX_INSTANCE_DEPTH else f"{MAX_INSTANCES} template instances")
+    line, key = reference_location(unit, ref)
     return UnitFileError(
-        unit.path, _reference_line(unit, ref), f"{unit.name} names {ref}: more than {limit}; "
-        "templates that name each other with changing instances never end (use fixed instance "
-        "names)", "[Unit]")
+        unit.path, line, f"{unit.name} names {ref}: more than {limit}; templates that name each "
+        "other with changing instances never end (use fixed instance names)", key)
 
 
-def _reference_line(unit: Unit, ref: str) -> int:
-    """The line of ``unit``'s file that names ``ref`` (After=, Wants=, ...), for the error."""
+def reference_location(unit: Unit, ref: str, keys: tuple[str, ...] = ()) -> tuple[int, str]:
+    """Line and ``[Section] Key`` of ``unit``'s file that name ``ref`` (in one of ``keys``, or
+    any key); the file's first line if the name came from somewhere else (a variable)."""
     try:
         raw = read_unit_file(unit.path)
     except UnitFileError:
-        return 1
+        return 1, "[Unit]"
     for section in raw.sections:
         for entry in section.entries:
+            if keys and entry.key not in keys:
+                continue
             words = expand_specifiers(entry.value, unit.name, unit.instance).split()
             if any(normalise_name(word) == ref for word in words):
-                return entry.line
-    return 1
+                return entry.line, f"[{section.name}] {entry.key}"
+    return 1, "[Unit]"

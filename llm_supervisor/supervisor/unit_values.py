@@ -34,7 +34,7 @@ def unit_name(name: str) -> str:
 
 
 def port(text: str, what: str = "port") -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise ValueError(f"invalid {what} {text!r} (expected a number from 1 to 65535)")
     return int(text)
 

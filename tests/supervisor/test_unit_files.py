@@ -463,3 +463,19 @@ WantedBy={chain_name(0)}
         assert daemon.client.get("/ping") and daemon.proc.poll() is None
     finally:
         daemon.stop()
+
+
+def test_verify_names_file_and_line_for_cycles_and_missing_requires(tmp_path: Path):
+    # a after b (b's Before=), b after c, c after a: the cycle starts at a, found via b's line.
+    (tmp_path / "a.service").write_text(f"[Unit]\nDescription=a\n{SERVICE}")
+    (tmp_path / "b.service").write_text(f"[Unit]\nAfter=c\nBefore=a\n{SERVICE}")
+    (tmp_path / "c.service").write_text(f"[Unit]\nDescription=c\nAfter=a\nRequires=nope\n{SERVICE}")
+    result = subprocess.run([sys.executable, "-m", "llm_supervisor.cli.ctl", "verify",
+                             "--units-dir", str(tmp_path)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    problems = result.stderr.splitlines()
+    assert f"{tmp_path}/b.service:3: [Unit] Before: dependency cycle: a.service → b.service → " \
+           "c.service → a.service" in problems
+    assert f"{tmp_path}/c.service:4: [Unit] Requires: nope.service: no such unit" in problems
+    assert len(problems) == 2

@@ -52,6 +52,22 @@ def default_gateway_port() -> int:
     return 80 if _may_bind_port(80) else FALLBACK_GATEWAY_PORT
 
 
+DEFAULT_UNIT_USER = "llm-supervisor"
+
+
+def default_unit_user() -> str:
+    """Whom the shipped units run as (``User=${UNIT_USER}``): the system user ``llm-supervisor``
+    for a root daemon (created at start when missing), else the daemon's own user."""
+    if os.geteuid() == 0:
+        return DEFAULT_UNIT_USER
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
 def _alias(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
@@ -102,7 +118,9 @@ class Settings(BaseSettings):
                                     validation_alias=_alias("MODEL_SERVICE_HOST"))
     gateway_port: int = Field(default_factory=lambda: default_gateway_port(),
                               validation_alias=_alias("GATEWAY_PORT"))
-    gateway_admin_port: int = Field(default=8080, validation_alias=_alias("GATEWAY_ADMIN_PORT"))
+    # Traefik's API/dashboard (loopback only). Caddy's admin API is a Unix socket instead. 8080
+    # stays free for the operator dashboard.
+    gateway_admin_port: int = Field(default=8081, validation_alias=_alias("GATEWAY_ADMIN_PORT"))
     novnc_port: int = Field(default=6080, validation_alias=_alias("NOVNC_PORT"))
     bind_address: str = Field(default="127.0.0.1", validation_alias=_alias("BIND_ADDRESS"))
     # The gateway program: "auto" is traefik when a traefik binary is on PATH, else caddy.
@@ -111,6 +129,9 @@ class Settings(BaseSettings):
     )
     # x11vnc's RFB port (bound to 127.0.0.1 only; websockify bridges NOVNC_PORT to it).
     vnc_port: int = Field(default=5900, validation_alias=_alias("VNC_PORT"))
+    # The shipped units' User= (docs/privileges.md): unset means default_unit_user(). A root daemon
+    # that cannot give this user the interpreter and state dir falls back to root, loudly.
+    unit_user: str | None = Field(default=None, validation_alias=_alias("UNIT_USER"))
 
     # Free-form variables for ${NAME} expansion in unit files ([vars] in the TOML file).
     vars: dict[str, str] = Field(default_factory=dict)
@@ -151,6 +172,10 @@ class Settings(BaseSettings):
         return self.model_path or self.state_dir / "models" / "default"
 
     @property
+    def resolved_unit_user(self) -> str:
+        return self.unit_user or default_unit_user()
+
+    @property
     def resolved_gateway_program(self) -> str:
         if self.gateway_program != "auto":
             return self.gateway_program
@@ -170,6 +195,7 @@ class Settings(BaseSettings):
             "BIND_ADDRESS": self.bind_address,
             "GATEWAY_PROGRAM": self.resolved_gateway_program,
             "VNC_PORT": self.vnc_port,
+            "UNIT_USER": self.resolved_unit_user,
             "STATE_DIR": self.state_dir,
             "LOG_DIR": self.log_dir,
             "PROJECT_DIR": PROJECT_DIR,

@@ -28,9 +28,13 @@ def write_if_changed(path: Path, text: str, staging_dir: Path | None = None) -> 
             return False
     except OSError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_dir or path.parent
-    staging.mkdir(parents=True, exist_ok=True)
+    for directory in (staging, path.parent):
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
+            # Readable by the gateway's user whatever the daemon's umask (systemd's UMask=0077);
+            # STATE_DIR/gateway itself stays 0700, owned by that user.
+            os.chmod(directory, 0o755)
     fd, tmp = tempfile.mkstemp(dir=staging, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:

@@ -19,7 +19,7 @@ import structlog
 
 from llm_supervisor.config import Settings
 from llm_supervisor.plugins.manager import Hooks
-from llm_supervisor.supervisor import control
+from llm_supervisor.supervisor import control, unit_user_setup
 from llm_supervisor.supervisor.manager import Manager
 
 log = structlog.get_logger("llm_supervisor.daemon")
@@ -94,6 +94,13 @@ async def run_daemon(settings: Settings, target: str | None = None) -> int:
     # Bound right after the lock, before anything slow: a second daemon finds the lock taken,
     # and clients connecting while units load wait in the backlog instead of seeing no daemon.
     sock = _bind_control_socket(settings, lock)
+    try:  # before the units load: ${UNIT_USER} names whom they run as
+        unit_user_setup.prepare(settings)
+    except unit_user_setup.UnitUserError as exc:
+        sock.close()
+        settings.socket.unlink(missing_ok=True)
+        lock.release()
+        raise DaemonError(str(exc)) from None
     stop = asyncio.Event()
     stop_reason = ["daemon shutting down"]
 

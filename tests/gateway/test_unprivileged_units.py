@@ -1,0 +1,177 @@
+"""Issue 9.5 end to end: a root daemon runs the shipped gateway and test-desktop units as the
+unprivileged ``UNIT_USER`` (created by the daemon), the gateway keeps port < 1024 through its
+ambient capability, and Chromium runs with its sandbox.
+
+The daemon runs on Debian's ``/usr/bin/python3`` with this checkout and the venv's packages on
+PYTHONPATH, from a state dir under a 0755 temp dir: this venv's interpreter (a pyenv under
+/root, 0700) and pytest's 0700 temp dirs are out of an unprivileged user's reach, and with them
+the daemon falls back to root (tested at the end).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from supervisor_daemon import REPO_ROOT, Daemon, free_port, require_programs, wait_for
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+UNIT_USER = "llm-supervisor"
+UNITS = ["gateway.service", "xvfb.service", "x11vnc.service", "novnc.service",
+         "browser.service", "browser-test.target"]
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(os.geteuid() != 0, reason="a root daemon is what is tested")]
+
+
+class SystemPythonDaemon(Daemon):
+    """The shared harness daemon, started by /usr/bin/python3 instead of this venv's python."""
+
+    def start(self, target: str | None = None, timeout: float = 60) -> SystemPythonDaemon:
+        import daemon_harness
+
+        original = daemon_harness.sys.executable
+        daemon_harness.sys.executable = SYSTEM_PYTHON  # the harness starts sys.executable
+        try:
+            super().start(target, timeout)
+        finally:
+            daemon_harness.sys.executable = original
+        return self
+
+
+def _low_port() -> int:
+    for port in range(900, 1000):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.skip("no free port below 1024")
+
+
+@pytest.fixture(scope="module")
+def root_dir() -> Iterator[Path]:
+    if not os.path.exists(SYSTEM_PYTHON):
+        pytest.skip("needs Debian's python3 (apt-get install python3)")
+    root = Path(tempfile.mkdtemp(prefix="llm-unpriv-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stack(root_dir: Path) -> Iterator[tuple[Daemon, dict[str, int]]]:
+    require_programs("caddy", "Xvfb", "x11vnc", "websockify", "chromium")
+    ports = {name: free_port() for name in ("GATEWAY_ADMIN_PORT", "NOVNC_PORT", "VNC_PORT",
+                                            "MODEL_SERVICE_PORT")}
+    ports["GATEWAY_PORT"] = _low_port()
+    venv_site = sysconfig.get_paths()["purelib"]
+    daemon = SystemPythonDaemon(root_dir, UNITS, {
+        "GATEWAY_PROGRAM": "caddy", "PYTHONPATH": f"{REPO_ROOT}:{venv_site}",
+        **{k: str(v) for k, v in ports.items()}})
+    daemon.env.pop("UNIT_USER", None)
+    try:
+        daemon.start("browser-test.target")
+        for unit in ("xvfb", "x11vnc", "novnc", "gateway", "browser"):
+            daemon.wait_ready(unit, 60)
+        yield daemon, ports
+    finally:
+        daemon.stop()
+
+
+def _uid(name: str) -> int:
+    return pwd.getpwnam(name).pw_uid
+
+
+def test_units_run_as_the_created_unprivileged_user(stack: tuple[Daemon, dict[str, int]]) -> None:
+    daemon, _ = stack
+    events = {e.get("event"): e for e in daemon.events()}
+    assert "units_run_as_root" not in events, events["units_run_as_root"]
+    assert "unit_user_ready" in events
+    account = pwd.getpwnam(UNIT_USER)
+    assert account.pw_shell == "/usr/sbin/nologin" and account.pw_uid < 1000  # a system user
+    for unit in ("gateway", "xvfb", "x11vnc", "novnc", "browser"):
+        process = psutil.Process(daemon.unit(unit)["pid"])
+        assert process.uids().effective == account.pw_uid, (unit, process.uids())
+        assert process.uids().real == account.pw_uid, (unit, process.uids())
+    state = daemon.state_dir
+    assert stat.S_IMODE(state.stat().st_mode) == 0o711
+    for owned in ("desktop", "gateway", "home"):
+        assert (state / owned).stat().st_uid == account.pw_uid, owned
+    assert (state / "desktop" / "vnc.passwd").stat().st_uid == account.pw_uid
+
+
+def test_gateway_binds_a_low_port_and_owns_its_admin_socket(
+        stack: tuple[Daemon, dict[str, int]]) -> None:
+    daemon, ports = stack
+    process = psutil.Process(daemon.unit("gateway")["pid"])
+    assert process.name() == "caddy"
+    listening = {c.laddr.port for c in process.net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN}
+    assert listening == {ports["GATEWAY_PORT"]} and ports["GATEWAY_PORT"] < 1024
+    status = (Path(f"/proc/{process.pid}/status").read_text())
+    ambient = int(status.split("CapAmb:")[1].split()[0], 16)
+    assert ambient == 1 << 10  # CAP_NET_BIND_SERVICE, nothing else
+    # No upstream runs: Caddy itself answers, 502.
+    assert httpx.get(f"http://127.0.0.1:{ports['GATEWAY_PORT']}/", timeout=20).status_code == 502
+    admin = daemon.state_dir / "gateway" / "admin" / "caddy.sock"
+    assert admin.stat().st_uid == _uid(UNIT_USER)
+    assert stat.S_IMODE(admin.parent.stat().st_mode) == 0o700
+    transport = httpx.HTTPTransport(uds=str(admin))
+    with httpx.Client(transport=transport, base_url="http://localhost", timeout=10) as client:
+        assert client.get("/config/", headers={"Host": ""}).json()["admin"]["listen"] == \
+            f"unix/{admin}"
+
+
+def test_chromium_keeps_its_sandbox(stack: tuple[Daemon, dict[str, int]]) -> None:
+    daemon, _ = stack
+    browser = psutil.Process(daemon.unit("browser")["pid"])
+    tree = [browser, *browser.children(recursive=True)]
+    cmdlines = [" ".join(p.cmdline()) for p in tree]
+    assert not any("--no-sandbox" in c for c in cmdlines), cmdlines
+    assert any("--type=zygote" in c for c in cmdlines), cmdlines
+    assert all(p.uids().effective == _uid(UNIT_USER) for p in tree)
+    # Sandboxed renderers live in their own user (or PID) namespace.
+    renderers = [p for p in tree if "--type=renderer" in " ".join(p.cmdline())]
+    wait_for(lambda: renderers or [p for p in browser.children(recursive=True)
+                                   if "--type=renderer" in " ".join(p.cmdline())],
+             30, "a renderer process")
+    own_ns = os.readlink(f"/proc/{browser.pid}/ns/user")
+    renderer = next(p for p in browser.children(recursive=True)
+                    if "--type=renderer" in " ".join(p.cmdline()))
+    assert os.readlink(f"/proc/{renderer.pid}/ns/user") != own_ns
+    assert daemon.unit("browser")["restarts"] == 0
+
+
+def test_a_root_daemon_falls_back_to_root_when_the_user_cannot_reach_python(
+        tmp_path: Path) -> None:
+    """This venv's interpreter is under /root (0700) here: units run as root, and say why."""
+    blocked = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              "test", "-x", os.path.realpath(sys.executable)]).returncode
+    if blocked == 0:
+        pytest.skip("this interpreter is reachable by other users: no fallback to see")
+    daemon = Daemon(tmp_path, [], {})
+    daemon.write_unit("who.service", "[Service]\nExecStart=sleep 1000\nUser=${UNIT_USER}\n")
+    daemon.env.pop("UNIT_USER", None)
+    daemon.start()
+    try:
+        daemon.ctl("start", "who", check=True)
+        status = daemon.wait_state("who", "running")
+        assert psutil.Process(status["pid"]).uids().effective == 0
+        warning = next(e for e in daemon.events() if e.get("event") == "units_run_as_root")
+        assert "out of its reach" in warning["reason"] and warning["silence"] == "UNIT_USER=root"
+    finally:
+        daemon.stop()

@@ -111,6 +111,11 @@ class Settings(BaseSettings):
         default="TinyLlama/TinyLlama-1.1B-Chat-v1.0", validation_alias=_alias("MODEL_ID")
     )
     use_int8: bool = Field(default=True, validation_alias=_alias("USE_INT8"))
+    # The model service's engine: auto serves a GGUF with llama.cpp, anything else with
+    # transformers (llm_supervisor/model_server/lifecycle.py).
+    engine: Literal["auto", "transformers", "llama.cpp"] = Field(
+        default="auto", validation_alias=_alias("ENGINE")
+    )
     model_service_port: int = Field(default=5000, validation_alias=_alias("MODEL_SERVICE_PORT"))
     # Exported to local processes only (a container gets its image's 0.0.0.0 and a published
     # port); explicit so that a shell's HOST variable (zsh sets it) never decides the bind.
@@ -187,6 +192,7 @@ class Settings(BaseSettings):
             "MODEL_PATH": self.effective_model_path,
             "MODEL_ID": self.model_id,
             "USE_INT8": "true" if self.use_int8 else "false",
+            "ENGINE": self.engine,
             "MODEL_SERVICE_PORT": self.model_service_port,
             "MODEL_SERVICE_HOST": self.model_service_host,
             "GATEWAY_PORT": self.gateway_port,

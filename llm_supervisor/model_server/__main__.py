@@ -28,7 +28,7 @@ def main() -> int:
     logs.configure_logging(settings.log_format, settings.log_level)
     _quiet_libraries()
 
-    from .app import create_app  # heavy imports (torch, transformers) after logging is set up
+    from .app import create_app  # Sanic and the app's modules after logging is set up
 
     app = create_app(settings)
     try:
@@ -62,12 +62,11 @@ def main() -> int:
 
 
 def _quiet_libraries() -> None:
-    """No progress bars on stdout (they are not JSON); our own progress is in /api/health."""
+    """No progress bars on stdout (they are not JSON); our own progress is in /api/health.
+    transformers' own bars are switched off where it is imported (the transformers engine
+    only: a llama.cpp server never imports torch or transformers)."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
 
 
 if __name__ == "__main__":

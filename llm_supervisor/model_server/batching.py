@@ -9,6 +9,11 @@ talks to the loop-side API (:meth:`BatchingEngine.submit`, :class:`GenerationHan
 
 Tokens reach the event loop through ``call_soon_threadsafe`` (one hop per step for all events);
 cancelling a handle (client gone, stop string seen) drops its sequence at the next step.
+
+Failures answer every request they touch and nothing else (see each engine for what a step can
+fail); every ``error``/``done`` event frees the request's in-flight slot. Should the worker
+thread itself end, :meth:`BatchingEngine.problem` says so and ``/api/health`` stops answering
+200, so the supervisor restarts the server.
 """
 
 from __future__ import annotations
@@ -170,6 +175,7 @@ class BatchingEngine:
         self._idle.set()
         self._avg_seconds = 2.0
         self._running = 0
+        self._died: str | None = None  # why the worker thread ended unexpectedly
 
     # ------------------------------------------------------------------ loop-side API
 
@@ -185,6 +191,14 @@ class BatchingEngine:
     def running(self) -> int:
         return self._running
 
+    def problem(self) -> str | None:
+        """Why this engine can no longer generate (its worker thread ended), else ``None``."""
+        if self._died is not None:
+            return self._died
+        if self._thread is not None and not self._thread.is_alive() and not self._stop:
+            return "the generation worker thread has ended"
+        return None
+
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
@@ -199,6 +213,8 @@ class BatchingEngine:
         """Queue a request. Raises :class:`Overloaded` or :class:`ShuttingDown`."""
         if not self._accepting:
             raise ShuttingDown("server is shutting down")
+        if self._died is not None:
+            raise ShuttingDown(f"the generation worker has stopped ({self._died}); restart the server")
         if len(self._inflight) >= self.max_concurrent:
             raise Overloaded(self.retry_after(), self.max_concurrent)
         handle = GenerationHandle(prompt_ids, params, self)
@@ -283,19 +299,28 @@ class BatchingEngine:
         yield
 
     def _run(self) -> None:
-        with self._worker_context():
-            while True:
-                with self._cond:
-                    while not self._stop and not self._pending and not self._busy():
-                        self._cond.wait(timeout=1.0)
-                    if self._stop:
-                        break
-                try:
-                    self._admit()
-                    if self._busy():
-                        self._step()
-                except Exception as exc:  # a bug or OOM: fail the batch, keep serving
-                    self._fail_all(exc)
+        try:
+            with self._worker_context():
+                while True:
+                    with self._cond:
+                        while not self._stop and not self._pending and not self._busy():
+                            self._cond.wait(timeout=1.0)
+                        if self._stop:
+                            break
+                    try:
+                        self._admit()
+                        if self._busy():
+                            self._step()
+                    except Exception as exc:  # a bug or OOM in a step: fail the batch
+                        self._fail_all(exc)
+        except BaseException as exc:
+            # Not expected (an Exception is handled above): record it for /api/health, answer
+            # everyone below, and let the thread end.
+            self._died = f"{type(exc).__name__}: {exc}"
+            self._accepting = False
+            if self.log:
+                self.log.exception("generation_worker_died", error=self._died)
+        finally:
             self._fail_all(None)
 
     def _take_pending(self, free: int) -> list[GenerationHandle]:
@@ -313,26 +338,37 @@ class BatchingEngine:
         return taken
 
     def _fail_all(self, exc: Exception | None) -> None:
-        events: list[Event] = []
+        """End the running batch: with ``exc`` its requests fail; without (the worker stopping)
+        they and every queued request are cancelled, or fail when the worker died."""
         handles = self._drop_all()
         self._running = 0
-        for handle in handles:
-            events.append(
-                finish(
-                    handle,
-                    "error" if exc else "done",
-                    f"{type(exc).__name__}: {exc}" if exc else "cancelled",
-                )
-            )
+        if exc is not None:
+            kind, value = "error", f"{type(exc).__name__}: {exc}"
+        elif self._died is not None:
+            kind, value = "error", f"the generation worker stopped: {self._died}"
+        else:
+            kind, value = "done", "cancelled"
         with self._cond:
             if exc is None:
-                while self._pending:
-                    events.append(finish(self._pending.popleft(), "done", "cancelled"))
+                handles += list(self._pending)
+                self._pending.clear()
+        events = [finish(h, kind, value) for h in handles if h.finish_reason is None]
         if exc is not None and self.log:
             self.log.error("generation_failed", error_type=type(exc).__name__, error=str(exc))
         if self.metrics and exc is not None:
             self.metrics.failures.labels(err="generation").inc(len(handles))
         self._emit(events)
+
+    def _fail(self, handles: list[GenerationHandle], exc: Exception) -> None:
+        """Answer ``handles`` with an error event (which frees their slots)."""
+        message = f"{type(exc).__name__}: {exc}"
+        self._emit([finish(h, "error", message) for h in handles if h.finish_reason is None])
+        if self.log:
+            self.log.error(
+                "generation_failed", error_type=type(exc).__name__, error=str(exc), requests=len(handles)
+            )
+        if self.metrics:
+            self.metrics.failures.labels(err="generation").inc(len(handles))
 
     def _batch_gauge(self, size: int) -> None:
         self._running = size

@@ -121,9 +121,13 @@ class LlamaEngine(BatchingEngine):
             return
         now = time.monotonic()
         for handle in self._take_pending(len(self._free_ids)):
-            seq_id = self._free_ids.pop()
             handle.timing.started = now
-            self._seqs.append(_Seq(handle, seq_id, self._sampler(handle), list(handle.prompt_ids)))
+            try:
+                sampler = self._sampler(handle)
+            except Exception as exc:  # answers this request only
+                self._fail([handle], exc)
+                continue
+            self._seqs.append(_Seq(handle, self._free_ids.pop(), sampler, list(handle.prompt_ids)))
         self._batch_gauge(len(self._seqs))
         self._loop_gauges()
 

@@ -163,7 +163,9 @@ def load_model(
     precision and says why in ``int8_fallback_reason``.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # not JSON; our own progress is in /api/health
     started = time.monotonic()
     device = pick_device(settings.device)
     source = source or {}

@@ -446,7 +446,9 @@ def convert_offline_gguf(
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # not JSON; our own progress is in /api/health
     gguf = _offline_gguf_or_fail(gguf_path)
     torch_dtype = getattr(torch, dtype)
     report = on_progress or (lambda *_a, **_k: None)

@@ -147,7 +147,7 @@ def resolve_model(
     on_stage: Callable[[str], None] | None = None,
     on_progress: ProgressFn | None = None,
     log: Any = None,
-    engine: str = "auto",
+    engine: str = "transformers",
     gguf_file: str | None = None,
 ) -> ResolvedModel:
     """Find or make a model directory at ``model_path`` (see the module docstring for order).

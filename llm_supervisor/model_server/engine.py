@@ -608,6 +608,7 @@ def _sample_row(logits: torch.Tensor, row: _Row) -> int:
         sorted_scores, order = torch.sort(scores, descending=True)
         cum = sorted_scores.softmax(-1).cumsum(-1)
         drop = cum - sorted_scores.softmax(-1) >= p.top_p  # keep the token crossing top_p
+        drop[0] = False  # always keep the likeliest (a top_p below float32's range rounds to 0)
         scores = scores.clone()
         scores[order[drop]] = float("-inf")
     probs = scores.softmax(-1).cpu()

@@ -23,7 +23,9 @@ from .progress import LoadProgress
 
 DEFAULT_N_CTX = 4096
 N_BATCH = 512  # tokens per llama_decode: decode rows plus prompt chunks of newcomers
-_LOG_LEVELS = {0: "none", 1: "info", 2: "warning", 3: "error", 4: "debug", 5: "cont"}
+_LOG_LEVELS = {0: "none", 1: "debug", 2: "info", 3: "warning", 4: "error", 5: "cont"}
+"""ggml_log_level in this llama.cpp (llama-cpp-python's own _logger.py has the older order)."""
+_WARN, _ERROR, _CONT = 3, 4, 5
 
 
 class GGUFLoadError(OSError):
@@ -42,7 +44,7 @@ class _LlamaLog:
         self._lock = threading.Lock()
 
     def __call__(self, level: int, text: bytes, _user: Any) -> None:
-        if level != 5:
+        if level != _CONT:
             self._level = level
         chunk = text.decode("utf-8", errors="replace") if text else ""
         with self._lock:
@@ -54,7 +56,7 @@ class _LlamaLog:
             if not line.strip():
                 continue
             self.lines.append(line)
-            if self.log is not None and self._level in (2, 3):
+            if self.log is not None and self._level in (_WARN, _ERROR):
                 name = _LOG_LEVELS.get(self._level, "info")
                 getattr(self.log, name, self.log.info)("llama_cpp_log", message=line.strip())
 

@@ -25,6 +25,7 @@ from llm_supervisor.supervisor.records import RECORDS_NAME, load_records, save_r
 from llm_supervisor.supervisor.runtime_selection import RuntimeSelector
 from llm_supervisor.supervisor.runtimes.process_identity import OWNER_MARKER, UNIT_MARKER
 from llm_supervisor.supervisor.state import Health, UnitState
+from llm_supervisor.supervisor.unit_checks import cycle_error
 from llm_supervisor.supervisor.unit_env import pass_env_patterns, passed_through
 from llm_supervisor.supervisor.unit_file import UnitFileError
 from llm_supervisor.supervisor.unit_loader import LoadResult, instantiate, load_directory
@@ -381,8 +382,7 @@ class Manager:
 
     def errors(self) -> list[dict[str, Any]]:
         return [e.as_dict() for e in self.loaded.errors] + [
-            {"file": None, "line": None, "key": None,
-             "message": str(graph.DependencyCycleError(cycle))} for cycle in self.cycles]
+            cycle_error(self.loaded.units, cycle).as_dict() for cycle in self.cycles]
 
     async def close(self) -> None:
         await self.prober.close()

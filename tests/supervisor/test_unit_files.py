@@ -479,3 +479,14 @@ def test_verify_names_file_and_line_for_cycles_and_missing_requires(tmp_path: Pa
            "c.service → a.service" in problems
     assert f"{tmp_path}/c.service:4: [Unit] Requires: nope.service: no such unit" in problems
     assert len(problems) == 2
+
+
+def test_daemon_lists_a_cycle_with_file_and_line(daemon: Daemon):
+    daemon.write_unit("a.service", f"[Unit]\nAfter=b\nWants=b\n{SERVICE}[Install]\n"
+                                    "WantedBy=stack.target\n")
+    daemon.write_unit("b.service", f"[Unit]\nDescription=b\nAfter=a\n{SERVICE}")
+    daemon.start()
+    daemon.wait_state("a", "failed")
+    (error,) = daemon.client.get("/errors")
+    assert error["file"] == str(daemon.units_dir / "a.service") and error["line"] == 2
+    assert error["key"] == "[Unit] After" and error["message"].startswith("dependency cycle: ")

@@ -7,7 +7,9 @@
 - ``smollm2_dir`` (session): the real SmolLM2-135M-Instruct, converted from the offline GGUF by
   the production code path, cached the same way.
 - ``start_model_server(model_dir, **env)``: run ``python -m llm_supervisor.model_server`` as a
-  subprocess on a free port; ``tiny_server`` (session) is one such server on the tiny model.
+  subprocess on a free port; ``tiny_server`` (session) is one such server on the tiny model,
+  ``gguf_server`` (session) one with the llama.cpp engine on the SmolLM2 GGUF
+  (``smollm2_gguf_dir``), and ``api_server`` is each of the two in turn.
 
 Everything is real: transformers loads real files, the server is a real process, HTTP is real.
 """
@@ -303,6 +305,13 @@ def gguf_server(smollm2_gguf_dir: Path) -> Iterator[ModelServer]:
         MAX_BODY_BYTES=65536,
     ) as s:
         yield s
+
+
+@pytest.fixture(params=["transformers", "llama.cpp"])
+def api_server(request: pytest.FixtureRequest) -> ModelServer:
+    """The same API tests on both engines: ``tiny_server`` (transformers) and ``gguf_server``
+    (llama.cpp); the test id says which."""
+    return request.getfixturevalue("tiny_server" if request.param == "transformers" else "gguf_server")
 
 
 @pytest.fixture(scope="session")

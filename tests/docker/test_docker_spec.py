@@ -21,6 +21,8 @@ from llm_supervisor.supervisor.runtimes.docker_spec import (
 )
 from llm_supervisor.supervisor.units import ContainerSpec, Unit
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 
 def make_unit(tmp_path: Path, **container: object) -> Unit:
     unit = Unit(name="web.service", path=tmp_path / "web.service", kind="service")
@@ -74,6 +76,39 @@ def test_plan_has_init_no_restart_policy_and_limits(tmp_path: Path) -> None:
     assert kwargs["command"] == ["serve", "--port", "5000"] and kwargs["user"] == "1000"
     assert kwargs["network"] == "llm-network" and kwargs["stop_signal"] == "SIGTERM"
     assert kwargs["device_requests"][0]["Count"] == -1
+
+
+def test_plan_drops_every_capability_and_new_privileges(tmp_path: Path) -> None:
+    unit = make_unit(tmp_path, image="x")
+    kwargs = plan_container(unit, {}, tmp_path).kwargs
+    assert kwargs["cap_drop"] == ["ALL"] and "cap_add" not in kwargs
+    assert kwargs["security_opt"] == ["no-new-privileges"]
+    unit.ambient_capabilities = ["CAP_NET_BIND_SERVICE"]  # the one way to keep one
+    assert plan_container(unit, {}, tmp_path).kwargs["cap_add"] == ["CAP_NET_BIND_SERVICE"]
+
+
+def _final_stage_user(dockerfile: Path) -> str | None:
+    """The USER in effect at the end of the last stage (None: root by default)."""
+    user = None
+    for line in dockerfile.read_text().splitlines():
+        words = line.strip().split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0].upper() == "FROM":
+            user = None
+        elif words[0].upper() == "USER" and len(words) > 1:
+            user = words[1]
+    return user
+
+
+def test_every_shipped_image_runs_as_a_non_root_user() -> None:
+    dockerfiles = sorted((REPO_ROOT / "packaging" / "docker").glob("*/Dockerfile*"))
+    dockerfiles = [p for p in dockerfiles if not p.name.endswith(".dockerignore")]
+    assert len(dockerfiles) >= 4, dockerfiles
+    for dockerfile in dockerfiles:
+        user = _final_stage_user(dockerfile)
+        assert user is not None, f"{dockerfile}: no USER in the final stage (runs as root)"
+        assert user.split(":")[0] not in ("root", "0"), f"{dockerfile}: USER {user}"
 
 
 def test_host_network_drops_port_bindings(tmp_path: Path) -> None:

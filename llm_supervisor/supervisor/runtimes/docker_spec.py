@@ -185,7 +185,14 @@ def plan_container(unit: Unit, env: Mapping[str, str], base_dir: Path) -> Contai
         "ports": port_bindings(plan.ports),
         "volumes": volume_bindings(plan.volumes),
         "stop_signal": _signal_name(unit.kill_signal),
+        # Least privilege (issue 9.5): no capabilities but those the unit keeps
+        # (AmbientCapabilities=, e.g. CAP_NET_BIND_SERVICE), and no gaining any through setuid
+        # binaries or file capabilities. The images run as a non-root USER besides.
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
     }
+    if unit.ambient_capabilities:
+        kwargs["cap_add"] = list(unit.ambient_capabilities)
     if spec.command is not None:  # ExecStart= is a host command line; the image has its own
         kwargs["command"] = list(spec.command)
     if unit.working_directory:

@@ -10,6 +10,8 @@ _UNITS = {
     "m": 60.0, "min": 60.0, "minute": 60.0, "minutes": 60.0,
     "h": 3600.0, "hr": 3600.0, "hour": 3600.0, "hours": 3600.0,
 }
+# Beyond this a span is a typo; it would also overflow the C timeouts some libraries pass it to.
+MAX_SECONDS = 365 * 24 * 3600.0
 _PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)")
 
 
@@ -29,6 +31,7 @@ def parse_duration(text: str) -> float:
         pos = match.end()
         while pos < len(value) and value[pos] == " ":
             pos += 1
-    if math.isinf(total):
-        raise ValueError(f"time span {text[:40]!r} is too large (use infinity if you mean it)")
+    if total > MAX_SECONDS:
+        raise ValueError(f"time span {text[:40]!r} is longer than a year (use infinity for no "
+                         "limit)")
     return total

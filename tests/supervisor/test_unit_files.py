@@ -221,7 +221,8 @@ def test_good_health_checks_still_parse(check: str, kind: str, target: str):
     ("Health", "Interval", "50ms", "below the minimum"),
     ("Health", "Interval", "infinity", "finite"),
     ("Health", "Timeout", "0", "below the minimum"),
-    ("Service", "RestartSec", "9" * 400, "too large"),
+    ("Service", "RestartSec", "9" * 400, "longer than a year"),
+    ("Service", "TimeoutStopSec", "9000h", "longer than a year"),
     ("Unit", "Wants", "../../etc/passwd", "invalid unit name"),
     ("Unit", "After", "a" * 300, "longer than 255"),
 ])

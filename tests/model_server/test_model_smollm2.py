@@ -1,5 +1,6 @@
-"""The real SmolLM2-135M-Instruct (the offline model): a first start without internet converts
-the GGUF with visible progress, and the converted model answers sensibly."""
+"""The real SmolLM2-135M-Instruct (the offline model) through the transformers engine: a first
+start without internet and ENGINE=transformers converts the GGUF with visible progress, and the
+converted model answers sensibly."""
 
 from __future__ import annotations
 
@@ -18,8 +19,14 @@ from llm_supervisor.model_server.manifest import read_manifest, verify_model_dir
 def test_offline_first_start_converts_the_gguf(tmp_path: Path) -> None:
     model_path = tmp_path / "models" / "tinyllama"
     # HF_HUB_OFFLINE=1 (set by start_model_server) as on a machine without internet, and the
-    # original defaults: TinyLlama as MODEL_ID, USE_INT8=true.
-    server = start_model_server(model_path, USE_INT8="true", MODEL_ID="TinyLlama/TinyLlama-1.1B-Chat-v1.0")
+    # original defaults: TinyLlama as MODEL_ID, USE_INT8=true. ENGINE=transformers: the default
+    # (auto) serves the GGUF itself with llama.cpp instead (test_model_llamacpp.py).
+    server = start_model_server(
+        model_path,
+        USE_INT8="true",
+        MODEL_ID="TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+        ENGINE="transformers",
+    )
     try:
         converting: list[float] = []
         deadline = time.monotonic() + 180

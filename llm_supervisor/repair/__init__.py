@@ -8,6 +8,7 @@ Modules, each small and usable on its own:
 - :mod:`.verify`    compare the directory with the manifest (or the hub's file metadata);
 - :mod:`.perms`     readability by mode bits (root's ``os.access`` lies) and the fix;
 - :mod:`.fetch`     re-fetch single files from the hub, the local HF cache or the offline GGUF;
+- :mod:`.nofollow`  changes below the model directory that never follow a symbolic link;
 - :mod:`.budget`    at most N attempts, then give up with a reason;
 - :mod:`.engine`    the repair procedure that ties them together.
 

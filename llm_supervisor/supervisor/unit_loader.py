@@ -30,6 +30,7 @@ __all__ = ["LoadResult", "instantiate", "load_directory", "load_files", "referen
 # (templates naming each other with growing instance names).
 MAX_INSTANCE_DEPTH = 64
 MAX_INSTANCES = 1000
+SAMPLE_INSTANCE = "1"
 
 
 @dataclass
@@ -51,9 +52,11 @@ def load_files(paths: Iterable[Path], variables: Mapping[str, str]) -> LoadResul
     for path in sorted(paths):
         if path.name.endswith(UNIT_SUFFIXES) and "@." in path.name:
             result.templates[path.name] = path
-            try:  # validate the template with a dummy instance so its errors show early
+            # Validate the template with a sample instance so its errors show early. A number:
+            # templates put %i into ports and host names too (Upstream=http://h:70%i).
+            try:
                 build_unit(result.template_text(path.name), variables,
-                           path.name.replace("@.", "@check."), "check")
+                           path.name.replace("@.", f"@{SAMPLE_INSTANCE}."), SAMPLE_INSTANCE)
             except UnitFileError as exc:
                 result.errors.append(exc)
                 result.templates.pop(path.name)

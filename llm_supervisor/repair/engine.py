@@ -41,6 +41,7 @@ log = structlog.get_logger("llm_supervisor.repair")
 
 ProgressFn = Callable[..., None]
 _CONTENT_KINDS = ("missing", "truncated", "corrupt")
+_GGUF_DTYPES = ("bfloat16", "float16", "float32")  # what a GGUF re-conversion may be asked for
 
 
 class Plan:
@@ -66,11 +67,16 @@ class Plan:
             self.notes.append(f"manifest unusable ({exc})")
         source = self.manifest.source if self.manifest else {}
         self.kind = source.get("kind")
-        self.dtype = str(source.get("dtype") or "bfloat16")
+        recorded_dtype = source.get("dtype") or "bfloat16"
+        self.dtype = recorded_dtype if recorded_dtype in _GGUF_DTYPES else "bfloat16"
+        if self.dtype != recorded_dtype:
+            self.notes.append(f"recorded dtype {str(recorded_dtype)[:40]!r} ignored")
         # A GGUF conversion is reproduced only by converting again: the hub's SmolLM2 files differ.
         recorded_repo = source.get("repo_id")
         if recorded_repo is not None and hub_repo_id(recorded_repo) is None:
             self.notes.append(f"recorded repo_id {str(recorded_repo)[:100]!r} ignored")
+        if ctx.model_id and hub_repo_id(ctx.model_id) is None:
+            self.notes.append(f"MODEL_ID {ctx.model_id[:100]!r} is not a hub repository id")
         self.repo_id = None if self.kind == "gguf" else (hub_repo_id(recorded_repo)
                                                          or hub_repo_id(ctx.model_id))
         recorded_revision = source.get("revision") if self.kind == "hub" else None

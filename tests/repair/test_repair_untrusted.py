@@ -196,10 +196,11 @@ def test_the_recorded_endpoint_never_chooses_the_server(fake_hub: FakeHub, tmp_p
 def test_recorded_repo_and_revision_must_be_plain_names(tmp_path: Path) -> None:
     model = small_model(tmp_path)
     data = json.loads((model / MANIFEST_NAME).read_text())
-    data["source"] = {"kind": "hub", "repo_id": "../../etc", "revision": "../../../x"}
+    data["source"] = {"kind": "hub", "repo_id": "../../etc", "revision": "../../../x",
+                      "dtype": "save"}  # torch.save is no dtype for a re-conversion
     (model / MANIFEST_NAME).write_text(json.dumps(data))
     plan = engine.Plan(context(model, MODEL_ID=REPO))
-    assert plan.repo_id == REPO and plan.revision is None
+    assert plan.repo_id == REPO and plan.revision is None and plan.dtype == "bfloat16"
     assert any("repo_id" in n for n in plan.notes) and any("revision" in n for n in plan.notes)
 
 

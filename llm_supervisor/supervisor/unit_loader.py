@@ -120,9 +120,11 @@ def _instantiate_references(result: LoadResult, variables: Mapping[str, str]) ->
                 return
             if depth[unit.name] >= MAX_INSTANCE_DEPTH:
                 result.errors.append(_runaway_error(unit, ref, depth[unit.name], made))
-                # None of the runaway family runs: its templates' instances are left out.
+                # None of the runaway family runs: its templates and their instances are out.
                 family = {unit.template, template}
                 refused |= family
+                for name in family:
+                    result.templates.pop(name or "", None)
                 for name in [n for n in result.units if depth.get(n) and
                              result.units[n].template in family]:
                     del result.units[name]

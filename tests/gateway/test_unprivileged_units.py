@@ -25,12 +25,14 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from model_fixtures import build_tiny_model
 from supervisor_daemon import REPO_ROOT, Daemon, free_port, require_programs, wait_for
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 UNIT_USER = "llm-supervisor"
-UNITS = ["gateway.service", "xvfb.service", "x11vnc.service", "novnc.service",
-         "browser.service", "browser-test.target"]
+UNITS = ["model-service.service", "gateway.service", "xvfb.service", "x11vnc.service",
+         "novnc.service", "browser.service", "stack.target"]
+SERVICES = ("model-service", "gateway", "xvfb", "x11vnc", "novnc", "browser")
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="a root daemon is what is tested")]
@@ -79,14 +81,17 @@ def stack(root_dir: Path) -> Iterator[tuple[Daemon, dict[str, int]]]:
                                             "MODEL_SERVICE_PORT")}
     ports["GATEWAY_PORT"] = _low_port()
     venv_site = sysconfig.get_paths()["purelib"]
+    # The default MODEL_PATH (STATE_DIR/models/default), made by root: the daemon hands it over.
+    build_tiny_model(root_dir / "state" / "models" / "default")
     daemon = SystemPythonDaemon(root_dir, UNITS, {
         "GATEWAY_PROGRAM": "caddy", "PYTHONPATH": f"{REPO_ROOT}:{venv_site}",
-        **{k: str(v) for k, v in ports.items()}})
+        "USE_INT8": "false", "DTYPE": "float32", "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false", **{k: str(v) for k, v in ports.items()}})
     daemon.env.pop("UNIT_USER", None)
     try:
-        daemon.start("browser-test.target")
-        for unit in ("xvfb", "x11vnc", "novnc", "gateway", "browser"):
-            daemon.wait_ready(unit, 60)
+        daemon.start("stack.target")
+        for unit in SERVICES:
+            daemon.wait_ready(unit, 120)
         yield daemon, ports
     finally:
         daemon.stop()
@@ -103,7 +108,7 @@ def test_units_run_as_the_created_unprivileged_user(stack: tuple[Daemon, dict[st
     assert "unit_user_ready" in events
     account = pwd.getpwnam(UNIT_USER)
     assert account.pw_shell == "/usr/sbin/nologin" and account.pw_uid < 1000  # a system user
-    for unit in ("gateway", "xvfb", "x11vnc", "novnc", "browser"):
+    for unit in SERVICES:
         process = psutil.Process(daemon.unit(unit)["pid"])
         assert process.uids().effective == account.pw_uid, (unit, process.uids())
         assert process.uids().real == account.pw_uid, (unit, process.uids())
@@ -112,6 +117,8 @@ def test_units_run_as_the_created_unprivileged_user(stack: tuple[Daemon, dict[st
     for owned in ("desktop", "gateway", "home"):
         assert (state / owned).stat().st_uid == account.pw_uid, owned
     assert (state / "desktop" / "vnc.passwd").stat().st_uid == account.pw_uid
+    model = state / "models" / "default"
+    assert all(p.stat().st_uid == account.pw_uid for p in [model, *model.iterdir()])
 
 
 def test_gateway_binds_a_low_port_and_owns_its_admin_socket(
@@ -125,8 +132,9 @@ def test_gateway_binds_a_low_port_and_owns_its_admin_socket(
     status = (Path(f"/proc/{process.pid}/status").read_text())
     ambient = int(status.split("CapAmb:")[1].split()[0], 16)
     assert ambient == 1 << 10  # CAP_NET_BIND_SERVICE, nothing else
-    # No upstream runs: Caddy itself answers, 502.
-    assert httpx.get(f"http://127.0.0.1:{ports['GATEWAY_PORT']}/", timeout=20).status_code == 502
+    # Both unprivileged: the gateway in front of the model service.
+    health = httpx.get(f"http://127.0.0.1:{ports['GATEWAY_PORT']}/api/health", timeout=30)
+    assert health.status_code == 200 and health.json()["status"] == "ready", health.text
     admin = daemon.state_dir / "gateway" / "admin" / "caddy.sock"
     assert admin.stat().st_uid == _uid(UNIT_USER)
     assert stat.S_IMODE(admin.parent.stat().st_mode) == 0o700

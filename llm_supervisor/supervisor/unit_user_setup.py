@@ -107,6 +107,10 @@ def ensure_account(name: str, home: Path) -> pwd.struct_passwd:
                              "--shell", "/usr/sbin/nologin", "--user-group", name],
                             capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
+        try:  # another daemon (another state dir) may have created it in the meantime
+            return pwd.getpwnam(name)
+        except KeyError:
+            pass
         raise UnitUserError(f"could not create the unit user {name!r}: "
                             f"{result.stderr.strip() or result.returncode} (create it yourself: "
                             f"useradd --system --no-create-home --shell /usr/sbin/nologin {name}; "

@@ -183,3 +183,22 @@ def test_a_root_daemon_falls_back_to_root_when_the_user_cannot_reach_python(
         assert "out of its reach" in warning["reason"] and warning["silence"] == "UNIT_USER=root"
     finally:
         daemon.stop()
+
+
+def test_an_explicit_unit_user_that_cannot_reach_python_stops_the_daemon(tmp_path: Path) -> None:
+    """No silent fallback when the operator asked for a user: the daemon says what to fix."""
+    blocked = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              "test", "-x", os.path.realpath(sys.executable)]).returncode
+    if blocked == 0:
+        pytest.skip("this interpreter is reachable by other users")
+    (tmp_path / "units").mkdir()
+    env = {**os.environ, "UNIT_USER": "nobody", "LLM_SUPERVISOR_STATE_DIR": str(tmp_path / "s"),
+           "LLM_SUPERVISOR_UNITS_DIR": str(tmp_path / "units"),
+           "LLM_SUPERVISOR_CONFIG": "/dev/null"}
+    result = subprocess.run([sys.executable, "-m", "llm_supervisor.cli.daemon_cli", "start",
+                             "--foreground"], env=env, capture_output=True, text=True,
+                            timeout=60, cwd=REPO_ROOT)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "UNIT_USER=nobody" in output and "out of its reach" in output, output
+    assert not (tmp_path / "s" / "supervisor.sock").exists()

@@ -153,3 +153,16 @@ def test_a_daemon_that_is_not_root_refuses_to_switch_users(tmp_path: Path) -> No
                             cwd="/")
     assert "RuntimeError_ User=root" in result.stdout, result.stdout + result.stderr
     assert "needs llm-supervisord to run as root (it runs as nobody)" in result.stdout
+
+
+def test_unit_user_setting_defaults_to_a_system_user_for_a_root_daemon(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from llm_supervisor.config import load_settings
+
+    monkeypatch.setenv("LLM_SUPERVISOR_CONFIG", "/dev/null")
+    monkeypatch.delenv("UNIT_USER", raising=False)
+    settings = load_settings(state_dir=tmp_path)
+    assert settings.resolved_unit_user == "llm-supervisor"  # we are root here
+    assert settings.expansion_vars()["UNIT_USER"] == "llm-supervisor"
+    monkeypatch.setenv("UNIT_USER", "nobody")
+    assert load_settings(state_dir=tmp_path).expansion_vars()["UNIT_USER"] == "nobody"

@@ -47,6 +47,15 @@ class RotatingLogStream:
         return False
 
 
+_daemon_log: RotatingLogStream | None = None
+
+
+def reopen_daemon_log() -> None:
+    """``reopen-logs`` / SIGUSR2: an external rotator may have moved ``daemon.log`` away."""
+    if _daemon_log is not None:
+        _daemon_log.file.reopen()
+
+
 def _resume_note(dropped: int, error: str) -> bytes:
     event = {"event": "daemon_log_lines_dropped", "bytes": dropped, "error": error,
              "level": "warning",
@@ -57,8 +66,10 @@ def _resume_note(dropped: int, error: str) -> bytes:
 def configure_logging(stream: TextIO | None = None, level: int = logging.INFO,
                       json: bool | None = None, log_file: Path | None = None,
                       max_bytes: int = 10 * 1024 * 1024, backups: int = 3) -> None:
+    global _daemon_log
     if log_file is not None:
-        stream = RotatingLogStream(log_file, max_bytes, backups)  # type: ignore[assignment]
+        _daemon_log = RotatingLogStream(log_file, max_bytes, backups)
+        stream = _daemon_log  # type: ignore[assignment]
     stream = stream or sys.stderr
     use_json = not stream.isatty() if json is None else json
     renderer: structlog.typing.Processor = (

@@ -23,6 +23,7 @@ from pathlib import Path
 from sanic import Request, Sanic, response
 from sanic.server.async_server import AsyncioServer
 
+from llm_supervisor.logging_setup import reopen_daemon_log
 from llm_supervisor.plugins.builtin import metrics
 from llm_supervisor.supervisor.graph import DependencyCycleError
 from llm_supervisor.supervisor.manager import Manager, UnitNotFound
@@ -146,8 +147,7 @@ def build_app(manager: Manager, request_shutdown: Callable[[str], None]) -> Sani
 
     @app.post("/reopen-logs")
     async def reopen_logs(request: Request) -> response.HTTPResponse:
-        for runner in manager.runners.values():
-            runner.log.reopen()
+        reopen_all_logs(manager)
         return response.json({"ok": True})
 
     @app.get("/metrics")
@@ -164,6 +164,13 @@ def build_app(manager: Manager, request_shutdown: Callable[[str], None]) -> Sani
 
     manager.hooks.call("control_routes", app=app, manager=manager)
     return app
+
+
+def reopen_all_logs(manager: Manager) -> None:
+    """Every unit log and ``daemon.log`` (``reopen-logs``, SIGUSR2)."""
+    for runner in manager.runners.values():
+        runner.log.reopen()
+    reopen_daemon_log()
 
 
 def bind_private_socket(path: Path) -> socket.socket:

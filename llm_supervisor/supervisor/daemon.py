@@ -117,9 +117,15 @@ async def run_daemon(settings: Settings, target: str | None = None) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, request_shutdown, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, request_shutdown, "SIGINT")
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload_on_signal(manager)))
-    loop.add_signal_handler(signal.SIGUSR2,
-                            lambda: [r.log.reopen() for r in manager.runners.values()])
+    reloads: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+
+    def reload_on_signal() -> None:
+        task = asyncio.ensure_future(_reload_on_signal(manager))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload_on_signal)
+    loop.add_signal_handler(signal.SIGUSR2, lambda: control.reopen_all_logs(manager))
     log.info("daemon_started", pid=os.getpid(), socket=str(settings.socket),
              units_dir=str(settings.units_dir), units=len(manager.runners),
              errors=len(manager.loaded.errors))

@@ -275,6 +275,11 @@ def test_background_daemon_log_is_rotated_by_size(tmp_path: Path):
             # Whole JSON lines only: no event cut in two by a rotation.
             events += [json.loads(line) for line in text.splitlines()]
         assert sum(e["event"] == "reloaded" for e in events) >= 10
+        # An external rotator moves the file away; reopen-logs makes the daemon follow.
+        os.replace(log, state / "daemon.log.moved")
+        client.post("/reopen-logs")
+        client.post("/reload")
+        assert '"reloaded"' in log.read_text()
     finally:
         client.close()
         stopped = subprocess.run([*cli, "stop"], env=env, cwd=PROJECT_DIR, capture_output=True,

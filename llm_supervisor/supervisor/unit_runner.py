@@ -158,7 +158,9 @@ class UnitRunner:
         except Exception as exc:  # a bug must not kill the daemon: the unit fails, loudly
             self.manager.log_internal_error(self, exc)
             await self._stop_after_internal_error()
-            self.set_state(UnitState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            self.set_state(UnitState.FAILED, (
+                f"internal error: {type(exc).__name__}: {exc}; fix the cause (details in the "
+                f"daemon's log), then `llm-supervisorctl start {self.unit.short_name}`"))
 
     async def _stop_after_internal_error(self) -> None:
         """A unit marked failed must not keep running unsupervised: stop what is left of it

@@ -274,6 +274,7 @@ def test_full_disk_under_the_records(tmp_path: Path):
             assert daemon.ctl("start", "web").returncode == 0
             failed = daemon.wait_state("web", "failed", timeout=30)
             assert "No space left on device" in failed["reason"], failed
+            assert "`llm-supervisorctl start web`" in failed["reason"]
             assert failed["pid"] is None
             assert_one_process_per_unit(daemon, {})
             assert daemon.client.get("/ping")["pid"] == daemon.proc.pid  # type: ignore[union-attr]

@@ -21,6 +21,10 @@ import structlog
 from llm_supervisor.supervisor.rotating_file import RotatingFile
 
 TAIL_LINES = 1000
+TAIL_MAX_CHARS = 1024 * 1024
+"""The in-memory tail holds at most this much text (and at most :data:`TAIL_LINES` lines)."""
+FOLLOWER_MAX_CHARS = 4 * 1024 * 1024
+"""A ``logs -f`` reader that falls this far behind misses lines rather than growing memory."""
 MAX_LINE_CHARS = 64 * 1024
 """A longer line (a progress bar without newlines, a binary dump) is cut into pieces of this
 size, each but the last ending in :data:`SPLIT_MARKER`: memory per unit stays bounded."""
@@ -34,12 +38,13 @@ class UnitLog:
                  max_line_chars: int = MAX_LINE_CHARS):
         self.path = path
         self.max_line_chars = max_line_chars
-        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.tail: deque[str] = deque()
+        self._tail_chars = 0
         # The line being assembled: a list of pieces and their length (no re-join per chunk).
         self._partial: list[str] = []
         self._partial_len = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._followers: set[asyncio.Queue[str]] = set()
+        self._followers: set[_Follower] = set()
         self._file = RotatingFile(path, max_bytes, backups, on_dropping=self._on_dropping,
                                   resume_note=_resume_note)
 
@@ -113,9 +118,12 @@ class UnitLog:
 
     def _publish(self, line: str) -> None:
         self.tail.append(line)
-        for queue in self._followers:
-            if queue.qsize() < 10000:
-                queue.put_nowait(line)
+        self._tail_chars += len(line)
+        while len(self.tail) > TAIL_LINES or (self._tail_chars > TAIL_MAX_CHARS
+                                              and len(self.tail) > 1):
+            self._tail_chars -= len(self.tail.popleft())
+        for follower in self._followers:
+            follower.offer(line)
 
     def last(self, count: int) -> list[str]:
         if count <= 0:
@@ -140,13 +148,13 @@ class UnitLog:
         return lines[-count:]
 
     async def follow(self) -> AsyncIterator[str]:
-        queue: asyncio.Queue[str] = asyncio.Queue()
-        self._followers.add(queue)
+        follower = _Follower()
+        self._followers.add(follower)
         try:
             while True:
-                yield await queue.get()
+                yield await follower.get()
         finally:
-            self._followers.discard(queue)
+            self._followers.discard(follower)
 
     def reopen(self) -> None:
         self._file.reopen()
@@ -154,6 +162,24 @@ class UnitLog:
     def close(self) -> None:
         self.flush_partial()
         self._file.close()
+
+
+class _Follower:
+    """One ``logs -f`` reader's queue, bounded by the text it holds."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.chars = 0
+
+    def offer(self, line: str) -> None:
+        if self.chars + len(line) <= FOLLOWER_MAX_CHARS:
+            self.chars += len(line)
+            self.queue.put_nowait(line)
+
+    async def get(self) -> str:
+        line = await self.queue.get()
+        self.chars -= len(line)
+        return line
 
 
 def _resume_note(dropped: int, error: str) -> bytes:

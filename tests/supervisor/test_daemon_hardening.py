@@ -28,7 +28,13 @@ from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunn
 from llm_supervisor.repair.budget import Budget
 from llm_supervisor.repair.context import Limits
 from llm_supervisor.supervisor.health import Prober
-from llm_supervisor.supervisor.logs import MAX_LINE_CHARS, SPLIT_MARKER, UnitLog
+from llm_supervisor.supervisor.logs import (
+    FOLLOWER_MAX_CHARS,
+    MAX_LINE_CHARS,
+    SPLIT_MARKER,
+    TAIL_MAX_CHARS,
+    UnitLog,
+)
 from llm_supervisor.supervisor.units import HealthSpec
 
 LONGEST = MAX_LINE_CHARS + len(SPLIT_MARKER)
@@ -55,6 +61,29 @@ def test_output_without_newlines_is_split_in_linear_time(tmp_path: Path):
     assert sum(len(line.removesuffix(SPLIT_MARKER)) for line in lines[:-3]) == 10 * 1024 * 1024
     assert log.last(1) == ["after"]
     assert max(len(line) for line in log.tail) <= LONGEST
+    assert sum(len(line) for line in log.tail) <= TAIL_MAX_CHARS + LONGEST
+
+
+def test_a_follower_that_does_not_read_holds_bounded_memory(tmp_path: Path):
+    async def scenario() -> int:
+        log = UnitLog(tmp_path / "f.log", max_bytes=100 * 1024 * 1024)
+        lines = log.follow()
+        first = asyncio.ensure_future(lines.__anext__())
+        await asyncio.sleep(0)  # the follower is registered, waiting
+        for _ in range(20 * 1024 * 1024 // 65536):  # 20 MB the reader does not take
+            log.write(b"z" * 65535 + b"\n")
+        received = len(await first)
+        while True:
+            try:
+                received += len(await asyncio.wait_for(lines.__anext__(), 0.2))
+            except TimeoutError:
+                break
+        await lines.aclose()
+        log.close()
+        return received
+
+    received = asyncio.run(scenario())
+    assert 0 < received <= FOLLOWER_MAX_CHARS
 
 
 def test_multibyte_characters_split_across_chunks_survive(tmp_path: Path):

@@ -130,6 +130,7 @@ class UnitRunner:
             "reason": self.reason,
             "runtime": self.runtime.name,
             "repair_progress": self.repair_progress,
+            "log_dropped_bytes": self.log.dropped_bytes,  # not written to its file: disk full
         }
 
     # ------------------------------------------------------------------ state machine

@@ -251,6 +251,7 @@ def test_full_disk_under_the_logs(tmp_path: Path):
                 r"left on device\); writing resumed\n(chatter|request)", log_file.read_text()),
                 10, "the log file to resume")
             assert int(resumed.group(1)) > 100_000  # 4 s of output at 100 KB/s
+            assert daemon.unit("noisy")["log_dropped_bytes"] == int(resumed.group(1))
             assert daemon.unit("noisy")["pid"] == unit["pid"]
         finally:
             daemon.stop()

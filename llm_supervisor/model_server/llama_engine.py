@@ -9,8 +9,9 @@ its logits requested), then the prompts of newcomers, chunked to what is left of
 next step; a finished or cancelled one leaves at once (its KV cells are removed with
 ``llama_memory_seq_rm`` and its slot is free for the next request).
 
-When the KV cache is full (``llama_decode`` returns 1), the sequence holding the most cells
-ends with ``length`` and the step is retried.
+When the KV cache is full (``llama_decode`` returns 1), newcomers' prompts wait for cells to
+free up while the running sequences go on; if even those do not fit, the running sequence holding
+the most cells ends with ``length`` and the step is retried.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class LlamaEngine(BatchingEngine):
         return bool(self._seqs)
 
     def _admit(self) -> None:
-        if not self._free_ids:
+        if not self._free_ids or not self._pending:
             return
         now = time.monotonic()
         for handle in self._take_pending(len(self._free_ids)):
@@ -150,12 +151,14 @@ class LlamaEngine(BatchingEngine):
             events.append(finish(seq.handle, "done", seq.handle.cancel_reason))
             self._release_seq(seq)
         if self._seqs:
-            rc = self._decode()
+            rc = self._decode(prompts=True)
+            if rc == 1 and any(s.todo for s in self._seqs) and any(not s.todo for s in self._seqs):
+                rc = self._decode(prompts=False)  # no cells for the newcomers yet: they wait
             while rc == 1 and self._seqs:  # no KV cells left: the longest sequence ends
-                longest = max(self._seqs, key=lambda s: s.pos)
+                longest = max(self._seqs, key=lambda s: (not s.todo, s.pos))
                 events.append(finish(longest.handle, "done", "length"))
                 self._release_seq(longest)
-                rc = self._decode() if self._seqs else 0
+                rc = self._decode(prompts=True) if self._seqs else 0
             if rc not in (0, 1):
                 raise RuntimeError(f"llama_decode returned {rc}")
             if self._seqs:
@@ -165,8 +168,9 @@ class LlamaEngine(BatchingEngine):
         self._emit(events)
         self._batch_gauge(len(self._seqs))
 
-    def _decode(self) -> int:
-        """Fill the batch (decoding sequences first, then prompt chunks) and decode it."""
+    def _decode(self, *, prompts: bool) -> int:
+        """Fill the batch (decoding sequences first, then prompt chunks unless ``prompts`` is
+        false) and decode it."""
         b = self._batch
         n = 0
 
@@ -186,7 +190,7 @@ class LlamaEngine(BatchingEngine):
                 put(seq.last, seq.pos, seq.seq_id, True)
         for seq in self._seqs:
             room = self.n_batch - n
-            if not seq.todo or room <= 0:
+            if not seq.todo or room <= 0 or not prompts:
                 continue
             chunk = seq.todo[:room]
             for i, tok in enumerate(chunk):

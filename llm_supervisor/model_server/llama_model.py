@@ -286,7 +286,8 @@ def load_gguf(
     n_threads = int(getattr(settings, "llama_threads", 0) or default_threads())
     progress.stage("warming_up", 0.95, 1.0)
     llama = LlamaModel(lib, model, gguf, n_ctx=n_ctx, n_threads=n_threads,
-                       n_seq_max=settings.max_batch_size, n_batch=N_BATCH)
+                       n_seq_max=settings.max_batch_size,
+                       n_batch=int(getattr(settings, "llama_n_batch", 0) or N_BATCH))
     tokenizer = LlamaTokenizer(lib, model)
     llama.warm_up(tokenizer.bos_token_id if tokenizer.bos_token_id >= 0 else 0)
     quant = quantization_name(lib, int(lib.llama_model_ftype(model)))

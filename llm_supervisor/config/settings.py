@@ -117,6 +117,9 @@ class Settings(BaseSettings):
         default="auto", validation_alias=_alias("ENGINE")
     )
     model_service_port: int = Field(default=5000, validation_alias=_alias("MODEL_SERVICE_PORT"))
+    # How many model servers: replicas behind the gateway here, and the model service's count in
+    # `llm-supervisorctl export kubernetes|compose` (issue 13).
+    model_replicas: int = Field(default=1, ge=1, validation_alias=_alias("MODEL_REPLICAS"))
     # Exported to local processes only (a container gets its image's 0.0.0.0 and a published
     # port); explicit so that a shell's HOST variable (zsh sets it) never decides the bind.
     model_service_host: str = Field(default="127.0.0.1",

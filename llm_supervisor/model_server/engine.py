@@ -1,4 +1,5 @@
-"""The generation engine: one worker thread runs the model, requests reach it through a queue.
+"""The transformers engine (HF checkpoints, GPUs, bitsandbytes INT8): one worker thread runs
+the model, requests reach it through the queue of :class:`~.batching.BatchingEngine`.
 
 Continuous batching: the worker decodes one token for every active sequence per step. Between
 steps it admits waiting requests (up to ``max_batch_size``): they are prefilled together and
@@ -19,118 +20,40 @@ request's in-flight slot. Should the worker thread itself end, :meth:`Engine.pro
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import contextlib
 import inspect
-import itertools
-import math
-import os
-import threading
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from .loader import LoadedModel
+from .batching import (  # re-exported: the engine's public names predate batching.py
+    BatchingEngine,
+    EngineError,
+    Event,
+    GenerationHandle,
+    Overloaded,
+    SamplingParams,
+    ShuttingDown,
+    Timing,
+    finish,
+)
+from .loaded import LoadedModel
 from .metrics import Metrics
 
-
-class EngineError(Exception):
-    """Base of the errors :meth:`Engine.submit` raises."""
-
-
-class Overloaded(EngineError):
-    """Too many requests in flight; retry after ``retry_after`` seconds."""
-
-    def __init__(self, retry_after: int, limit: int) -> None:
-        self.retry_after = retry_after
-        self.limit = limit
-        super().__init__(f"server is at its limit of {limit} concurrent requests")
-
-
-class ShuttingDown(EngineError):
-    """The engine no longer accepts work."""
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Per-request decoding parameters. ``temperature == 0`` means greedy."""
-
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    seed: int | None = None
-    ignore_eos: bool = False  # never produce EOS: exactly max_new_tokens tokens (benchmarks)
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0.0
-
-
-@dataclass
-class Timing:
-    """Monotonic timestamps of one request's life."""
-
-    enqueued: float = field(default_factory=time.monotonic)
-    started: float | None = None
-    first_token: float | None = None
-    finished: float | None = None
-
-
-_ids = itertools.count(1)
-
-
-class GenerationHandle:
-    """One request as the HTTP side sees it: an async stream of token ids, then a finish reason.
-
-    Events are ``("token", id)``, ``("done", reason)`` or ``("error", message)``; ``reason`` is
-    ``eos``, ``length``, ``stop`` (set by the caller via :meth:`cancel`), or ``cancelled``.
-    """
-
-    def __init__(self, prompt_ids: list[int], params: SamplingParams, engine: Engine) -> None:
-        self.id = next(_ids)
-        self.prompt_ids = prompt_ids
-        self.params = params
-        self.seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "big")
-        self.timing = Timing()
-        self.cancelled = False  # written by the loop thread, read by the worker
-        self.cancel_reason = "cancelled"
-        self.finish_reason: str | None = None
-        self.completion_tokens = 0
-        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self._engine = engine
-        self._released = False
-
-    def cancel(self, reason: str = "cancelled") -> None:
-        """Stop generating for this request (idempotent; harmless once finished)."""
-        if not self.cancelled and self.finish_reason is None:
-            self.cancel_reason = reason
-            self.cancelled = True
-            self._engine._wake()
-
-    async def events(self) -> AsyncIterator[tuple[str, Any]]:
-        """Yield events until the request is done or failed."""
-        while True:
-            kind, value = await self._queue.get()
-            yield kind, value
-            if kind in ("done", "error"):
-                return
-
-    # called on the event loop by the engine
-    def _push(self, kind: str, value: Any) -> None:
-        if kind == "token":
-            self.completion_tokens += 1
-        elif kind in ("done", "error"):
-            self.finish_reason = value if kind == "done" else "error"
-            self._engine._release(self)
-        self._queue.put_nowait((kind, value))
+__all__ = [
+    "Engine",
+    "EngineError",
+    "GenerationHandle",
+    "Overloaded",
+    "SamplingParams",
+    "ShuttingDown",
+    "Timing",
+]
 
 
 @dataclass
@@ -168,8 +91,11 @@ def _mergeable(cache: Any) -> bool:
     return type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
-class Engine:
-    """Owns the model and the worker thread. Create it on the event loop, then :meth:`start`."""
+class Engine(BatchingEngine):
+    """The transformers engine: owns the model; the queue and worker come from
+    :class:`~.batching.BatchingEngine`. Create it on the event loop, then :meth:`start`."""
+
+    name = "transformers"
 
     def __init__(
         self,
@@ -180,194 +106,40 @@ class Engine:
         metrics: Metrics | None = None,
         log: Any = None,
     ) -> None:
-        self.loaded = loaded
+        super().__init__(
+            loaded, max_batch_size=max_batch_size, max_concurrent=max_concurrent, metrics=metrics, log=log
+        )
         self.model = loaded.model
-        self.tokenizer = loaded.tokenizer
         self.device = torch.device(loaded.device)
-        self.max_batch_size = max_batch_size
-        self.max_concurrent = max_concurrent
-        self.metrics = metrics
-        self.log = log
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
-        self.eos_ids = set(loaded.eos_token_ids)
         self._eos_index = torch.tensor(sorted(self.eos_ids), dtype=torch.long)
-        self._pending: collections.deque[GenerationHandle] = collections.deque()
-        self._cond = threading.Condition()
         self._batch: _Batch | None = None
-        self._stop = False
-        self._accepting = True
-        self._inflight: set[GenerationHandle] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._avg_seconds = 2.0
-        self._running = 0
-        self._died: str | None = None  # why the worker thread ended unexpectedly
         params = inspect.signature(self.model.forward).parameters
         self._logits_kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         # transformers 5.2x renamed the forward's ``past_key_values`` to ``cache``.
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
-    # ------------------------------------------------------------------ loop-side API
-
-    @property
-    def inflight(self) -> int:
-        return len(self._inflight)
-
-    @property
-    def queued(self) -> int:
-        return len(self._pending)
-
-    @property
-    def running(self) -> int:
-        return self._running
-
-    def problem(self) -> str | None:
-        """Why this engine can no longer generate (its worker thread ended), else ``None``."""
-        if self._died is not None:
-            return self._died
-        if self._thread is not None and not self._thread.is_alive() and not self._stop:
-            return "the generation worker thread has ended"
-        return None
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
-        self._thread.start()
-
-    def retry_after(self) -> int:
-        """Seconds a rejected client should wait: about one request's duration per batch ahead."""
-        batches_ahead = 1 + len(self._pending) / max(self.max_batch_size, 1)
-        return max(1, math.ceil(self._avg_seconds * batches_ahead))
-
-    def submit(self, prompt_ids: list[int], params: SamplingParams) -> GenerationHandle:
-        """Queue a request. Raises :class:`Overloaded` or :class:`ShuttingDown`."""
-        if not self._accepting:
-            raise ShuttingDown("server is shutting down")
-        if self._died is not None:
-            raise ShuttingDown(f"the generation worker has stopped ({self._died}); restart the server")
-        if len(self._inflight) >= self.max_concurrent:
-            raise Overloaded(self.retry_after(), self.max_concurrent)
-        handle = GenerationHandle(prompt_ids, params, self)
-        self._inflight.add(handle)
-        self._idle.clear()
-        with self._cond:
-            self._pending.append(handle)
-            self._cond.notify()
-        self._gauges()
-        return handle
-
-    async def shutdown(self, grace: float) -> None:
-        """Stop accepting, let in-flight requests finish for ``grace`` seconds, cancel the rest,
-        then stop the worker."""
-        self._accepting = False
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout=grace)
-        except TimeoutError:
-            for handle in list(self._inflight):
-                handle.cancel("shutdown")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), timeout=2.0)
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-        if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
-
-    def _wake(self) -> None:
-        with self._cond:
-            self._cond.notify()
-
-    def _release(self, handle: GenerationHandle) -> None:
-        if handle._released:
-            return
-        handle._released = True
-        self._inflight.discard(handle)
-        t = handle.timing
-        if t.finished is not None:
-            self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * (t.finished - t.enqueued)
-        if not self._inflight:
-            self._idle.set()
-        self._gauges()
-
-    def _gauges(self) -> None:
-        if self.metrics:
-            self.metrics.queue_size.set(len(self._pending))
-            self.metrics.running.set(self._running)
-
-    def _emit(self, events: list[tuple[GenerationHandle, str, Any]]) -> None:
-        """Deliver a step's events to the loop in one thread hop."""
-        if events and self._loop is not None and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
-                self._loop.call_soon_threadsafe(_dispatch, events)
-
     # ------------------------------------------------------------------ worker thread
 
-    def _run(self) -> None:
-        try:
-            with torch.inference_mode():
-                while True:
-                    with self._cond:
-                        while not self._stop and not self._pending and self._batch is None:
-                            self._cond.wait(timeout=1.0)
-                        if self._stop:
-                            break
-                    try:
-                        self._admit()
-                        if self._batch is not None:
-                            self._step()
-                    except Exception as exc:  # a bug or OOM in a forward pass: fail the batch
-                        self._fail_all(exc)
-        except BaseException as exc:
-            # Not expected (an Exception is handled above): record it for /api/health, answer
-            # everyone below, and let the thread end.
-            self._died = f"{type(exc).__name__}: {exc}"
-            self._accepting = False
-            if self.log:
-                self.log.exception("generation_worker_died", error=self._died)
-        finally:
-            self._fail_all(None)
+    @contextlib.contextmanager
+    def _worker_context(self) -> Iterator[None]:
+        with torch.inference_mode():
+            yield
 
-    def _fail_all(self, exc: Exception | None) -> None:
-        """End the running batch: with ``exc`` its rows fail; without (the worker stopping) they
-        and every queued request are cancelled, or fail when the worker died."""
+    def _busy(self) -> bool:
+        return self._batch is not None
+
+    def _drop_all(self) -> list[GenerationHandle]:
         rows = self._batch.rows if self._batch else []
         self._batch = None
-        self._running = 0
-        if exc is not None:
-            kind, value = "error", f"{type(exc).__name__}: {exc}"
-        elif self._died is not None:
-            kind, value = "error", f"the generation worker stopped: {self._died}"
-        else:
-            kind, value = "done", "cancelled"
-        handles = [row.handle for row in rows]
-        with self._cond:
-            if exc is None:
-                handles += list(self._pending)
-                self._pending.clear()
-        events = [_finish(h, kind, value) for h in handles if h.finish_reason is None]
-        if exc is not None and self.log:
-            self.log.error("generation_failed", error_type=type(exc).__name__, error=str(exc))
-        if self.metrics and exc is not None:
-            self.metrics.failures.labels(err="generation").inc(len(rows))
-        self._emit(events)
+        return [row.handle for row in rows]
 
     def _admit(self) -> None:
         """Prefill waiting requests into free batch slots."""
         if self._batch is not None and not _mergeable(self._batch.cache):
             return  # this cache type cannot be merged: wait for the batch to drain
         free = self.max_batch_size - (len(self._batch) if self._batch else 0)
-        newcomers: list[GenerationHandle] = []
-        events: list[tuple[GenerationHandle, str, Any]] = []
-        with self._cond:
-            while self._pending and len(newcomers) < free:
-                handle = self._pending.popleft()
-                if handle.cancelled:
-                    events.append(_finish(handle, "done", handle.cancel_reason))
-                else:
-                    newcomers.append(handle)
-        self._emit(events)
+        newcomers = self._take_pending(free)
         if not newcomers:
             return
         try:
@@ -387,21 +159,6 @@ class Engine:
         if self.metrics:
             self.metrics.batch_size.set(len(self._batch))
         self._loop_gauges()
-
-    def _fail(self, handles: list[GenerationHandle], exc: Exception) -> None:
-        """Answer ``handles`` with an error event (which frees their slots)."""
-        message = f"{type(exc).__name__}: {exc}"
-        self._emit([_finish(h, "error", message) for h in handles if h.finish_reason is None])
-        if self.log:
-            self.log.error("generation_failed", error_type=type(exc).__name__, error=str(exc),
-                           requests=len(handles))
-        if self.metrics:
-            self.metrics.failures.labels(err="generation").inc(len(handles))
-
-    def _loop_gauges(self) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._gauges)
 
     def _prefill(self, handles: list[GenerationHandle]) -> _Batch | None:
         now = time.monotonic()
@@ -460,28 +217,28 @@ class Engine:
             logits[rows, self._eos_index.to(logits.device)] = float("-inf")
         tokens, failures = _sample(logits, batch.rows)
         now = time.monotonic()
-        events: list[tuple[GenerationHandle, str, Any]] = []
+        events: list[Event] = []
         keep: list[int] = []
         positions = batch.next_pos.tolist()
         for i, (row, token) in enumerate(zip(batch.rows, tokens, strict=True)):
             h = row.handle
             if h.cancelled:
-                events.append(_finish(h, "done", h.cancel_reason))
+                events.append(finish(h, "done", h.cancel_reason))
                 continue
             if i in failures:
-                events.append(_finish(h, "error", failures[i]))
+                events.append(finish(h, "error", failures[i]))
                 continue
             if h.timing.first_token is None:
                 h.timing.first_token = now
             if token in self.eos_ids and not h.params.ignore_eos:
-                events.append(_finish(h, "done", "eos"))
+                events.append(finish(h, "done", "eos"))
                 continue
             events.append((h, "token", token))
             row.produced += 1
             row.seen.append(token)
             at_limit = row.produced >= h.params.max_new_tokens
             if at_limit or positions[i] + 1 >= self.loaded.max_context:
-                events.append(_finish(h, "done", "length"))
+                events.append(finish(h, "done", "length"))
             else:
                 keep.append(i)
         if failures:
@@ -537,16 +294,6 @@ class Engine:
         a.last = torch.cat([a.last, b.last])
         a.rows = a.rows + b.rows
         return a
-
-
-def _finish(handle: GenerationHandle, kind: str, value: str) -> tuple[GenerationHandle, str, Any]:
-    handle.timing.finished = time.monotonic()
-    return handle, kind, value
-
-
-def _dispatch(events: list[tuple[GenerationHandle, str, Any]]) -> None:
-    for handle, kind, value in events:
-        handle._push(kind, value)
 
 
 def _generator(handle: GenerationHandle) -> torch.Generator | None:

@@ -44,7 +44,8 @@ def read_json(request: Request) -> Any:
     if not request.body:
         raise APIError(400, "invalid_json", "the request body is empty; expected a JSON object")
     try:
-        return json.loads(request.body)
+        # UTF-8 only (RFC 8259): json.loads(bytes) would also guess UTF-16 and UTF-32.
+        return json.loads(request.body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise APIError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
     except RecursionError:

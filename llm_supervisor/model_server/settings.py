@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_ID = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
@@ -28,7 +28,28 @@ class ModelServerSettings(BaseSettings):
         description="Model directory; filled from the hub or the offline GGUF when empty.",
     )
     model_id: str = Field(default=DEFAULT_MODEL_ID, description="Hub repository to download.")
-    use_int8: bool = Field(default=True, description="Load Linear layers as bitsandbytes int8.")
+    engine: Literal["auto", "transformers", "llama.cpp"] = Field(
+        default="auto",
+        description="auto: a GGUF model is served by llama.cpp, anything else by transformers.",
+    )
+    gguf_file: str | None = Field(
+        default=None,
+        description="GGUF file (name or glob) to download from MODEL_ID's repo; implies llama.cpp.",
+    )
+    llama_n_ctx: int = Field(
+        default=4096, ge=256, description="llama.cpp: KV-cache cells shared by all running sequences."
+    )
+    llama_n_batch: int = Field(
+        default=512, ge=8, description="llama.cpp: tokens per decode step (prompts are chunked to fit)."
+    )
+    llama_threads: int = Field(
+        default=0, ge=0, description="llama.cpp threads; 0 = the CPUs this process may run on."
+    )
+    use_int8: bool = Field(
+        default=True,
+        description="transformers engine: load Linear layers as bitsandbytes int8 (a GGUF is "
+        "quantized already: reported as not applicable).",
+    )
     port: int = Field(
         default=5000, ge=1, le=65535, validation_alias=AliasChoices("MODEL_SERVICE_PORT", "port")
     )
@@ -70,6 +91,13 @@ class ModelServerSettings(BaseSettings):
     test_page: Path | None = Field(
         default=None, description="Override the path of the HTML test page served at /."
     )
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine_alias(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in {"llama_cpp", "llama-cpp", "llamacpp"}:
+            return "llama.cpp"
+        return value.strip().lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check_limits(self) -> ModelServerSettings:

@@ -1,5 +1,6 @@
-"""The native API of a real server process on the tiny model: health, generate, streaming,
-batching, stop strings, metrics and the test page."""
+"""The native API of a real server process: health, generate, streaming, batching, stop strings,
+metrics and the test page. Tests taking ``api_server`` run on both engines: the tiny model with
+transformers and the SmolLM2 GGUF with llama.cpp."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ from llm_supervisor.model_server.engine import Engine, GenerationHandle, Samplin
 from llm_supervisor.model_server.loader import load_model
 from llm_supervisor.model_server.progress import LoadProgress
 from llm_supervisor.model_server.settings import ModelServerSettings
+
+
+def engine_of(server: ModelServer) -> str:
+    return httpx.get(f"{server.url}/api/health").json()["engine"]
 
 
 def generate(server: ModelServer, **body: Any) -> dict[str, Any]:
@@ -46,12 +51,13 @@ def test_health_reports_ready_model(tiny_server: ModelServer) -> None:
     assert h["model"] == "test/tiny-llama"
     assert h["device"] == "cpu" and h["dtype"] == "float32"
     assert h["quantization"] == "none" and h["int8_requested"] is False
+    assert h["engine"] == "transformers" and h["int8_applicable"] is True
     assert h["uptime_s"] > 0 and h["load_seconds"] > 0
 
 
-def test_greedy_generation_is_deterministic(tiny_server: ModelServer) -> None:
-    a = generate(tiny_server, prompt="Once upon a time", max_length=24, temperature=0)
-    b = generate(tiny_server, prompt="Once upon a time", max_length=24, temperature=0)
+def test_greedy_generation_is_deterministic(api_server: ModelServer) -> None:
+    a = generate(api_server, prompt="Once upon a time", max_length=24, temperature=0)
+    b = generate(api_server, prompt="Once upon a time", max_length=24, temperature=0)
     assert a["generated_text"] == b["generated_text"] and a["generated_text"]
     assert a["prompt_tokens"] == 4
     assert 0 < a["generated_tokens"] <= 24
@@ -59,21 +65,21 @@ def test_greedy_generation_is_deterministic(tiny_server: ModelServer) -> None:
     assert a["timing"]["time_to_first_token_s"] <= a["timing"]["total_s"]
 
 
-def test_chat_option_wraps_the_prompt_in_the_chat_template(tiny_server: ModelServer) -> None:
-    raw = generate(tiny_server, prompt="Once upon a time", max_length=8, temperature=0)
-    chat = generate(tiny_server, prompt="Once upon a time", max_length=8, temperature=0, chat=True)
+def test_chat_option_wraps_the_prompt_in_the_chat_template(api_server: ModelServer) -> None:
+    raw = generate(api_server, prompt="Once upon a time", max_length=8, temperature=0)
+    chat = generate(api_server, prompt="Once upon a time", max_length=8, temperature=0, chat=True)
     # SmolLM2's template adds a system turn, the user turn markers and the assistant header.
     assert chat["prompt_tokens"] > raw["prompt_tokens"] + 6
-    same = httpx.post(f"{tiny_server.url}/v1/chat/completions", timeout=60, json={
+    same = httpx.post(f"{api_server.url}/v1/chat/completions", timeout=60, json={
         "messages": [{"role": "user", "content": "Once upon a time"}], "max_tokens": 8,
         "temperature": 0})
     assert same.status_code == 200, same.text
     assert same.json()["usage"]["prompt_tokens"] == chat["prompt_tokens"]
-    bad = httpx.post(f"{tiny_server.url}/api/generate", json={"prompt": "x", "chat": "yes"})
+    bad = httpx.post(f"{api_server.url}/api/generate", json={"prompt": "x", "chat": "yes"})
     assert bad.status_code == 422
 
 
-def test_seeded_sampling_is_reproducible(tiny_server: ModelServer) -> None:
+def test_seeded_sampling_is_reproducible(api_server: ModelServer) -> None:
     body = {
         "prompt": "The weather",
         "max_length": 20,
@@ -82,19 +88,19 @@ def test_seeded_sampling_is_reproducible(tiny_server: ModelServer) -> None:
         "top_k": 50,
         "ignore_eos": True,
     }
-    a = generate(tiny_server, seed=1234, **body)
-    b = generate(tiny_server, seed=1234, **body)
-    c = generate(tiny_server, seed=4321, **body)
+    a = generate(api_server, seed=1234, **body)
+    b = generate(api_server, seed=1234, **body)
+    c = generate(api_server, seed=4321, **body)
     assert a["generated_text"] == b["generated_text"]
     assert a["seed"] == 1234
     assert c["generated_text"] != a["generated_text"]
     assert a["generated_tokens"] == 20 and a["finish_reason"] == "length"
 
 
-def test_repetition_penalty_changes_greedy_output(tiny_server: ModelServer) -> None:
-    plain = generate(tiny_server, prompt="Hello there", max_length=20, temperature=0, ignore_eos=True)
+def test_repetition_penalty_changes_greedy_output(api_server: ModelServer) -> None:
+    plain = generate(api_server, prompt="Hello there", max_length=20, temperature=0, ignore_eos=True)
     penalised = generate(
-        tiny_server,
+        api_server,
         prompt="Hello there",
         max_length=20,
         temperature=0,
@@ -104,9 +110,9 @@ def test_repetition_penalty_changes_greedy_output(tiny_server: ModelServer) -> N
     assert plain["generated_text"] != penalised["generated_text"]
 
 
-def test_streaming_sends_one_event_per_chunk_then_done(tiny_server: ModelServer) -> None:
+def test_streaming_sends_one_event_per_chunk_then_done(api_server: ModelServer) -> None:
     events = stream_events(
-        tiny_server, prompt="Streaming test", max_length=16, temperature=0, ignore_eos=True
+        api_server, prompt="Streaming test", max_length=16, temperature=0, ignore_eos=True
     )
     tokens = [e for e in events if e["type"] == "token"]
     done = events[-1]
@@ -114,18 +120,18 @@ def test_streaming_sends_one_event_per_chunk_then_done(tiny_server: ModelServer)
     assert len(tokens) >= 8
     assert "".join(e["text"] for e in tokens) == done["generated_text"]
     assert done["generated_tokens"] == 16
-    solo = generate(tiny_server, prompt="Streaming test", max_length=16, temperature=0, ignore_eos=True)
+    solo = generate(api_server, prompt="Streaming test", max_length=16, temperature=0, ignore_eos=True)
     assert solo["generated_text"] == done["generated_text"]
 
 
-def test_stop_string_cuts_output(tiny_server: ModelServer) -> None:
-    full = generate(tiny_server, prompt="Once upon a time", max_length=40, temperature=0, ignore_eos=True)[
+def test_stop_string_cuts_output(api_server: ModelServer) -> None:
+    full = generate(api_server, prompt="Once upon a time", max_length=40, temperature=0, ignore_eos=True)[
         "generated_text"
     ]
     stop = full[len(full) // 2 : len(full) // 2 + 3]
     cut = full[: full.index(stop)]
     out = generate(
-        tiny_server,
+        api_server,
         prompt="Once upon a time",
         max_length=40,
         temperature=0,
@@ -135,7 +141,7 @@ def test_stop_string_cuts_output(tiny_server: ModelServer) -> None:
     assert out["generated_text"] == cut
     assert out["finish_reason"] == "stop"
     events = stream_events(
-        tiny_server,
+        api_server,
         prompt="Once upon a time",
         max_length=40,
         temperature=0,
@@ -145,36 +151,40 @@ def test_stop_string_cuts_output(tiny_server: ModelServer) -> None:
     assert "".join(e["text"] for e in events if e["type"] == "token") == cut
 
 
-def test_concurrent_requests_are_batched_and_match_solo_runs(tiny_server: ModelServer) -> None:
+def test_concurrent_requests_are_batched_and_match_solo_runs(api_server: ModelServer) -> None:
     prompts = [
         f"Prompt number {i}: tell me about {w}"
         for i, w in enumerate(["cats", "the sea", "rain", "bread", "music", "snow", "trains"])
     ]
     lengths = [30, 5, 60, 12, 45, 8, 25]
     solo = [
-        generate(tiny_server, prompt=p, max_length=n, temperature=0, ignore_eos=True)
+        generate(api_server, prompt=p, max_length=n, temperature=0, ignore_eos=True)
         for p, n in zip(prompts, lengths, strict=True)
     ]
     with ThreadPoolExecutor(len(prompts)) as pool:
         together = list(
             pool.map(
                 lambda pn: generate(
-                    tiny_server, prompt=pn[0], max_length=pn[1], temperature=0, ignore_eos=True
+                    api_server, prompt=pn[0], max_length=pn[1], temperature=0, ignore_eos=True
                 ),
                 zip(prompts, lengths, strict=True),
             )
         )
+    exact = engine_of(api_server) == "transformers"
     for s, t, n in zip(solo, together, lengths, strict=True):
         assert t["generated_tokens"] == n
-        assert t["generated_text"] == s["generated_text"]
-    metrics = httpx.get(f"{tiny_server.url}/metrics").text
+        # float32 transformers: bit-identical whatever the batch. llama.cpp's quantized kernels
+        # sum in a different order for a different batch shape, so greedy text may drift late.
+        if exact:
+            assert t["generated_text"] == s["generated_text"]
+    metrics = httpx.get(f"{api_server.url}/metrics").text
     assert "llm_batch_current_size" in metrics
 
 
-def test_openai_models_and_test_page(tiny_server: ModelServer) -> None:
-    models = httpx.get(f"{tiny_server.url}/v1/models").json()
-    assert models["data"][0]["id"] == "test/tiny-llama"
-    page = httpx.get(f"{tiny_server.url}/")
+def test_openai_models_and_test_page(api_server: ModelServer) -> None:
+    models = httpx.get(f"{api_server.url}/v1/models").json()
+    assert models["data"][0]["id"] == httpx.get(f"{api_server.url}/api/health").json()["model"]
+    page = httpx.get(f"{api_server.url}/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     for element in (
         'id="prompt"',
@@ -190,9 +200,9 @@ def test_openai_models_and_test_page(tiny_server: ModelServer) -> None:
     assert "http://" not in page.text and "https://" not in page.text  # no CDN assets
 
 
-def test_metrics_exposition(tiny_server: ModelServer) -> None:
-    generate(tiny_server, prompt="metrics", max_length=5, temperature=0)
-    text = httpx.get(f"{tiny_server.url}/metrics").text
+def test_metrics_exposition(api_server: ModelServer) -> None:
+    generate(api_server, prompt="metrics", max_length=5, temperature=0)
+    text = httpx.get(f"{api_server.url}/metrics").text
     values = _samples(text)
     assert values['llm_requests_total{route="/api/generate",status="200"}'] >= 1
     assert values["llm_generation_tokens_total"] >= 5

@@ -1,19 +1,22 @@
-"""The official ``openai`` client, unchanged, against a real server on the tiny model."""
+"""The official ``openai`` client, unchanged, against a real server on each engine (the tiny
+model with transformers, the SmolLM2 GGUF with llama.cpp)."""
 
 from __future__ import annotations
 
+import httpx
 import openai
 import pytest
 from model_fixtures import ModelServer
 
 
 @pytest.fixture
-def client(tiny_server: ModelServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{tiny_server.url}/v1", api_key="unused", max_retries=0, timeout=60)
+def client(api_server: ModelServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{api_server.url}/v1", api_key="unused", max_retries=0, timeout=60)
 
 
-def test_models_list(client: openai.OpenAI) -> None:
-    assert [m.id for m in client.models.list()] == ["test/tiny-llama"]
+def test_models_list(client: openai.OpenAI, api_server: ModelServer) -> None:
+    name = httpx.get(f"{api_server.url}/api/health").json()["model"]
+    assert [m.id for m in client.models.list()] == [name]
 
 
 def test_chat_completion(client: openai.OpenAI) -> None:

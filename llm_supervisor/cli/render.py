@@ -31,10 +31,28 @@ def _ago(timestamp: float | None) -> str:
     return f"{seconds // 3600}h"
 
 
+def format_cpu(percent: float | None) -> str:
+    return "-" if percent is None else f"{percent:.1f}%"
+
+
+def format_bytes(size: int | None) -> str:
+    """1536 -> '1.5K', 734003200 -> '700M': short, like ``ps``/``docker stats``."""
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "K", "M", "G"):
+        if value < 1024 or unit == "G":
+            return f"{value:.0f}{unit}" if unit == "B" or value >= 100 else f"{value:.1f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
 def status_table(units: list[dict[str, Any]]) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("UNIT", "STATE", "HEALTH", "PID", "RESTARTS", "SINCE", "LAST EXIT", "REASON"):
-        table.add_column(column, overflow="fold")
+    for column in ("UNIT", "STATE", "HEALTH", "PID", "CPU", "MEM", "RESTARTS", "SINCE",
+                   "LAST EXIT", "REASON"):
+        table.add_column(column, overflow="fold",
+                         justify="right" if column in ("CPU", "MEM") else "left")
     for unit in units:
         state = escape(str(unit["state"]))
         health = escape(str(unit["health"]))
@@ -46,7 +64,8 @@ def status_table(units: list[dict[str, Any]]) -> Table:
             reason = f"{reason} ({unit['repair_progress'] * 100:.0f}%)"
         table.add_row(
             escape(str(unit["name"])), f"[{STATE_STYLES.get(state, '')}]{state}[/]",
-            health_text, str(unit["pid"] or "-"), str(unit["restarts"]),
+            health_text, str(unit["pid"] or "-"), format_cpu(unit.get("cpu_percent")),
+            format_bytes(unit.get("memory_bytes")), str(unit["restarts"]),
             _ago(unit.get("since")), escape(str((unit.get("last_exit") or {}).get("text", "-"))),
             reason,
         )

@@ -1,0 +1,131 @@
+"""CPU % and memory per unit (whole process tree, or container) in status, status --json and
+/metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+from cli_programs import hungry_tree_unit, sleeper_unit
+from daemon_harness import Daemon, wait_for
+
+from llm_supervisor.supervisor.resources import ContainerSampler, ProcessTreeSampler, container_usage
+
+MB = 1024 * 1024
+
+
+def _status_json(daemon: Daemon) -> dict[str, dict]:
+    result = daemon.ctl("status", "--json", check=True)
+    return {unit["name"]: unit for unit in json.loads(result.stdout)}
+
+
+def test_status_json_text_and_metrics_show_the_whole_tree(cli_daemon: Daemon):
+    cli_daemon.write_unit("hungry.service", hungry_tree_unit(80))
+    cli_daemon.write_unit("idle.service", sleeper_unit())  # not wanted by the target
+    cli_daemon.start()
+    unit = cli_daemon.wait_state("hungry", "running")
+    wait_for(lambda: "holding" in cli_daemon.ctl("logs", "hungry").stdout, 30, "memory held")
+    shell_rss = psutil.Process(unit["pid"]).memory_info().rss
+    assert shell_rss < 20 * MB  # the main process alone is small: the tree is what counts
+
+    def busy() -> dict | None:
+        hungry = _status_json(cli_daemon)["hungry"]
+        return hungry if hungry["cpu_percent"] and hungry["cpu_percent"] > 30 else None
+
+    hungry = wait_for(busy, 30, "the child's CPU to show", interval=0.5)
+    assert hungry["memory_bytes"] >= 80 * MB
+    assert isinstance(hungry["memory_bytes"], int)
+    idle = _status_json(cli_daemon)["idle"]
+    assert idle["state"] == "inactive" and idle["cpu_percent"] is None
+    assert idle["memory_bytes"] is None
+
+    table = cli_daemon.ctl("status", check=True).stdout
+    header = table.splitlines()[0]
+    assert "CPU" in header and "MEM" in header
+    row = next(line for line in table.splitlines() if line.startswith("hungry"))
+    assert re.search(r"\d+\.\d%", row) and re.search(r"\d+(\.\d)?M", row)
+
+    metrics = cli_daemon.client.request("GET", "/metrics").text
+    cpu = re.search(r'llm_supervisor_unit_cpu_percent\{unit="hungry.service"\} (\S+)', metrics)
+    memory = re.search(r'llm_supervisor_unit_memory_bytes\{unit="hungry.service"\} (\S+)',
+                       metrics)
+    assert cpu and memory and float(memory.group(1)) >= 80 * MB
+    assert 'llm_supervisor_unit_memory_bytes{unit="idle.service"}' not in metrics
+
+
+def test_cpu_percent_is_the_rate_between_two_looks():
+    """A process that burned CPU long ago and now sleeps reads about 0 at the second look."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c",
+                             "import time\nend = time.time() + 1.0\n"
+                             "while time.time() < end: pass\ntime.sleep(30)"])
+    try:
+        sampler = ProcessTreeSampler()
+        time.sleep(1.3)
+        first = sampler.sample(proc.pid)
+        assert first.cpu_percent is not None and first.cpu_percent > 30  # lifetime average
+        time.sleep(0.5)
+        second = sampler.sample(proc.pid)
+        assert second.cpu_percent is not None and second.cpu_percent < 10
+    finally:
+        proc.kill()
+        proc.wait()
+    assert sampler.sample(proc.pid).cpu_percent is None  # gone: not running
+
+
+def _docker_client():
+    try:
+        import docker
+
+        client = docker.from_env(timeout=30)
+        client.ping()
+        return client
+    except Exception:
+        return None
+
+
+@pytest.mark.slow
+def test_container_stats_through_the_engine(tmp_path: Path):
+    client = _docker_client()
+    if client is None:
+        pytest.skip("no docker engine answers here (the docker runtime tests start one)")
+    busybox = Path("/bin/busybox")
+    if not busybox.exists():
+        pytest.skip("needs /bin/busybox to build an image without a registry")
+    import io
+    import tarfile
+
+    tag = "llm-supervisord-test/cli-busybox:1"
+    if not client.images.list(name=tag):
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            tar.add(busybox, arcname="bin/busybox")
+            for name in ("sh", "sleep", "yes", "head", "cat"):
+                link = tarfile.TarInfo(f"bin/{name}")
+                link.type = tarfile.SYMTYPE
+                link.linkname = "busybox"
+                tar.addfile(link)
+        client.images.build  # noqa: B018 - the low-level API imports the tar below
+        client.api.import_image_from_data(buffer.getvalue(), repository=tag.split(":")[0],
+                                          tag="1", changes=["ENV PATH=/bin"])
+    container = client.containers.run(
+        tag, ["sh", "-c", "head -c 60000000 /dev/zero | cat > /dev/shm/x 2>/dev/null; "
+              "yes > /dev/null"],
+        detach=True, name=f"llm-cli-stats-{uuid.uuid4().hex[:8]}", labels={"llm-test": "cli"})
+    try:
+        usage, counters = container_usage(container, None)
+        assert usage.memory_bytes is not None and usage.memory_bytes > 0
+        time.sleep(1.5)
+        usage, _ = container_usage(container, counters)
+        assert usage.cpu_percent is not None and usage.cpu_percent > 30  # `yes` burns a core
+        sampler = ContainerSampler()
+        wait_for(lambda: sampler.sample(container).memory_bytes, 30, "sampled container stats")
+    finally:
+        container.remove(force=True)

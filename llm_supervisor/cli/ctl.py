@@ -11,6 +11,7 @@ from typing import Any
 
 from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
 from llm_supervisor.cli.common import add_location_options, settings_from, shut_down, socket_from
+from llm_supervisor.export import cli as export_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("errors", help="unit-file errors the daemon found")
     novnc = sub.add_parser("novnc", help="the test desktop's noVNC URL and password")
     novnc.add_argument("--json", action="store_true", help="machine-readable output")
+    export_cli.add_parser(sub)
     return parser
 
 
@@ -184,6 +186,8 @@ def _repair_result(body: str) -> dict[str, Any] | None:
 def run(args: argparse.Namespace) -> int:
     if args.command == "verify":
         return _verify(args)
+    if args.command == "export":
+        return export_cli.run(args)
     if args.command == "novnc":
         return _novnc(args)
     client = ControlClient(socket_from(args), timeout=600)

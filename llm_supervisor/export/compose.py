@@ -1,0 +1,260 @@
+"""A :class:`Stack` as compose files: ``stack.yaml`` for ``docker stack deploy`` (Docker Swarm)
+and ``compose.yaml`` for ``docker compose up`` on one machine.
+
+Two files because the two tools read different schemas: ``docker stack`` validates against the
+compose v3 schema, where ``depends_on`` is a plain list (and swarm ignores it: services start in
+any order, and a task only counts as running once its healthcheck passes), while the Compose
+Specification's ``depends_on: {X: {condition: service_healthy}}`` is what ``docker compose``
+honours. Everything else is the same.
+
+The entry point is a ``gateway`` service (Caddy) built from the ``[Route]`` sections, publishing
+GATEWAY_PORT, as the local gateway does; loopback-only ports of the units (``127.0.0.1:P:P``)
+stay inside the ``llm-network`` overlay. Services nobody publishes use ``endpoint_mode: dnsrr``,
+so the gateway reaches every replica by DNS without swarm's IPVS virtual IP.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+from pathlib import Path
+from typing import Any, Literal
+
+from llm_supervisor.export.model import MODEL_VOLUME, Check, Route, Service, Stack
+
+NETWORK = "llm-network"
+GATEWAY = "gateway"
+GATEWAY_CONFIG = "gateway.json"
+GATEWAY_CONTAINER_PORT = 80
+DEFAULT_GATEWAY_IMAGE = "caddy:2"
+PublishMode = Literal["ingress", "host"]
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a Go duration compose accepts: ``15s``, ``1500ms``."""
+    millis = round(seconds * 1000)
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
+def healthcheck_test(check: Check) -> list[str]:
+    """Runs inside the container. HTTP and TCP checks try what the image has: Python (our
+    images), then wget or nc (busybox, alpine), then curl."""
+    if check.kind == "exec":
+        return ["CMD", *check.command]
+    if check.kind == "http":
+        url = check.url
+        python = (f"import urllib.request as u; u.urlopen({url!r}, "
+                  f"timeout={max(check.timeout, 0.1):g})")
+        fetchers = [f"python3 -c {shlex.quote(python)}", f"wget -q -O /dev/null {shlex.quote(url)}",
+                    f"curl -fsS -o /dev/null {shlex.quote(url)}"]
+    else:
+        python = (f"import socket; socket.create_connection(('127.0.0.1', {check.port}), "
+                  f"timeout={max(check.timeout, 0.1):g})")
+        fetchers = [f"python3 -c {shlex.quote(python)}", f"nc -z 127.0.0.1 {check.port}"]
+    # Each tool is tried only when the one before it is missing (exit 127).
+    script = fetchers[-1]
+    for fetcher in reversed(fetchers[:-1]):
+        script = f"{fetcher} 2>/dev/null; rc=$?; [ $rc -ne 127 ] && exit $rc; {script}"
+    return ["CMD-SHELL", script]
+
+
+def healthcheck(service: Service) -> dict[str, Any] | None:
+    check = service.check
+    if check is None:
+        return None
+    start_timeout = service.start_timeout if math.isfinite(service.start_timeout) else 0.0
+    return {"test": healthcheck_test(check), "interval": duration(check.interval),
+            "timeout": duration(check.timeout), "retries": max(1, check.retries),
+            "start_period": duration(max(check.start_period, start_timeout))}
+
+
+_RESTART = {"always": "any", "on-failure": "on-failure", "on-abnormal": "on-failure", "no": "none"}
+
+
+def deploy(service: Service, dnsrr: bool, notes: list[str]) -> dict[str, Any]:
+    result: dict[str, Any] = {"replicas": service.replicas}
+    if dnsrr:
+        result["endpoint_mode"] = "dnsrr"
+    result["restart_policy"] = {"condition": _RESTART[service.restart],
+                                "delay": duration(service.restart_sec),
+                                "max_attempts": service.start_limit_burst,
+                                "window": duration(service.start_limit_interval)}
+    # Rolling updates: one task at a time, the new one healthy before the old one stops.
+    result["update_config"] = {"parallelism": 1, "order": "start-first",
+                               "failure_action": "rollback"}
+    limits: dict[str, Any] = {}
+    if service.memory_bytes:
+        limits["memory"] = str(service.memory_bytes)
+    if service.cpus:
+        limits["cpus"] = f"{service.cpus:g}"
+    resources: dict[str, Any] = {}
+    if limits:
+        resources["limits"] = limits
+    if service.gpus is not None:
+        count = 1 if service.gpus == "all" else service.gpus
+        resources["reservations"] = {"generic_resources": [
+            {"discrete_resource_spec": {"kind": "NVIDIA-GPU", "value": count}}]}
+        notes.append(f"{service.name}: GPUs= becomes a swarm generic resource NVIDIA-GPU={count}: "
+                     "advertise it on the node (dockerd --node-generic-resource) and set the "
+                     "nvidia runtime as the default")
+    if resources:
+        result["resources"] = resources
+    return result
+
+
+def _volumes(service: Service) -> list[dict[str, Any]]:
+    result = []
+    for mount in service.mounts:
+        if mount.kind == "bind":
+            result.append({"type": "bind", "source": mount.source, "target": mount.target,
+                           "read_only": mount.read_only})
+        else:
+            result.append({"type": "volume", "source": mount.source, "target": mount.target,
+                           "read_only": mount.read_only})
+    return result
+
+
+def service_entry(service: Service, *, swarm: bool, publish_mode: PublishMode, base_dir: Path,
+                  healthy: set[str], notes: list[str]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"image": service.image}
+    if service.build_context is not None:
+        build: dict[str, Any] = {"context": os.path.relpath(service.build_context, base_dir)}
+        if service.dockerfile:
+            build["dockerfile"] = service.dockerfile
+        if service.build_args:
+            build["args"] = dict(service.build_args)
+        entry["build"] = build
+    if service.command is not None:
+        entry["command"] = list(service.command)
+    if service.working_dir:
+        entry["working_dir"] = service.working_dir
+    if service.user:
+        entry["user"] = service.user
+    if service.environment:
+        entry["environment"] = dict(sorted(service.environment.items()))
+    published = [p for p in service.ports if not p.loopback_only]
+    if published:
+        entry["ports"] = [{"target": p.container_port, "published": p.published,
+                           "protocol": p.protocol, "mode": publish_mode} for p in published]
+    check = healthcheck(service)
+    if check is not None:
+        entry["healthcheck"] = check
+    if service.mounts:
+        entry["volumes"] = _volumes(service)
+    entry["networks"] = [NETWORK]
+    if service.depends_on:
+        entry["depends_on"] = (list(service.depends_on) if swarm else {
+            name: {"condition": "service_healthy" if name in healthy else "service_started"}
+            for name in service.depends_on})
+    if service.environment_files:
+        entry["secrets"] = [{"source": f"{service.name}-env", "target": f"{service.name}.env"}]
+    entry["cap_drop"] = ["ALL"]
+    if service.capabilities:
+        entry["cap_add"] = [c.removeprefix("CAP_") for c in service.capabilities]
+    entry["stop_signal"] = service.stop_signal
+    entry["stop_grace_period"] = duration(service.stop_timeout)
+    entry["deploy"] = deploy(service, dnsrr=swarm and not published, notes=notes)
+    return entry
+
+
+def gateway_config(routes: list[Route]) -> dict[str, Any]:
+    """Caddy's JSON config: one reverse proxy per route, longest prefix first, every replica of
+    the target service found by DNS (refreshed each second) and tried in turn."""
+    caddy_routes = []
+    for route in sorted(routes, key=lambda r: -len(r.path_prefix)):
+        handle: list[dict[str, Any]] = []
+        prefix = route.path_prefix.rstrip("/")
+        if route.strip_prefix and prefix:
+            handle.append({"handler": "rewrite", "strip_path_prefix": prefix})
+        handle.append({
+            "handler": "reverse_proxy",
+            "dynamic_upstreams": {"source": "a", "name": route.service, "port": str(route.port),
+                                  "refresh": "1s"},
+            "load_balancing": {"selection_policy": {"policy": "round_robin"},
+                               "try_duration": "10s", "try_interval": "250ms"},
+            "health_checks": {"passive": {"fail_duration": "10s", "max_fails": 1}},
+        })
+        entry: dict[str, Any] = {"handle": handle, "terminal": True}
+        if prefix:
+            entry["match"] = [{"path": [prefix, f"{prefix}/*"]}]
+        caddy_routes.append(entry)
+    return {
+        "admin": {"disabled": True},
+        "apps": {"http": {"servers": {"gateway": {
+            "listen": [f":{GATEWAY_CONTAINER_PORT}"],
+            "automatic_https": {"disable": True},
+            "routes": caddy_routes,
+        }}}},
+    }
+
+
+def gateway_entry(stack: Stack, image: str, port: int, publish_mode: PublishMode) -> dict[str, Any]:
+    targets = sorted({route.service for route in stack.routes})
+    return {
+        "image": image,
+        "command": ["caddy", "run", "--config", f"/etc/caddy/{GATEWAY_CONFIG}"],
+        # Caddy keeps its (unused) storage under XDG dirs: somewhere writable without privileges.
+        "environment": {"XDG_CONFIG_HOME": "/tmp/caddy/config", "XDG_DATA_HOME": "/tmp/caddy/data"},
+        "configs": [{"source": "gateway-config", "target": f"/etc/caddy/{GATEWAY_CONFIG}"}],
+        "ports": [{"target": GATEWAY_CONTAINER_PORT, "published": port, "protocol": "tcp",
+                   "mode": publish_mode}],
+        "networks": [NETWORK],
+        "depends_on": targets,
+        "cap_drop": ["ALL"],
+        "cap_add": ["NET_BIND_SERVICE"],
+        "deploy": {"replicas": 1, "restart_policy": {"condition": "any", "delay": "500ms"},
+                   "update_config": {"parallelism": 1, "order": "start-first"}},
+    }
+
+
+def compose_file(stack: Stack, *, swarm: bool, base_dir: Path, gateway_port: int,
+                 gateway_image: str = DEFAULT_GATEWAY_IMAGE, publish_mode: PublishMode = "ingress",
+                 model_dir_bind: Path | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The compose document and notes. ``base_dir`` is where it is written (build contexts are
+    relative to it); ``model_dir_bind`` makes the model volume that host directory."""
+    notes: list[str] = []
+    healthy = {s.name for s in stack.services if s.check is not None}
+    services: dict[str, Any] = {
+        s.name: service_entry(s, swarm=swarm, publish_mode=publish_mode, base_dir=base_dir,
+                              healthy=healthy, notes=notes)
+        for s in stack.services}
+    document: dict[str, Any] = {"services": services}
+    if stack.routes:
+        if GATEWAY in services:
+            raise ValueError(f"a unit is exported as {GATEWAY!r}, the name of the generated "
+                             "gateway: rename it")
+        services[GATEWAY] = gateway_entry(stack, gateway_image, gateway_port, publish_mode)
+        if not swarm:
+            services[GATEWAY]["depends_on"] = {
+                name: {"condition": "service_healthy" if name in healthy else "service_started"}
+                for name in services[GATEWAY]["depends_on"]}
+        document["configs"] = {"gateway-config": {"file": f"./{GATEWAY_CONFIG}"}}
+    document["networks"] = {NETWORK: {"driver": "overlay", "attachable": True} if swarm
+                            else {"driver": "bridge"}}
+    volumes: dict[str, Any] = {}
+    for service in stack.services:
+        for mount in service.mounts:
+            if mount.kind == "model":
+                volumes[MODEL_VOLUME] = ({"driver": "local", "driver_opts": {
+                    "type": "none", "o": "bind", "device": str(model_dir_bind)}}
+                    if model_dir_bind else {})
+            elif mount.kind == "volume":
+                volumes[mount.source] = {}
+    if volumes:
+        document["volumes"] = volumes
+    secrets = {f"{s.name}-env": {"external": True} for s in stack.services if s.environment_files}
+    if secrets:
+        document["secrets"] = secrets
+        for name in secrets:
+            notes.append(f"EnvironmentFile= becomes the external secret {name} (docker secret "
+                         f"create {name} FILE), mounted at /run/secrets/; values are never exported")
+    if model_dir_bind is None and any(v == {} for k, v in volumes.items() if k == MODEL_VOLUME):
+        notes.append(f"the model volume {MODEL_VOLUME!r} starts empty on each node: the model "
+                     "service downloads its model on first start (or use --bind-model-dir)")
+    return document, notes
+
+
+def gateway_json(stack: Stack) -> str:
+    return json.dumps(gateway_config(stack.routes), indent=2) + "\n"

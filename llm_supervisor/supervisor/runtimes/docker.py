@@ -23,10 +23,11 @@ from typing import Any, TypeVar
 
 from llm_supervisor.config import Settings
 from llm_supervisor.config.settings import PROJECT_DIR
+from llm_supervisor.images.stack import resolve_base
 from llm_supervisor.supervisor.logs import UnitLog
 from llm_supervisor.supervisor.runtimes import docker_labels as labels
 from llm_supervisor.supervisor.runtimes.base import ExitStatus, Instance, Runtime, RuntimeError_
-from llm_supervisor.supervisor.runtimes.docker_build import build_image, plan_build
+from llm_supervisor.supervisor.runtimes.docker_build import build_if_changed, plan_build
 from llm_supervisor.supervisor.runtimes.docker_errors import (
     api_message,
     connect,
@@ -217,6 +218,7 @@ class DockerRuntime(Runtime):
         self._client: Any = None
         self._connect_lock = asyncio.Lock()
         self._network_lock = asyncio.Lock()  # units starting together share one network
+        self._base_lock = asyncio.Lock()
         self._built: dict[str, tuple[str, str]] = {}  # unit -> (fingerprint, image id)
         self._host = ProcessRuntime()
 
@@ -260,15 +262,18 @@ class DockerRuntime(Runtime):
                     if (await self._call(client.images.get, tag)).id == cached[1]:
                         return tag, cached[1]
             plan = plan_build(unit, PROJECT_DIR, tag, self.base_image())
-            log.note(f"building image {tag} from {plan.context} ({plan.dockerfile})")
             loop = asyncio.get_running_loop()
 
             def output(line: str) -> None:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(log.note, f"build: {line}")
 
+            async with self._base_lock:  # one debootstrap, however many units start at once
+                plan = await self._call(resolve_base, client, plan, self.base_image(), output)
+            log.note(f"image {tag} from {plan.context} ({plan.dockerfile}): building unless "
+                     "its inputs are unchanged")
             image_labels = labels.for_object(self.owner, unit.name)
-            image_id = await self._call(build_image, client, plan, image_labels, output)
+            image_id, _ = await self._call(build_if_changed, client, plan, image_labels, output)
             self._built[unit.name] = (fingerprint, image_id)
             return tag, image_id
         reference = spec.image

@@ -211,6 +211,10 @@ def plan_container(unit: Unit, env: Mapping[str, str], base_dir: Path) -> Contai
         kwargs.pop("ports")
     else:
         kwargs["network"] = plan.network
+        if plan.network not in BUILTIN_NETWORKS and not plan.network.startswith("container:"):
+            # Reachable from the other containers on the network by its unit name
+            # (http://model-service:5000), like a compose service.
+            kwargs["networking_config"] = {plan.network: {"Aliases": [unit.short_name]}}
     plan.kwargs = kwargs
     return plan
 

@@ -1,0 +1,85 @@
+"""The test desktop inside the novnc image: Xvfb, x11vnc and noVNC (websockify) in one container.
+
+The same preparation as the process units (:mod:`llm_supervisor.desktop.launch`: a free display,
+a fresh X cookie, the ``-rfbauth`` file from the password), then the three programs as children;
+when one exits the others are stopped and the container exits, so the supervisor sees one exit
+and restarts the unit. The password comes from a secret file mounted read-only
+(``VNC_PASSWORD_FILE``, default ``/run/secrets/vnc_password``; the first line, 8 characters).
+x11vnc listens on the container's loopback only: noVNC on ``NOVNC_PORT`` is the way in. The
+browser container shares ``/tmp/.X11-unix`` and the state directory (display number, cookie).
+
+Run: ``python3 -m llm_supervisor.desktop.container`` (the novnc image's CMD).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from llm_supervisor.desktop.display import free_display, wait_for_display
+from llm_supervisor.desktop.secrets_store import DesktopFiles, write_private, write_xauthority
+from llm_supervisor.desktop.vncauth import MAX_PASSWORD_BYTES, rfbauth_bytes
+
+EX_CONFIG = 78
+VNC_PORT = 5900
+
+
+def read_secret(path: Path) -> str | None:
+    try:
+        first = path.read_text().splitlines()[0].strip()
+    except (OSError, IndexError):
+        return None
+    return first[:MAX_PASSWORD_BYTES] or None
+
+
+def main() -> int:
+    secret = Path(os.environ.get("VNC_PASSWORD_FILE", "/run/secrets/vnc_password"))
+    password = read_secret(secret)
+    if password is None:
+        print(f"desktop: no VNC password in {secret}; mount one read-only (VNC_PASSWORD_FILE)",
+              file=sys.stderr)
+        return EX_CONFIG
+    files = DesktopFiles(Path(os.environ.get("LLM_SUPERVISOR_STATE_DIR", "/var/lib/llm-supervisord")))
+    files.ensure_directory()
+    write_private(files.rfbauth, rfbauth_bytes(password))
+    number = free_display()
+    write_xauthority(files, number)
+    files.display.write_text(f"{number}\n")
+    screen = os.environ.get("SCREEN_GEOMETRY", "1280x800x24")
+    novnc_port = os.environ.get("NOVNC_PORT", "6080")
+    children: list[subprocess.Popen[bytes]] = []
+
+    def stop(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(0)))
+    children.append(subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", screen,
+                                      "-nolisten", "tcp", "-auth", str(files.xauthority)]))
+    if not wait_for_display(number, 20):
+        stop()
+        print(f"desktop: Xvfb :{number} did not come up", file=sys.stderr)
+        return 1
+    display_env = {**os.environ, "DISPLAY": f":{number}", "XAUTHORITY": str(files.xauthority)}
+    children.append(subprocess.Popen(
+        ["x11vnc", "-display", f":{number}", "-auth", str(files.xauthority), "-rfbauth",
+         str(files.rfbauth), "-localhost", "-rfbport", str(VNC_PORT), "-forever", "-shared",
+         "-norc", "-noipv6", "-noxdamage", "-quiet"], env=display_env))
+    children.append(subprocess.Popen(["websockify", "--web", "/usr/share/novnc",
+                                      f"0.0.0.0:{novnc_port}", f"127.0.0.1:{VNC_PORT}"]))
+    print(f"desktop: display :{number}, noVNC on {novnc_port}", file=sys.stderr, flush=True)
+    while all(child.poll() is None for child in children):
+        time.sleep(0.5)
+    dead = next(child for child in children if child.poll() is not None)
+    print(f"desktop: {dead.args[0]} exited ({dead.returncode}); stopping", file=sys.stderr)
+    stop()
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""``llm-supervisorctl images build``: every image of the stack, from a local Debian base.
+
+The same build path as the daemon's (:func:`docker_build.build_if_changed`), the same tags and
+labels (``llm-supervisord/<unit>:<owner>``), so the daemon's next start reuses what this built.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llm_supervisor.images.base import ensure_base_image
+from llm_supervisor.supervisor.runtimes import docker_labels as labels
+from llm_supervisor.supervisor.runtimes.docker_build import BuildPlan, build_if_changed, plan_build
+from llm_supervisor.supervisor.units import Unit
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    unit: str
+    tag: str
+    image_id: str
+    built: bool
+    seconds: float
+
+
+def image_tag(unit: Unit, owner: str) -> str:
+    from llm_supervisor.supervisor.runtimes.docker import _image_tag
+
+    assert unit.container is not None
+    return unit.container.image or _image_tag(unit, owner)
+
+
+def resolve_base(client: Any, plan: BuildPlan, configured: str | None,
+                 output: Callable[[str], None]) -> BuildPlan:
+    """The plan with BASE_IMAGE set: the configured one, else our local Debian base (made now
+    when missing) for Dockerfiles that declare ``ARG BASE_IMAGE``."""
+    if "BASE_IMAGE" in plan.buildargs or not plan.declares_base_image:
+        return plan
+    base = configured or ensure_base_image(client, output)
+    return BuildPlan(plan.context, plan.dockerfile, plan.ignore_file,
+                     {"BASE_IMAGE": base, **plan.buildargs}, plan.tag, plan.extra_dirs)
+
+
+def build_unit_image(client: Any, unit: Unit, owner: str, project_dir: Path,
+                     base_image: str | None, output: Callable[[str], None]) -> BuiltImage:
+    started = time.monotonic()
+    plan = plan_build(unit, project_dir, image_tag(unit, owner), base_image)
+    plan = resolve_base(client, plan, base_image, output)
+    image_id, built = build_if_changed(client, plan, labels.for_object(owner, unit.name), output)
+    return BuiltImage(unit.name, plan.tag, image_id, built, time.monotonic() - started)
+
+
+def buildable_units(units: dict[str, Unit]) -> list[Unit]:
+    return sorted((u for u in units.values() if u.container is not None and u.container.build),
+                  key=lambda u: u.name)
+
+
+def build_stack(client: Any, units: dict[str, Unit], owner: str, project_dir: Path,
+                base_image: str | None, output: Callable[[str], None]) -> list[BuiltImage]:
+    results = []
+    todo = buildable_units(units)
+    for index, unit in enumerate(todo, 1):
+        output(f"[{index}/{len(todo)}] {unit.name}")
+        results.append(build_unit_image(client, unit, owner, project_dir, base_image, output))
+        last = results[-1]
+        output(f"[{index}/{len(todo)}] {unit.name}: {last.tag} "
+               f"{'built' if last.built else 'up to date'} in {last.seconds:.1f} s")
+    return results

@@ -92,34 +92,9 @@ def _start_background(settings: Settings, target: str | None) -> int:
 
 
 def _wait_until_up(settings: Settings, seconds: float) -> int:
-    from rich.live import Live
-    from rich.markup import escape
+    from llm_supervisor.cli.startup import wait_and_report
 
-    from llm_supervisor.cli.render import make_console, status_table
-
-    client = ControlClient(settings.socket)
-    deadline = time.monotonic() + seconds
-    console = make_console()
-    with Live(console=console, refresh_per_second=2, transient=not console.is_terminal) as live:
-        while True:
-            units = client.get("/units")
-            live.update(status_table(units))
-            wanted = [u for u in units if u["state"] != "inactive"]
-            settled = all(u["state"] in ("failed", "skipped") or
-                          (u["state"] == "running" and u["health"] in ("healthy", "none"))
-                          for u in wanted)
-            if settled or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-    from llm_supervisor.cli.render import print_status
-
-    print_status(units, console)
-    failed = [u["name"] for u in units if u["state"] == "failed"]
-    if failed:
-        console.print(f"[red]failed:[/] {escape(', '.join(failed))} — see "
-                      "`llm-supervisorctl logs UNIT`")
-        return 1
-    return 0 if settled else 1
+    return wait_and_report(ControlClient(settings.socket), settings, seconds)
 
 
 def _stop(settings: Settings, timeout: float) -> int:

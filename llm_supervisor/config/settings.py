@@ -130,6 +130,12 @@ class Settings(BaseSettings):
     # stays free for the operator dashboard.
     gateway_admin_port: int = Field(default=8081, validation_alias=_alias("GATEWAY_ADMIN_PORT"))
     novnc_port: int = Field(default=6080, validation_alias=_alias("NOVNC_PORT"))
+    # The operator dashboard (llm_supervisor/dashboard), served by the daemon on BIND_ADDRESS;
+    # 0 turns it off.
+    dashboard_port: int = Field(default=8080, ge=0, validation_alias=_alias("DASHBOARD_PORT"))
+    # The test desktop's browser: auto is chromium when installed, else firefox(-esr).
+    browser: Literal["auto", "chromium", "firefox"] = Field(
+        default="auto", validation_alias=_alias("BROWSER"))
     bind_address: str = Field(default="127.0.0.1", validation_alias=_alias("BIND_ADDRESS"))
     # The gateway program: "auto" is traefik when a traefik binary is on PATH, else caddy.
     gateway_program: Literal["auto", "caddy", "traefik"] = Field(
@@ -201,6 +207,8 @@ class Settings(BaseSettings):
             "GATEWAY_PORT": self.gateway_port,
             "GATEWAY_ADMIN_PORT": self.gateway_admin_port,
             "NOVNC_PORT": self.novnc_port,
+            "DASHBOARD_PORT": self.dashboard_port,
+            "BROWSER": self.browser,
             "BIND_ADDRESS": self.bind_address,
             "GATEWAY_PROGRAM": self.resolved_gateway_program,
             "VNC_PORT": self.vnc_port,

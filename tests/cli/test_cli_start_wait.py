@@ -1,0 +1,64 @@
+"""``llm-supervisord start --wait`` ends as run.sh did: progress while waiting, a smoke test
+through the gateway, the instructions with the real ports; exit 1 when the smoke test fails."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from cli_stack import StackDaemon, stack_env
+from daemon_harness import free_port
+from model_fixtures import build_gguf_model
+
+TINY_HTTP = Path(__file__).parents[1] / "supervisor" / "programs" / "tiny_http.py"
+
+
+@pytest.mark.slow
+def test_start_wait_smoke_tests_and_prints_the_instructions(tmp_path: Path):
+    if shutil.which("caddy") is None:
+        pytest.skip("caddy not installed: sudo apt-get install caddy")
+    model_dir = build_gguf_model(tmp_path / "model")
+    daemon = StackDaemon(tmp_path / "stack", ["model-service.service", "gateway.service",
+                                              "stack.target"], stack_env(model_dir))
+    try:
+        started = daemon.cli("start", "--wait", "180")
+        out = started.stdout
+        assert started.returncode == 0, out + started.stderr + daemon.log_tail()
+        port = daemon.env["GATEWAY_PORT"]
+        # progress while waiting (not a terminal: one line per change)
+        assert "waiting for the units to come up" in out
+        assert "model-service: running, health healthy" in out
+        # the smoke test, with latencies
+        assert "PASS health (" in out and "PASS generate (" in out and " ms)" in out
+        # the instructions with the real ports
+        assert f"Test page   http://127.0.0.1:{port}/" in out
+        assert f"Dashboard   http://127.0.0.1:{daemon.env['DASHBOARD_PORT']}/" in out
+        assert f"curl http://localhost:{port}/api/health" in out
+        assert f"curl http://localhost:{port}/api/generate -d" in out
+        assert "llm-supervisord stop" in out
+    finally:
+        stopped = daemon.cli("stop")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+
+@pytest.mark.slow
+def test_start_wait_exits_1_when_the_smoke_test_fails(tmp_path: Path):
+    """A "model service" that is up and healthy but cannot generate (a plain HTTP program that
+    answers GET only): every unit settles, the smoke test fails, the exit code says so."""
+    daemon = StackDaemon(tmp_path / "stack", ["stack.target"], {})
+    port = free_port()
+    daemon.env["MODEL_SERVICE_PORT"] = str(port)
+    daemon.write_unit("model-service.service", (
+        f"[Service]\nExecStart={sys.executable} {TINY_HTTP} {port}\n"
+        f"[Health]\nCheck=http://127.0.0.1:{port}/\nInterval=0.3\n"
+        "[Install]\nWantedBy=stack.target\n"))
+    try:
+        started = daemon.cli("start", "--wait", "60")
+        out = started.stdout
+        assert started.returncode == 1, out + started.stderr
+        assert "PASS health" in out and "FAIL generate" in out
+        assert "Test page" not in out  # no gateway unit in this stack
+    finally:
+        daemon.cli("stop")

@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     novnc = sub.add_parser("novnc", help="the test desktop's noVNC URL and password")
     novnc.add_argument("--json", action="store_true", help="machine-readable output")
     export_cli.add_parser(sub)
+    images = sub.add_parser("images", help="Docker images of the stack (no registry needed)")
+    images.add_argument("images_command", choices=["build"],
+                        help="build: a local Debian base when none exists, then every image")
+    images.add_argument("units", nargs="*", help="only these units' images")
+    images.add_argument("-q", "--quiet", action="store_true", help="no per-step build output")
     return parser
 
 
@@ -188,6 +193,10 @@ def run(args: argparse.Namespace) -> int:
         return _verify(args)
     if args.command == "export":
         return export_cli.run(args)
+    if args.command == "images":
+        from llm_supervisor.images.cli import build as build_images
+
+        return build_images(args.units, args.quiet)
     if args.command == "novnc":
         return _novnc(args)
     client = ControlClient(socket_from(args), timeout=600)

@@ -35,7 +35,8 @@ def add_parser(sub: Any) -> None:
         parser.add_argument("--replicas", type=_positive,
                             help="model service replicas (default: MODEL_REPLICAS, 1)")
         parser.add_argument("--image", type=_image, action="append", default=[],
-                            metavar="SERVICE=IMAGE", help="image of a service (repeatable)")
+                            metavar="SERVICE=IMAGE",
+                            help="image of a service, or of the gateway (repeatable)")
         parser.add_argument("--image-prefix", default="llm-supervisord/",
                             help="for units built from Build=: IMAGE is PREFIX<service>:latest")
         parser.add_argument("--include-desktop", action="store_true",
@@ -48,8 +49,6 @@ def add_parser(sub: Any) -> None:
             parser.add_argument("--publish-mode", choices=("ingress", "host"), default="ingress",
                                 help="swarm port publishing: the routing mesh (ingress) or "
                                      "each node's own port (host; one gateway task per node)")
-            parser.add_argument("--gateway-image", default="caddy:2",
-                                help="image of the generated Caddy gateway (caddy:2)")
             parser.add_argument("--bind-model-dir", action="store_true",
                                 help="the model volume is this machine's MODEL_PATH (must exist "
                                      "on every node)")
@@ -89,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             written, notes = writer.write_compose(
                 stack, args.output, gateway_port=settings.gateway_port,
-                gateway_image=args.gateway_image, publish_mode=args.publish_mode,
+                publish_mode=args.publish_mode,
                 model_dir_bind=settings.effective_model_path if args.bind_model_dir else None)
     except (ExportError, ValueError) as exc:
         print(f"export failed: {exc}", file=sys.stderr)

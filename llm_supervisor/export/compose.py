@@ -22,12 +22,12 @@ import shlex
 from pathlib import Path
 from typing import Any, Literal
 
-from llm_supervisor.export.model import MODEL_VOLUME, Check, Route, Service, Stack
+from llm_supervisor.export.model import GATEWAY, MODEL_VOLUME, Check, Route, Service, Stack
 
 NETWORK = "llm-network"
-GATEWAY = "gateway"
 GATEWAY_CONFIG = "gateway.json"
-GATEWAY_CONTAINER_PORT = 80
+GATEWAY_CONFIG_PATH = "/etc/llm-gateway/caddy.json"  # where packaging/docker/gateway's CMD reads it
+GATEWAY_CONTAINER_PORT = 8000
 DEFAULT_GATEWAY_IMAGE = "caddy:2"
 PublishMode = Literal["ingress", "host"]
 
@@ -40,7 +40,8 @@ def duration(seconds: float) -> str:
 
 def healthcheck_test(check: Check) -> list[str]:
     """Runs inside the container. HTTP and TCP checks try what the image has: Python (our
-    images), then wget or nc (busybox, alpine), then curl."""
+    images), then wget or nc (busybox, alpine), then curl or bash. Connecting is enough for TCP
+    (nc with no input: busybox's nc has no -z)."""
     if check.kind == "exec":
         return ["CMD", *check.command]
     if check.kind == "http":
@@ -52,7 +53,11 @@ def healthcheck_test(check: Check) -> list[str]:
     else:
         python = (f"import socket; socket.create_connection(('127.0.0.1', {check.port}), "
                   f"timeout={max(check.timeout, 0.1):g})")
-        fetchers = [f"python3 -c {shlex.quote(python)}", f"nc -z 127.0.0.1 {check.port}"]
+        wait = max(1, math.ceil(check.timeout))
+        bash = f"exec 3<>/dev/tcp/127.0.0.1/{check.port}"
+        fetchers = [f"python3 -c {shlex.quote(python)}",
+                    f"nc -w {wait} 127.0.0.1 {check.port} </dev/null",
+                    f"bash -c {shlex.quote(bash)}"]
     # Each tool is tried only when the one before it is missing (exit 127).
     script = fetchers[-1]
     for fetcher in reversed(fetchers[:-1]):
@@ -190,27 +195,40 @@ def gateway_config(routes: list[Route]) -> dict[str, Any]:
     }
 
 
-def gateway_entry(stack: Stack, image: str, port: int, publish_mode: PublishMode) -> dict[str, Any]:
-    targets = sorted({route.service for route in stack.routes})
-    return {
-        "image": image,
-        "command": ["caddy", "run", "--config", f"/etc/caddy/{GATEWAY_CONFIG}"],
-        # Caddy keeps its (unused) storage under XDG dirs: somewhere writable without privileges.
+def gateway_entry(stack: Stack, port: int, publish_mode: PublishMode,
+                  base_dir: Path) -> dict[str, Any]:
+    """The gateway service: the gateway unit's image when it has a [Container] (else Caddy's
+    official image), run with the config made from the routes, listening on an unprivileged
+    port (its images run as a non-root user)."""
+    unit = stack.gateway
+    entry: dict[str, Any] = {
+        "image": stack.gateway_image or (unit.image if unit else DEFAULT_GATEWAY_IMAGE)}
+    if unit is not None and unit.build_context is not None and not stack.gateway_image:
+        entry["build"] = {"context": os.path.relpath(unit.build_context, base_dir),
+                          **({"dockerfile": unit.dockerfile} if unit.dockerfile else {})}
+    entry.update({
+        "command": ["caddy", "run", "--config", GATEWAY_CONFIG_PATH],
+        # Caddy keeps its (unused) storage under XDG dirs: somewhere any user may write.
         "environment": {"XDG_CONFIG_HOME": "/tmp/caddy/config", "XDG_DATA_HOME": "/tmp/caddy/data"},
-        "configs": [{"source": "gateway-config", "target": f"/etc/caddy/{GATEWAY_CONFIG}"}],
+        "configs": [{"source": "gateway-config", "target": GATEWAY_CONFIG_PATH, "mode": 0o444}],
         "ports": [{"target": GATEWAY_CONTAINER_PORT, "published": port, "protocol": "tcp",
                    "mode": publish_mode}],
+    })
+    check = healthcheck(unit) if unit is not None else None
+    if check is not None:
+        entry["healthcheck"] = check
+    entry.update({
         "networks": [NETWORK],
-        "depends_on": targets,
+        "depends_on": sorted({route.service for route in stack.routes}),
         "cap_drop": ["ALL"],
-        "cap_add": ["NET_BIND_SERVICE"],
         "deploy": {"replicas": 1, "restart_policy": {"condition": "any", "delay": "500ms"},
                    "update_config": {"parallelism": 1, "order": "start-first"}},
-    }
+    })
+    return entry
 
 
 def compose_file(stack: Stack, *, swarm: bool, base_dir: Path, gateway_port: int,
-                 gateway_image: str = DEFAULT_GATEWAY_IMAGE, publish_mode: PublishMode = "ingress",
+                 publish_mode: PublishMode = "ingress",
                  model_dir_bind: Path | None = None) -> tuple[dict[str, Any], list[str]]:
     """The compose document and notes. ``base_dir`` is where it is written (build contexts are
     relative to it); ``model_dir_bind`` makes the model volume that host directory."""
@@ -225,7 +243,7 @@ def compose_file(stack: Stack, *, swarm: bool, base_dir: Path, gateway_port: int
         if GATEWAY in services:
             raise ValueError(f"a unit is exported as {GATEWAY!r}, the name of the generated "
                              "gateway: rename it")
-        services[GATEWAY] = gateway_entry(stack, gateway_image, gateway_port, publish_mode)
+        services[GATEWAY] = gateway_entry(stack, gateway_port, publish_mode, base_dir)
         if not swarm:
             services[GATEWAY]["depends_on"] = {
                 name: {"condition": "service_healthy" if name in healthy else "service_started"}

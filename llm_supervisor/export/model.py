@@ -25,6 +25,8 @@ from llm_supervisor.supervisor.unit_loader import LoadResult
 from llm_supervisor.supervisor.units import Unit, split_template
 
 MODEL_SERVICE = "model-service"
+GATEWAY = "gateway"
+GATEWAY_UNIT = "gateway.service"  # as plugins/builtin/gateway.py names it
 MODEL_VOLUME = "models"
 # The noVNC test desktop stays with llm-supervisord (issue 13): it is a local test tool.
 TEST_DESKTOP_UNITS = ("xvfb.service", "x11vnc.service", "novnc.service", "browser.service")
@@ -124,6 +126,10 @@ class Stack:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (unit, reason)
     notes: list[str] = field(default_factory=list)  # mapped approximately, or not at all
     model_dir: Path | None = None
+    # The gateway unit's image and health when it has a [Container]: the compose export's
+    # gateway runs it with a config made from the routes (Kubernetes has the Ingress instead).
+    gateway: Service | None = None
+    gateway_image: str | None = None  # --image gateway=...
 
     def service(self, name: str) -> Service | None:
         return next((s for s in self.services if s.name == name), None)
@@ -156,6 +162,13 @@ def build_stack(result: LoadResult, *, model_dir: Path, project_dir: Path, repli
     for unit in sorted(result.units.values(), key=lambda u: u.name):
         if not unit.is_service:
             continue
+        if unit.name == GATEWAY_UNIT:
+            stack.skipped.append((unit.name, "the gateway: the [Route] sections become the Ingress "
+                                             "(kubernetes) or the generated gateway (compose)"))
+            if _skip_reason(unit, True) is None:
+                stack.gateway = _service(unit, GATEWAY, 1, model_dir, project_dir, None,
+                                         image_prefix, [])
+            continue
         reason = _skip_reason(unit, include_desktop)
         if reason:
             stack.skipped.append((unit.name, reason))
@@ -171,6 +184,7 @@ def build_stack(result: LoadResult, *, model_dir: Path, project_dir: Path, repli
         count = replicas if name == MODEL_SERVICE else len(units)
         stack.services.append(_service(unit, name, count, model_dir, project_dir,
                                        images.pop(name, None), image_prefix, stack.notes))
+    stack.gateway_image = images.pop(GATEWAY, None)
     if images:
         raise ExportError(f"--image names no exported service: {', '.join(sorted(images))} "
                           f"(services: {', '.join(s.name for s in stack.services)})")

@@ -57,3 +57,86 @@ def find(resources: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any
 
 def all_text(out: Path) -> str:
     return "\n".join(path.read_text() for path in sorted(out.iterdir()) if path.is_file())
+
+
+SECRET_VALUE = "s3cr3t-never-exported"
+# A stack that uses every key the export maps (the web unit's EnvironmentFile= comes from
+# [vars] SECRETS_FILE).
+TABLE_UNITS = {
+    "stack.target": """[Unit]
+Description=table stack
+Wants=model-service.service web.service probe.service local.service worker@1.service worker@2.service
+""",
+    "model-service.service": """[Unit]
+Description=model
+[Service]
+Environment=MODEL_SERVICE_PORT=5000
+TimeoutStartSec=300
+[Health]
+Check=http://127.0.0.1:15000/api/health?deep=1
+Interval=2
+Timeout=0.5
+Retries=4
+StartPeriod=120
+[Container]
+Build=.
+Dockerfile=packaging/docker/model-service/Dockerfile
+Ports=127.0.0.1:15000:5000
+Volumes=${MODEL_PATH}:/app/models/model:ro
+GPUs=2
+Memory=2g
+CPUs=1.5
+[Route]
+PathPrefix=/api
+Upstream=http://127.0.0.1:15000
+""",
+    "web.service": """[Unit]
+After=model-service.service
+Requires=model-service.service
+[Service]
+Runtime=docker
+EnvironmentFile=${SECRETS_FILE}
+Environment=PLAIN=visible
+Restart=always
+TimeoutStopSec=7
+AmbientCapabilities=CAP_NET_BIND_SERVICE
+[Health]
+Check=tcp://127.0.0.1:18080
+Interval=5
+Retries=2
+[Container]
+Image=example/web:1
+Ports=18080:8080
+Volumes=webdata:/data
+User=1000:2000
+[Route]
+PathPrefix=/web
+""",
+    "probe.service": """[Service]
+Runtime=docker
+Restart=no
+[Health]
+Check=exec:test -f /tmp/ready
+[Container]
+Image=example/probe:1
+Command=sleep infinity
+GPUs=all
+""",
+    "local.service": """[Service]
+ExecStart=/bin/true
+""",
+    "worker@.service": """[Service]
+Runtime=docker
+[Container]
+Image=example/worker:1
+Command=work %i
+Ports=9000
+""",
+}
+
+
+def write_units(directory: Path, units: dict[str, str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in units.items():
+        (directory / name).write_text(text)
+    return directory

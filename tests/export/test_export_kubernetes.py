@@ -10,12 +10,21 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from export_helpers import all_text, export_env, exported_ok, find, load_resources, run_export
+from export_helpers import (
+    SECRET_VALUE,
+    TABLE_UNITS,
+    all_text,
+    export_env,
+    exported_ok,
+    find,
+    load_resources,
+    run_export,
+    write_units,
+)
 
 from llm_supervisor.export.kubernetes import KUBERNETES_VERSION
 
 VERSIONS = (KUBERNETES_VERSION, kubernetes_validate.latest_version())
-SECRET_VALUE = "s3cr3t-never-exported"
 
 
 def validate_strict(resources: list[dict[str, Any]]) -> None:
@@ -77,7 +86,7 @@ def test_shipped_units_export_valid_manifests(tmp_path: Path) -> None:
     # Nothing else became a workload; what was left out is said, with the reason.
     assert {r["kind"] for r in resources} == {"Deployment", "Service", "Ingress",
                                               "PersistentVolumeClaim"}
-    assert "gateway.service: Runtime=process and no [Container]" in output
+    assert "gateway.service: the gateway: the [Route] sections become the Ingress" in output
     for unit in ("xvfb", "x11vnc", "novnc", "browser"):
         assert f"{unit}.service: the test desktop stays with llm-supervisord" in output
     assert "stays only in llm-supervisord:" in output and "self-repair" in output
@@ -96,86 +105,6 @@ def test_replicas_default_to_model_replicas_and_one_replica_uses_one_writer(tmp_
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     assert find(resources, "PersistentVolumeClaim", "models")["spec"]["accessModes"] == [
         "ReadWriteOnce"]
-
-
-TABLE_UNITS = {
-    "stack.target": """[Unit]
-Description=table stack
-Wants=model-service.service web.service probe.service local.service worker@1.service worker@2.service
-""",
-    "model-service.service": """[Unit]
-Description=model
-[Service]
-Environment=MODEL_SERVICE_PORT=5000
-TimeoutStartSec=300
-[Health]
-Check=http://127.0.0.1:15000/api/health?deep=1
-Interval=2
-Timeout=0.5
-Retries=4
-StartPeriod=120
-[Container]
-Build=.
-Dockerfile=packaging/docker/model-service/Dockerfile
-Ports=127.0.0.1:15000:5000
-Volumes=${MODEL_PATH}:/app/models/model:ro
-GPUs=2
-Memory=2g
-CPUs=1.5
-[Route]
-PathPrefix=/api
-Upstream=http://127.0.0.1:15000
-""",
-    "web.service": """[Unit]
-After=model-service.service
-Requires=model-service.service
-[Service]
-Runtime=docker
-EnvironmentFile=${SECRETS_FILE}
-Environment=PLAIN=visible
-Restart=always
-TimeoutStopSec=7
-AmbientCapabilities=CAP_NET_BIND_SERVICE
-[Health]
-Check=tcp://127.0.0.1:18080
-Interval=5
-Retries=2
-[Container]
-Image=example/web:1
-Ports=18080:8080
-Volumes=webdata:/data
-User=1000:2000
-[Route]
-PathPrefix=/web
-""",
-    "probe.service": """[Service]
-Runtime=docker
-Restart=no
-[Health]
-Check=exec:test -f /tmp/ready
-[Container]
-Image=example/probe:1
-Command=sleep infinity
-GPUs=all
-""",
-    "local.service": """[Service]
-ExecStart=/bin/true
-""",
-    "worker@.service": """[Service]
-Runtime=docker
-[Container]
-Image=example/worker:1
-Command=work %i
-Ports=9000
-""",
-}
-
-
-def write_units(directory: Path, units: dict[str, str]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, text in units.items():
-        (directory / name).write_text(text)
-    return directory
 
 
 def test_table_of_units_maps_every_key(tmp_path: Path) -> None:

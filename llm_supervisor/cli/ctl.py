@@ -28,13 +28,19 @@ def _parser() -> argparse.ArgumentParser:
     repair = sub.add_parser("repair", help="verify and repair a unit's files, then restart it")
     repair.add_argument("unit")
     repair.add_argument("--verify-only", action="store_true", help="report, change nothing")
-    logs = sub.add_parser("logs", help="show a unit's output")
-    logs.add_argument("unit")
+    logs = sub.add_parser("logs", help="show a unit's output (--all: every unit, merged by time)")
+    logs.add_argument("unit", nargs="?")
+    logs.add_argument("--all", action="store_true", help="every unit's output, merged by time")
     logs.add_argument("-f", "--follow", action="store_true")
     logs.add_argument("-n", "--lines", type=int, default=100)
     verify = sub.add_parser("verify", help="check unit files (like systemd-analyze verify)")
     verify.add_argument("files", nargs="*", type=Path)
     verify.add_argument("--units-dir", type=Path)
+    from llm_supervisor.cli.monitor import add_arguments as add_monitor_arguments
+
+    add_monitor_arguments(sub.add_parser(
+        "monitor", help="the old monitor.sh: --summary --model --api --network --novnc "
+                        "--containers --logs, --live [SECONDS]"))
     sub.add_parser("reload", help="re-read unit files; restart only changed units")
     sub.add_parser("reset", help="stop everything, remove what we own, start again")
     shutdown = sub.add_parser("shutdown", help="stop every unit and the daemon")
@@ -114,6 +120,22 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _logs(client: ControlClient, args: argparse.Namespace) -> int:
+    if args.all:
+        from llm_supervisor.cli.merged_logs import follow_lines, recent_lines
+
+        try:
+            if not args.follow:
+                for line in recent_lines(client, args.lines):
+                    print(line)
+                return 0
+            for line in follow_lines(client, args.lines):
+                print(line, flush=True)
+        except KeyboardInterrupt:
+            pass
+        return 0
+    if not args.unit:
+        print("llm-supervisorctl logs: name a UNIT, or --all", file=sys.stderr)
+        return 2
     if not args.follow:
         sys.stdout.write(client.request("GET", f"/units/{args.unit}/logs",
                                         params={"tail": args.lines}).text)
@@ -229,6 +251,10 @@ def run(args: argparse.Namespace) -> int:
         return 0 if result.get("ok") else 1
     if command == "logs":
         return _logs(client, args)
+    if command == "monitor":
+        from llm_supervisor.cli import monitor
+
+        return monitor.run(client, settings_from(args), args)
     if command == "reload":
         summary = client.post("/reload")
         for key in ("changed", "added", "removed"):

@@ -143,6 +143,10 @@ def wait_and_report(client: ControlClient, settings: Any, seconds: float) -> int
     by_name = _by_name(units)
     print_status(units, console)
     code = 0
+    target_error = client.get("/ping").get("target_error")
+    if target_error:  # nothing was started at all
+        console.print(f"[red]target not found:[/] {escape(target_error)}")
+        code = 1
     failed = [u["name"] for u in units if u["state"] == "failed"]
     if failed:
         console.print(f"[red]failed:[/] {escape(', '.join(failed))} — see "

@@ -1,0 +1,59 @@
+"""The model service as the dashboard shows it: its ``/api/health`` and the request rate,
+latency and tokens per second from its ``/metrics``, polled every :data:`POLL_S` while the
+model-service unit is up (one poller per daemon, whatever the number of open pages)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import httpx
+
+from llm_supervisor.cli.model_metrics import RateTracker, parse
+
+POLL_S = 2.0
+MODEL_UNIT = "model-service.service"
+
+
+class ModelWatch:
+    def __init__(self, manager: Any):
+        self.manager = manager
+        self.base = f"http://127.0.0.1:{manager.settings.model_service_port}"
+        self.rates = RateTracker()
+        self.latest: dict[str, Any] = {"health": None, "metrics": None}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._poll(), name="dashboard-model-watch")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    def _unit_up(self) -> bool:
+        runner = self.manager.runners.get(MODEL_UNIT)
+        return runner is not None and str(runner.state) in ("starting", "running")
+
+    async def _poll(self) -> None:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                if self._unit_up():
+                    await self._once(client)
+                else:
+                    self.latest = {"health": None, "metrics": None}
+                await asyncio.sleep(POLL_S)
+
+    async def _once(self, client: httpx.AsyncClient) -> None:
+        health: dict[str, Any] | None = None
+        metrics: dict[str, Any] | None = None
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            answer = (await client.get(f"{self.base}/api/health")).json()
+            health = answer if isinstance(answer, dict) else None
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            response = await client.get(f"{self.base}/metrics")
+            if response.status_code == 200:
+                metrics = self.rates.update(parse(response.text))
+        self.latest = {"health": health, "metrics": metrics}

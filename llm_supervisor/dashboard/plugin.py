@@ -1,0 +1,134 @@
+"""Built-in plugin: the operator dashboard and the merged log feed.
+
+- ``supervisor_started``: follow every unit's output (:mod:`.log_feed`), poll the model service
+  (:mod:`.model_watch`), serve the dashboard on ``BIND_ADDRESS:DASHBOARD_PORT`` (0: off). A port
+  already taken is a warning, never a reason for the daemon to stop.
+- ``control_routes``: ``GET /logs?tail=N[&follow=1][&format=json]`` on the control socket
+  (``llm-supervisorctl logs --all [-f]``) and ``GET /dashboard`` (its URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from llm_supervisor.dashboard.log_feed import LogFeed
+from llm_supervisor.dashboard.model_watch import ModelWatch
+from llm_supervisor.dashboard.security import Guard, new_token
+from llm_supervisor.plugins.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from sanic import Sanic
+
+log = structlog.get_logger("llm_supervisor.dashboard")
+
+
+class DashboardPlugin:
+    def __init__(self) -> None:
+        self.manager: Any = None
+        self.feed: LogFeed | None = None
+        self.model: ModelWatch | None = None
+        self.server: Any = None
+        self.url: str | None = None
+        self.error: str | None = None
+        self._starting: asyncio.Task[None] | None = None
+
+    @hookimpl
+    def supervisor_started(self, manager: Any) -> None:
+        self.manager = manager
+        self.feed = LogFeed(manager)
+        self.feed.start()
+        self.model = ModelWatch(manager)
+        self.model.start()
+        if manager.settings.dashboard_port:
+            self._starting = asyncio.ensure_future(self._serve(manager))
+
+    async def _serve(self, manager: Any) -> None:
+        from llm_supervisor.dashboard.app import build_app
+
+        settings = manager.settings
+        host, port = settings.bind_address, settings.dashboard_port
+        guard = Guard(host, port, new_token())
+        app = build_app(manager, guard, self.feed, self.model,
+                        name=f"llm_supervisord_dashboard_{os.getpid()}")
+        try:
+            server = await app.create_server(host=host, port=port, return_asyncio_server=True)
+            assert server is not None
+            await server.startup()
+            if server.server is None:
+                await server
+            await server.after_start()
+        except OSError as exc:
+            self.error = f"cannot listen on {host}:{port} ({exc.strerror or exc}); set " \
+                         "DASHBOARD_PORT to a free port (0 turns the dashboard off)"
+            log.warning("dashboard_unavailable", error=self.error)
+            return
+        self.server = server
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        self.url = f"http://{shown}:{port}/"
+        log.info("dashboard_started", url=self.url)
+
+    @hookimpl
+    def supervisor_stopping(self, manager: Any) -> None:
+        asyncio.ensure_future(self.close())
+
+    async def close(self) -> None:
+        if self._starting is not None:
+            with contextlib.suppress(Exception):
+                await self._starting
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+            self.server = None
+        for part in (self.feed, self.model):
+            if part is not None:
+                await part.close()
+
+    @hookimpl
+    def control_routes(self, app: Sanic, manager: Any) -> None:
+        from sanic import Request, response
+
+        @app.get("/dashboard")
+        async def dashboard(request: Request) -> response.HTTPResponse:
+            return response.json({"url": self.url, "error": self.error})
+
+        @app.get("/logs")
+        async def merged_logs(request: Request) -> response.BaseHTTPResponse | None:
+            if self.feed is None:
+                return response.json({"error": {"message": "the daemon is still starting"}},
+                                     status=503)
+            try:
+                tail = int(request.args.get("tail", "100"))
+            except ValueError:
+                return response.json({"error": {"message": "tail must be an integer"}},
+                                     status=400)
+            as_json = request.args.get("format") == "json"
+
+            def render(line: Any) -> str:
+                return json.dumps(line.as_dict()) if as_json else line.format()
+
+            if request.args.get("follow", "0") not in ("1", "true", "yes"):
+                return response.text("".join(render(line) + "\n"
+                                             for line in self.feed.tail(tail)))
+            queue = self.feed.subscribe()
+            lines = self.feed.tail(tail)
+            try:
+                stream = await request.respond(content_type="text/plain; charset=utf-8")
+                with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                    if lines:
+                        await stream.send("".join(render(line) + "\n" for line in lines))
+                    while True:
+                        await stream.send(render(await queue.get()) + "\n")
+            finally:
+                self.feed.unsubscribe(queue)
+            return None
+
+
+def make_plugin() -> DashboardPlugin:
+    return DashboardPlugin()

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import shlex
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -217,6 +218,11 @@ def gateway_entry(stack: Stack, port: int, publish_mode: PublishMode,
     check = healthcheck(unit) if unit is not None else None
     if check is not None:
         entry["healthcheck"] = check
+    # The unit's mounts but the one for the config the daemon writes (replaced by the config).
+    mounts = [m for m in (unit.mounts if unit else [])
+              if m.target.rstrip("/") != os.path.dirname(GATEWAY_CONFIG_PATH)]
+    if mounts:
+        entry["volumes"] = _volumes(replace(unit, mounts=mounts))  # type: ignore[arg-type]
     entry.update({
         "networks": [NETWORK],
         "depends_on": sorted({route.service for route in stack.routes}),
@@ -252,7 +258,8 @@ def compose_file(stack: Stack, *, swarm: bool, base_dir: Path, gateway_port: int
     document["networks"] = {NETWORK: {"driver": "overlay", "attachable": True} if swarm
                             else {"driver": "bridge"}}
     volumes: dict[str, Any] = {}
-    for service in stack.services:
+    gateway = [stack.gateway] if stack.gateway is not None and stack.routes else []
+    for service in [*stack.services, *gateway]:
         for mount in service.mounts:
             if mount.kind == "model":
                 volumes[MODEL_VOLUME] = ({"driver": "local", "driver_opts": {

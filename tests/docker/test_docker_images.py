@@ -42,14 +42,14 @@ def test_model_service_image_has_its_engines_test_page_and_units(
 def test_desktop_images_have_their_programs(docker_client: Any,
                                             shipped_images: dict[str, str]) -> None:
     out = run(docker_client, shipped_images["novnc"], [
-        "sh", "-c", "command -v Xvfb x11vnc websockify && test -f /usr/share/novnc/vnc.html && "
+        "sh", "-c", "for p in Xvfb x11vnc websockify; do command -v $p; done && test -f /usr/share/novnc/vnc.html && "
         "python3 -c 'import llm_supervisor.desktop.container'"])
     assert "x11vnc" in out and "websockify" in out
     out = run(docker_client, shipped_images["browser"], [
         "sh", "-c", "command -v firefox-esr && python3 -c 'import llm_supervisor.desktop.launch'"])
     assert "firefox-esr" in out
     out = run(docker_client, shipped_images["gateway"], ["caddy", "version"])
-    assert out.startswith("v2")
+    assert out.strip().startswith(("2.", "v2."))
 
 
 def test_second_build_reuses_the_images(docker_client: Any,

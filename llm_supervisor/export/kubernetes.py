@@ -23,6 +23,7 @@ PART_OF = "llm-supervisord"
 MANAGED_BY = "llm-supervisorctl-export"
 # The oldest Kubernetes the manifests are written for (every API used is GA there).
 KUBERNETES_VERSION = "1.30"
+IMAGE_UID = 10001  # USER of the images in packaging/docker (app, gateway)
 
 
 def labels(name: str) -> dict[str, str]:
@@ -102,6 +103,14 @@ def _security_context(service: Service, notes: list[str]) -> dict[str, Any]:
     return context
 
 
+def _group(user: str | None) -> int:
+    """The group that owns the claims: [Container] User='s (UID:GID or UID), else our images'."""
+    match = re.fullmatch(r"(\d+)(?::(\d+))?", user or "")
+    if match:
+        return int(match.group(2) or match.group(1))
+    return IMAGE_UID
+
+
 def _volume_name(index: int, kind: str) -> str:
     return MODEL_VOLUME if kind == "model" else f"data-{index}"
 
@@ -153,6 +162,10 @@ def workload(service: Service, notes: list[str]) -> dict[str, Any]:
         "containers": [_container(service, notes)],
         "terminationGracePeriodSeconds": _seconds(service.stop_timeout),
     }
+    if any(m.kind in ("model", "volume") and not m.read_only for m in service.mounts):
+        # A new claim is owned by root: let the image's non-root user write to it.
+        pod["securityContext"] = {"fsGroup": _group(service.user),
+                                  "fsGroupChangePolicy": "OnRootMismatch"}
     if pod_volumes:
         pod["volumes"] = pod_volumes
     spec: dict[str, Any] = {

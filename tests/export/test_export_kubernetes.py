@@ -75,6 +75,8 @@ def test_shipped_units_export_valid_manifests(tmp_path: Path) -> None:
                                           "readOnly": False}]
     claim = find(resources, "PersistentVolumeClaim", "models")
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # shared by 3 replicas
+    # The image runs as uid 10001: the new claim is made writable for its group.
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == 10001
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
 
     service = find(resources, "Service", "model-service")
@@ -150,6 +152,8 @@ def test_table_of_units_maps_every_key(tmp_path: Path) -> None:
         "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}
     assert web_container["envFrom"] == [{"secretRef": {"name": "web-env", "optional": False}}]
     assert web["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 7
+    assert web["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == 2000  # User=1000:2000
+    assert "securityContext" not in model  # the model directory is mounted read-only
     assert find(resources, "Service", "web")["spec"]["ports"][0]["port"] == 18080
 
     probe = find(resources, "Deployment", "probe")["spec"]["template"]["spec"]["containers"][0]

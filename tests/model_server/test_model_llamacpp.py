@@ -103,8 +103,8 @@ def _health_until(server: ModelServer, check: Any, timeout: float = 30.0) -> dic
 
 
 def test_cancelled_request_frees_its_slot(smollm2_gguf_dir: Path) -> None:
-    """One slot: a second request waits; when the first client hangs up, its sequence leaves
-    the batch at once and the waiting one gets the slot."""
+    """One slot: a second request waits (a third is refused with 429); when the first client
+    hangs up, its sequence leaves the batch at once and the waiting one gets the slot."""
     with running_server(
         smollm2_gguf_dir, MAX_BATCH_SIZE=1, MAX_CONCURRENT_REQUESTS=2, MAX_NEW_TOKENS=100000
     ) as server:
@@ -112,6 +112,8 @@ def test_cancelled_request_frees_its_slot(smollm2_gguf_dir: Path) -> None:
         _first_token(a_lines)
         b_client, b_resp, b_lines = _open(server)
         _health_until(server, lambda h: h["running"] == 1 and h["queued"] == 1)
+        full = httpx.post(f"{server.url}/v1/completions", json={"prompt": "one more"}, timeout=10)
+        assert full.status_code == 429 and int(full.headers["Retry-After"]) >= 1
         a_resp.close()
         a_client.close()
         _first_token(b_lines)  # would hang (test timeout) if A still held the slot

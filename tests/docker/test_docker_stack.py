@@ -1,0 +1,156 @@
+"""The shipped stack in containers: the model service (llama.cpp on the offline SmolLM2 GGUF)
+and the Caddy gateway, from the images built by the daemon's build path (``shipped_images``),
+on llm-network, reached by unit name. The runbook's ``curl /api/generate`` (Polish prompt)
+answers through the gateway container; ``docker kill`` → replaced and healthy; daemon SIGKILL →
+re-adopted, not restarted."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from docker_fixtures import REPO_ROOT, Daemon
+from model_fixtures import free_port
+
+from llm_supervisor.supervisor.runtimes import docker_labels as labels
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+POLISH = {"prompt": "Napisz krótki wiersz o jesieni.", "max_length": 32, "temperature": 0.7}
+IMAGE_UID = 10001
+
+
+def shipped_unit(name: str, image: str) -> str:
+    """The shipped unit file with its Build= replaced by the image built for this session."""
+    text = (REPO_ROOT / "units" / name).read_text()
+    text = re.sub(r"^Dockerfile=.*\n", "", text, flags=re.M)
+    return re.sub(r"^Build=.*$", f"Image={image}", text, flags=re.M)
+
+
+def model_copy(source: Path, dest: Path) -> Path:
+    """A writable copy for the container's user (the server may write next to the weights)."""
+    shutil.copytree(source, dest)
+    for root, dirs, files in os.walk(dest):
+        for name in [*dirs, *files]:
+            os.chown(os.path.join(root, name), IMAGE_UID, IMAGE_UID)
+    os.chown(dest, IMAGE_UID, IMAGE_UID)
+    return dest
+
+
+@pytest.fixture
+def stack(daemon: Daemon, shipped_images: dict[str, str], smollm2_gguf_dir: Path,
+          tmp_path: Path) -> tuple[Daemon, int]:
+    if os.geteuid() != 0:
+        pytest.skip("the model copy is handed to the image's uid 10001 with chown (root only)")
+    gateway_port = free_port()
+    daemon.write_unit("stack.target", (REPO_ROOT / "units" / "stack.target").read_text())
+    daemon.write_unit("model-service.service",
+                      shipped_unit("model-service.service", shipped_images["model-service"]))
+    daemon.write_unit("gateway.service", shipped_unit("gateway.service", shipped_images["gateway"]))
+    daemon.env_extra.update({
+        "MODEL_PATH": str(model_copy(smollm2_gguf_dir, tmp_path / "model")),
+        "MODEL_SERVICE_PORT": str(free_port()), "GATEWAY_PORT": str(gateway_port),
+        "BIND_ADDRESS": "127.0.0.1", "GATEWAY_PROGRAM": "caddy", "ENGINE": "llama.cpp",
+        "USE_INT8": "false",
+    })
+    daemon.start("stack.target")
+    daemon.wait_healthy("model-service", timeout=240)
+    daemon.wait_healthy("gateway", timeout=60)
+    return daemon, gateway_port
+
+
+def generate_through_gateway(port: int, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.post(f"http://127.0.0.1:{port}/api/generate", json=POLISH,
+                                  timeout=60)
+            if response.status_code == 200:
+                return dict(response.json())
+            last = f"{response.status_code} {response.text[:300]}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.5)
+    raise AssertionError(f"/api/generate through the gateway did not answer: {last}")
+
+
+def test_stack_in_containers_answers_through_the_gateway(stack: tuple[Daemon, int]) -> None:
+    daemon, port = stack
+    body = generate_through_gateway(port)
+    assert isinstance(body.get("generated_text", body.get("text")), str) and body, body
+    page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+    assert page.status_code == 200 and "<title>LLM test page</title>" in page.text, \
+        "the test page is package data of the model-service image"
+
+    model = daemon.container_of("model-service.service")
+    gateway = daemon.container_of("gateway.service")
+    for container, alias in ((model, "model-service"), (gateway, "gateway")):
+        network = container.attrs["NetworkSettings"]["Networks"]["llm-network"]
+        assert alias in (network.get("Aliases") or []), f"{alias} reachable by its unit name"
+        assert container.attrs["Config"]["User"] not in ("", "root", "0")
+    # Only the gateway publishes on the host's HTTP port; the model service on loopback only.
+    assert gateway.attrs["HostConfig"]["PortBindings"]["8000/tcp"][0]["HostPort"] == str(port)
+    assert all(b["HostIp"] == "127.0.0.1"
+               for b in model.attrs["HostConfig"]["PortBindings"].values() for b in b)
+    config = (daemon.state_dir / "gateway" / "docker" / "caddy.json").read_text()
+    assert "model-service:" in config and "127.0.0.1" not in config.split('"routes"')[1]
+
+
+def test_killed_container_is_replaced_and_daemon_kill_readopts(stack: tuple[Daemon, int]) -> None:
+    daemon, port = stack
+    first = daemon.container_of("gateway.service")
+    first.kill()
+    daemon.wait_for("gateway", lambda s: s["restarts"] >= 1 and s["state"] == "running"
+                    and s["health"] == "healthy", 60, "gateway replaced and healthy")
+    second = daemon.container_of("gateway.service")
+    assert second.id != first.id
+    generate_through_gateway(port)
+
+    ids = {unit: daemon.container_of(unit).id for unit in ("gateway.service",
+                                                             "model-service.service")}
+    daemon.kill9()
+    daemon.start("stack.target")
+    daemon.wait_healthy("model-service", timeout=60)
+    daemon.wait_healthy("gateway", timeout=60)
+    assert {unit: daemon.container_of(unit).id for unit in ids} == ids, "re-adopted, not restarted"
+    assert "re-adopted" in daemon.unit_log("model-service", 400)
+    generate_through_gateway(port)
+
+    daemon.ctl.post("/shutdown", params={"purge": "1"})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and daemon.containers():
+        time.sleep(0.5)
+    assert daemon.containers() == [], "purge removes our containers"
+    assert daemon.docker.images.get(labels.IMAGE_PREFIX + "bookworm:base"), "the base stays"
+
+
+def test_reset_rebuilds_the_gateway_image(daemon: Daemon, shipped_images: dict[str, str]) -> None:
+    """The shipped gateway unit as it is (Build=packaging/docker/gateway): the daemon builds it
+    (base image from `images build`), `reset` removes our image and the next start builds it
+    again; what is not ours (the base, the session's images) stays."""
+    text = (REPO_ROOT / "units" / "gateway.service").read_text()
+    daemon.write_unit("gateway.service", text.replace(
+        "Build=packaging/docker/gateway", f"Build={REPO_ROOT / 'packaging/docker/gateway'}"))
+    daemon.write_unit("stack.target", (REPO_ROOT / "units" / "stack.target").read_text())
+    daemon.env_extra.update({"GATEWAY_PORT": str(free_port()), "BIND_ADDRESS": "127.0.0.1",
+                             "GATEWAY_PROGRAM": "caddy"})
+    daemon.start("stack.target")
+    daemon.wait_healthy("gateway", timeout=180)
+    first = daemon.container_of("gateway.service").image
+    assert labels.owned_by(first.labels, daemon.owner)
+    result = daemon.ctl.post("/reset")
+    assert any("image" in item for item in result["removed"]), result
+    daemon.wait_for("gateway", lambda s: s["state"] == "running" and s["health"] == "healthy"
+                    and s["restarts"] == 0, 240, "rebuilt and healthy after reset")
+    second = daemon.container_of("gateway.service").image
+    assert second.id != first.id, "reset removed the image; the start built a new one"
+    assert "Successfully built" in daemon.unit_log("gateway", 2000)
+    for tag in [labels.IMAGE_PREFIX + "bookworm:base", *shipped_images.values()]:
+        assert daemon.docker.images.get(tag)

@@ -34,7 +34,8 @@ DAEMON_ONLY = (
     "self-repair (model-repair plugin: verify weights against the manifest, re-fetch, restart): "
     "the cluster restarts a failing container but does not repair the model directory",
     "the noVNC test desktop (xvfb, x11vnc, novnc, browser): a local test tool",
-    "StartLimitBurst=/RestartMaxDelaySec= as written (each engine has its own back-off)",
+    "the capped exponential back-off (RestartSec= to RestartMaxDelaySec=): each engine has its "
+    "own",
 )
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 

@@ -55,6 +55,7 @@ bench: setup
 	$(PY) -m pip install -q -c constraints-cpu.txt -e '.[test,bench]'
 	$(PY) bench/bench_supervisor.py
 	$(PY) bench/bench_model_server.py
+	$(PY) bench/bench_llamacpp.py
 	$(PY) bench/bench_repair.py
 
 clean:

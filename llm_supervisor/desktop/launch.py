@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from llm_supervisor.config import load_settings
-from llm_supervisor.desktop.display import free_display, wait_for_display
+from llm_supervisor.desktop.display import display_answers, free_display, wait_for_display
 from llm_supervisor.desktop.secrets_store import (
     DesktopFiles,
     ensure_password,
@@ -70,6 +70,17 @@ def xvfb() -> int:
                   "-auth", str(files.xauthority)])
 
 
+def display_ready() -> int:
+    """The xvfb unit's health check: 0 once the display it recorded accepts connections (what
+    the units After= it, x11vnc and the browser, need before they start)."""
+    number = read_display(_files())
+    if number is not None and display_answers(number):
+        return 0
+    where = f":{number}" if number is not None else "(none recorded yet)"
+    print(f"X display {where} does not answer yet", file=sys.stderr)
+    return 1
+
+
 def x11vnc() -> int:
     """x11vnc on the display, password from the 0600 -rfbauth file, loopback only."""
     settings = load_settings()
@@ -121,10 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return x11vnc()
     if args[:1] == ["browser"] and len(args) == 2:
         return browser(args[1])
+    if args[:1] == ["display-ready"]:
+        return display_ready()
     if args[:1] == ["password"]:
         print(ensure_password(_files()))
         return 0
-    print("usage: python -m llm_supervisor.desktop {xvfb | x11vnc | browser URL | password}",
+    print("usage: python -m llm_supervisor.desktop "
+          "{xvfb | display-ready | x11vnc | browser URL | password}",
           file=sys.stderr)
     return 2
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -23,3 +23,9 @@ class RepairResult:
     # True when further attempts are pointless (budget spent, source broken): the unit fails.
     give_up: bool = False
     details: dict[str, Any] = field(default_factory=dict)
+
+
+class Progress(Protocol):
+    """What ``repair_unit`` gets to report progress: ``progress(0.5, "fetching weights")``."""
+
+    def __call__(self, fraction: float, message: str = "") -> None: ...

@@ -3,10 +3,13 @@
 ``curl --unix-socket SOCK http://localhost/units`` works. Routes (README, "Control socket")::
 
     GET  /units                      GET  /units/{name}
-    POST /units/{name}/{start|stop|restart|repair}
+    POST /units/{name}/{start|stop|restart|repair}    (repair?verify_only=1)
     GET  /units/{name}/logs?tail=N&follow=1
-    POST /reload   POST /shutdown   POST /reopen-logs
-    GET  /events (SSE)   GET /metrics (Prometheus)   GET /errors   GET /plugins   GET /ping
+    POST /reload   POST /reset   POST /shutdown?purge=1   POST /reopen-logs
+    GET  /events (SSE)   GET /errors   GET /plugins   GET /ping
+
+Plugins add theirs through the ``control_routes`` hook: ``GET /metrics`` (built-in metrics),
+``GET /gateway`` (gateway), ``GET /novnc`` (desktop).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from sanic import Request, Sanic, response
 from sanic.server.async_server import AsyncioServer
 
 from llm_supervisor.logging_setup import reopen_daemon_log
-from llm_supervisor.plugins.builtin import metrics
 from llm_supervisor.supervisor.graph import DependencyCycleError
 from llm_supervisor.supervisor.manager import Manager, UnitNotFound
 from llm_supervisor.supervisor.unit_runner import RepairAlreadyRunning
@@ -60,7 +62,8 @@ def build_app(manager: Manager, request_shutdown: Callable[[str], None]) -> Sani
 
     @app.get("/ping")
     async def ping(request: Request) -> response.HTTPResponse:
-        return response.json({"ok": True, "pid": os.getpid(), "target": manager.target})
+        return response.json({"ok": True, "pid": os.getpid(), "target": manager.target,
+                              "target_error": manager.target_error or None})
 
     @app.get("/units")
     async def units(request: Request) -> response.HTTPResponse:
@@ -69,7 +72,7 @@ def build_app(manager: Manager, request_shutdown: Callable[[str], None]) -> Sani
     @app.get("/units/<name>")
     async def unit(request: Request, name: str) -> response.HTTPResponse:
         runner = manager.runner(name)
-        return response.json({**runner.status(), "log_tail": runner.log.last(20)})
+        return response.json({**manager.unit_status(runner), "log_tail": runner.log.last(20)})
 
     @app.post("/units/<name>/start")
     async def start(request: Request, name: str) -> response.HTTPResponse:
@@ -82,7 +85,7 @@ def build_app(manager: Manager, request_shutdown: Callable[[str], None]) -> Sani
     @app.post("/units/<name>/restart")
     async def restart(request: Request, name: str) -> response.HTTPResponse:
         await manager.restart_unit(name)
-        return response.json(manager.runner(name).status())
+        return response.json(manager.unit_status(manager.runner(name)))
 
     @app.post("/units/<name>/repair")
     async def repair(request: Request, name: str) -> response.HTTPResponse:
@@ -150,19 +153,15 @@ def build_app(manager: Manager, request_shutdown: Callable[[str], None]) -> Sani
         reopen_all_logs(manager)
         return response.json({"ok": True})
 
-    @app.get("/metrics")
-    async def prometheus(request: Request) -> response.HTTPResponse:
-        return response.raw(metrics.render(), content_type="text/plain; version=0.0.4")
-
     @app.get("/errors")
     async def errors(request: Request) -> response.HTTPResponse:
         return response.json(manager.errors())
 
     @app.get("/plugins")
     async def plugins(request: Request) -> response.HTTPResponse:
-        return response.json(manager.hooks.describe())
+        return response.json(manager.plugins.describe())
 
-    manager.hooks.call("control_routes", app=app, manager=manager)
+    manager.plugins.hook.control_routes(app=app, manager=manager)
     return app
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 
 from llm_supervisor.config import Settings
-from llm_supervisor.plugins.manager import Hooks
+from llm_supervisor.plugins.manager import Plugins
 from llm_supervisor.supervisor import control, unit_user_setup
 from llm_supervisor.supervisor.manager import Manager
 
@@ -108,8 +108,8 @@ async def run_daemon(settings: Settings, target: str | None = None) -> int:
         stop_reason[0] = reason
         stop.set()
 
-    hooks = Hooks()
-    manager = Manager(settings, hooks)
+    plugins = Plugins()
+    manager = Manager(settings, plugins)
     manager.load()
     await manager.recover_previous()
     app = control.build_app(manager, request_shutdown)
@@ -129,14 +129,12 @@ async def run_daemon(settings: Settings, target: str | None = None) -> int:
     log.info("daemon_started", pid=os.getpid(), socket=str(settings.socket),
              units_dir=str(settings.units_dir), units=len(manager.runners),
              errors=len(manager.loaded.errors))
-    hooks.call("supervisor_started", manager=manager)
-    try:
+    plugins.hook.supervisor_started(manager=manager)
+    with contextlib.suppress(KeyError):  # a missing target: manager.target_error says it
         await manager.start_target(target)
-    except KeyError as exc:
-        log.error("target_not_found", target=str(exc.args[0]))
     await stop.wait()
     log.info("daemon_stopping", reason=stop_reason[0])
-    hooks.call("supervisor_stopping", manager=manager)
+    plugins.hook.supervisor_stopping(manager=manager)
     await manager.stop_all(stop_reason[0])
     if manager.purge_on_exit:
         log.info("purged", removed=await manager.purge())

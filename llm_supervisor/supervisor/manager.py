@@ -16,12 +16,13 @@ from typing import Any
 import structlog
 
 from llm_supervisor.config import Settings
-from llm_supervisor.plugins.manager import Hooks
+from llm_supervisor.plugins.manager import Plugins
 from llm_supervisor.plugins.types import Diagnosis, RepairResult
 from llm_supervisor.supervisor import graph
 from llm_supervisor.supervisor.health import Prober
 from llm_supervisor.supervisor.logs import UnitLog
 from llm_supervisor.supervisor.records import RECORDS_NAME, load_records, save_records
+from llm_supervisor.supervisor.resources import ResourceSampler
 from llm_supervisor.supervisor.runtime_selection import RuntimeSelector
 from llm_supervisor.supervisor.runtimes.process_identity import OWNER_MARKER, UNIT_MARKER
 from llm_supervisor.supervisor.state import Health, UnitState
@@ -40,27 +41,32 @@ class UnitNotFound(KeyError):
 
 
 class Manager:
-    def __init__(self, settings: Settings, hooks: Hooks):
+    """Holds the units' runners and is their :class:`RunnerOwner`: every transition a runner makes
+    comes back here, and entering ``failed`` carries its consequences (:meth:`transition`)."""
+
+    def __init__(self, settings: Settings, plugins: Plugins):
         self.settings = settings
-        self.hooks = hooks
+        self.plugins = plugins
         self.prober = Prober()
+        self.resources = ResourceSampler()  # CPU/memory per unit (status, metrics)
         self.runtimes = RuntimeSelector(settings)
-        self.loop = asyncio.get_running_loop()
         self.loaded = LoadResult()
         self.runners: dict[str, UnitRunner] = {}
         self.target: str = settings.default_target
+        self.target_error = ""  # the last target asked for has no unit file: nothing started
         self.cycles: list[list[str]] = []
         self.purge_on_exit = False
         self._changed = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._cascades: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
         self._records_path = settings.state_dir / RECORDS_NAME
         self._previous_records: dict[str, dict[str, Any]] = self._read_records()
 
     # ------------------------------------------------------------------ loading
     def _load(self) -> LoadResult:
         result = load_directory(self.settings.units_dir, self.settings.expansion_vars())
-        for extra in self.hooks.call("add_units"):
+        for extra in self.plugins.hook.add_units():
             for unit in extra:
                 result.units.setdefault(unit.name, unit)
         for error in result.errors:
@@ -76,7 +82,8 @@ class Manager:
     def _add_runner(self, unit: Unit) -> UnitRunner:
         log_path = self.settings.log_dir / f"{unit.short_name}.log"
         unit_log = UnitLog(log_path, self.settings.log_max_bytes, self.settings.log_backups)
-        runner = UnitRunner(unit, self, self.runtimes.for_unit(unit), unit_log)
+        runner = UnitRunner(unit, self, self.runtimes.for_unit(unit), unit_log,
+                            self.plugins.hook, self.prober)
         self.runners[unit.name] = runner
         return runner
 
@@ -116,7 +123,9 @@ class Manager:
     async def start_target(self, target: str | None = None) -> None:
         self.target = normalise_name(target or self.settings.default_target)
         if self.target not in self.loaded.units:
+            self._report_missing_target()
             raise UnitNotFound(self.target)
+        self.target_error = ""
         try:
             services, self.cycles = self.transaction(self.target)
         except Exception as exc:  # a unit-graph bug must not take the daemon down: report it
@@ -125,6 +134,19 @@ class Manager:
             return
         for name in sorted(services):
             self.runners[name].start(f"pulled in by {self.target}")
+
+    def _report_missing_target(self) -> None:
+        """Say it where the user looks: ``/ping`` (``start --wait``) and the reason of every
+        unit WantedBy= the missing target."""
+        self.target_error = (
+            f"{self.target} has no unit file in {self.settings.units_dir}, so nothing was "
+            f"started; create it (a [Unit] section is enough) and `llm-supervisorctl reload`, "
+            f"or start another target")
+        log.error("target_not_found", target=self.target, message=self.target_error)
+        self._notify({"type": "error", "target": self.target, "message": self.target_error})
+        for runner in self.runners.values():
+            if self.target in runner.unit.wanted_by and not runner.wanted:
+                runner.set_state(runner.state, f"not started: {self.target_error}")
 
     def start_unit(self, name: str) -> list[str]:
         """Start a unit (or target) and what it Requires=/Wants=; returns the names started."""
@@ -292,7 +314,7 @@ class Manager:
     def _read_records(self) -> dict[str, dict[str, Any]]:
         return load_records(self._records_path)
 
-    def save_records(self) -> None:
+    def records_changed(self) -> None:
         records = {name: r.instance.record() for name, r in self.runners.items()
                    if r.instance is not None}
         save_records(self._records_path, records)
@@ -318,45 +340,45 @@ class Manager:
                           error_type=type(exc).__name__)
                 runner.log.note(f"could not recover what the previous daemon left: {exc}")
         self._previous_records = {}
-        self.save_records()
+        self.records_changed()
 
     # ------------------------------------------------------------------ events
-    def on_state_change(self, runner: UnitRunner, old: UnitState, new: UnitState,
-                        reason: str) -> None:
-        self.hooks.call("unit_state_changed", unit=runner.unit, old=str(old), new=str(new),
-                        reason=reason)
+    def transition(self, runner: UnitRunner, old: UnitState, new: UnitState,
+                   reason: str) -> None:
+        """Every state change of every unit. Entering ``failed``, whatever the cause, fires
+        ``unit_failed`` and stops (and fails) the wanted units that Requires= it."""
+        self.plugins.hook.unit_state_changed(unit=runner.unit, old=str(old), new=str(new),
+                                             reason=reason)
         self._notify({"type": "state", "unit": runner.unit.short_name, "from": str(old),
                       "to": str(new), "reason": reason})
-
-    def on_health_change(self, runner: UnitRunner, health: Health, detail: str,
-                         latency: float | None) -> None:
-        self.hooks.call("unit_health_changed", unit=runner.unit, health=str(health),
-                        detail=detail, latency_s=latency)
-        self._notify({"type": "health", "unit": runner.unit.short_name, "health": str(health),
-                      "detail": detail})
-
-    def on_failed(self, runner: UnitRunner, reason: str) -> None:
-        """A unit gave up: what Requires= it is stopped and marked failed too."""
-        self.hooks.call("unit_failed", unit=runner.unit, reason=reason)
-        for name in self._dependents(runner.name):
+        if new != UnitState.FAILED:
+            return
+        self.plugins.hook.unit_failed(unit=runner.unit, reason=reason)
+        for name in sorted(self._dependents(runner.name)):
             dependent = self.runners[name]
             if dependent.wanted:
-                asyncio.ensure_future(self._fail_dependent(dependent, runner))
+                task = asyncio.ensure_future(self._fail_dependent(dependent, runner))
+                self._cascades.add(task)
+                task.add_done_callback(self._cascades.discard)
 
     async def _fail_dependent(self, dependent: UnitRunner, cause: UnitRunner) -> None:
         why = f"required unit {cause.unit.short_name} is failed"
         await dependent.stop(why)
         dependent.set_state(UnitState.FAILED, why)
 
-    def on_repair_result(self, runner: UnitRunner, diagnosis: Diagnosis,
-                         result: RepairResult) -> None:
+    def health_changed(self, runner: UnitRunner, health: Health, detail: str,
+                       latency: float | None) -> None:
+        self.plugins.hook.unit_health_changed(unit=runner.unit, health=str(health),
+                                              detail=detail, latency_s=latency)
+        self._notify({"type": "health", "unit": runner.unit.short_name, "health": str(health),
+                      "detail": detail})
+
+    def repair_finished(self, runner: UnitRunner, diagnosis: Diagnosis,
+                        result: RepairResult) -> None:
         log.info("repair_finished", unit=runner.name, diagnosis=diagnosis.kind, ok=result.ok,
                  message=result.message)
         self._notify({"type": "repair", "unit": runner.unit.short_name, "ok": result.ok,
                       "message": result.message})
-
-    def log_internal_error(self, runner: UnitRunner, exc: BaseException) -> None:
-        log.exception("internal_error", unit=runner.name, error=str(exc))
 
     def _notify(self, event: dict[str, Any]) -> None:
         changed, self._changed = self._changed, asyncio.Event()
@@ -373,12 +395,13 @@ class Manager:
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         self._listeners.discard(queue)
 
-    async def wait_changed(self) -> None:
-        await self._changed.wait()
-
     # ------------------------------------------------------------------ status
+    def unit_status(self, runner: UnitRunner) -> dict[str, Any]:
+        """The runner's status with its CPU and memory use (``cpu_percent``, ``memory_bytes``)."""
+        return {**runner.status(), **self.resources.usage(runner)}
+
     def status(self) -> list[dict[str, Any]]:
-        return [self.runners[name].status() for name in sorted(self.runners)]
+        return [self.unit_status(self.runners[name]) for name in sorted(self.runners)]
 
     def errors(self) -> list[dict[str, Any]]:
         return [e.as_dict() for e in self.loaded.errors] + [

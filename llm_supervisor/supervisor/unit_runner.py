@@ -5,8 +5,9 @@ States and transitions (README, "CLI")::
     inactive → starting → running (healthy | unhealthy) → stopping → inactive
                    ↘ backoff ↗        ↘ repairing ↗           ↘ failed / skipped
 
-Every transition goes through :meth:`UnitRunner.set_state`, which the manager turns into one
-structlog event and one ``unit_state_changed`` hook call.
+Every transition goes through :meth:`UnitRunner.set_state`, which hands it to the runner's owner
+(:class:`RunnerOwner`, the manager): one ``unit_state_changed`` hook call and one event, and on
+entering ``failed`` the ``unit_failed`` hook and the stopping of dependents, whatever the cause.
 """
 
 from __future__ import annotations
@@ -16,17 +17,45 @@ import contextlib
 import os
 import shutil
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
+import pluggy
+import structlog
+
+from llm_supervisor.plugins.types import Diagnosis, RepairResult
 from llm_supervisor.supervisor.backoff import RestartPacer
+from llm_supervisor.supervisor.health import Prober
 from llm_supervisor.supervisor.logs import UnitLog
 from llm_supervisor.supervisor.runtimes.base import ExitStatus, Instance, Runtime, RuntimeError_
 from llm_supervisor.supervisor.state import TERMINAL, Health, UnitState
 from llm_supervisor.supervisor.units import Unit
 
-if TYPE_CHECKING:
-    from llm_supervisor.supervisor.manager import Manager
+log = structlog.get_logger("llm_supervisor.unit_runner")
+
+
+class RunnerOwner(Protocol):
+    """What a runner needs from whoever holds it (the manager), and all it tells it."""
+
+    def environment_for(self, unit: Unit) -> dict[str, str]:
+        """The environment the unit's programs get."""
+
+    async def wait_for_dependencies(self, runner: UnitRunner, stop: asyncio.Event) -> str | None:
+        """Wait for the units it runs After=; a reason to fail when a required one cannot come."""
+
+    def records_changed(self) -> None:
+        """An instance started or ended: persist what runs (may raise OSError: disk full)."""
+
+    def transition(self, runner: UnitRunner, old: UnitState, new: UnitState, reason: str) -> None:
+        """A state change happened; carry its consequences (hooks, events, dependents)."""
+
+    def health_changed(self, runner: UnitRunner, health: Health, detail: str,
+                       latency: float | None) -> None:
+        """The unit's health changed."""
+
+    def repair_finished(self, runner: UnitRunner, diagnosis: Diagnosis,
+                        result: RepairResult) -> None:
+        """A repair (automatic or by hand) ended with ``result``."""
 
 
 class RepairAlreadyRunning(Exception):
@@ -44,14 +73,20 @@ class _Outcome:
     status: ExitStatus | None
     reason: str
     failed: bool  # counts as a failure for Restart=on-failure
+    # For Restart=on-abnormal: killed by a signal we did not send, or ended by us for failed
+    # health (not healthy within the start timeout included). Not: an exit code, a start error.
+    abnormal: bool = False
 
 
 class UnitRunner:
-    def __init__(self, unit: Unit, manager: Manager, runtime: Runtime, log: UnitLog):
+    def __init__(self, unit: Unit, owner: RunnerOwner, runtime: Runtime, log: UnitLog,
+                 hooks: pluggy.HookRelay, prober: Prober):
         self.unit = unit
-        self.manager = manager
+        self.owner = owner
         self.runtime = runtime
         self.log = log
+        self.hooks = hooks
+        self.prober = prober
         self.state = UnitState.INACTIVE
         self.health = Health.NONE if unit.health is None else Health.UNKNOWN
         self.health_detail = ""
@@ -69,6 +104,7 @@ class UnitRunner:
         self._stop_requested = asyncio.Event()
         self._recovered: Instance | None = None
         self._stop_reason = "stopped"
+        self._env: dict[str, str] | None = None
         # One repair per unit at a time: two would delete each other's work directories.
         self._repair_lock = asyncio.Lock()
 
@@ -107,10 +143,6 @@ class UnitRunner:
         elif self.state not in TERMINAL:
             self.set_state(UnitState.INACTIVE, reason)
 
-    async def restart(self, reason: str = "restart requested") -> None:
-        await self.stop(reason)
-        self.start(reason)
-
     def adopt_recovered(self, instance: Instance) -> None:
         """Use an instance a runtime re-adopted after a daemon restart instead of spawning."""
         self._recovered = instance
@@ -135,21 +167,23 @@ class UnitRunner:
 
     # ------------------------------------------------------------------ state machine
     def set_state(self, state: UnitState, reason: str) -> None:
-        """The one place a transition happens: one structlog event, one hook call."""
+        """The one place a transition happens; the owner carries its consequences (entering
+        ``failed``: the ``unit_failed`` hook once, dependents stopped). Setting the state a unit
+        is already in only updates the reason."""
         old = self.state
         self.reason = reason
         if state == old:
             return
         self.state = state
         self.since = time.time()
-        self.manager.on_state_change(self, old, state, reason)
+        self.owner.transition(self, old, state, reason)
 
     def _set_health(self, health: Health, detail: str, latency: float | None) -> None:
         changed = health != self.health
         self.health = health
         self.health_detail = detail
         if changed:
-            self.manager.on_health_change(self, health, detail, latency)
+            self.owner.health_changed(self, health, detail, latency)
 
     async def _supervise(self, reason: str) -> None:
         try:
@@ -157,7 +191,7 @@ class UnitRunner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not kill the daemon: the unit fails, loudly
-            self.manager.log_internal_error(self, exc)
+            log.exception("internal_error", unit=self.name, error=str(exc))
             await self._stop_after_internal_error()
             self.set_state(UnitState.FAILED, (
                 f"internal error: {type(exc).__name__}: {exc}; fix the cause (details in the "
@@ -173,15 +207,15 @@ class UnitRunner:
         try:
             status = await instance.stop(self.unit.kill_signal, self.unit.timeout_stop_sec)
         except Exception as exc:  # still fail the unit; the error is in the daemon log
-            self.manager.log_internal_error(self, exc)
+            log.exception("internal_error", unit=self.name, error=str(exc))
             status = None
         self.instance = None
         self.pid = None
         self.last_exit = status
         try:
-            self.manager.save_records()
+            self.owner.records_changed()
         except Exception as exc:  # a full disk: the next successful save corrects the records
-            self.manager.log_internal_error(self, exc)
+            log.exception("internal_error", unit=self.name, error=str(exc))
 
     async def _supervise_loop(self, reason: str) -> None:
         while self.wanted:
@@ -191,7 +225,7 @@ class UnitRunner:
             if unmet:
                 self.set_state(UnitState.SKIPPED, unmet)
                 return
-            blocker = await self.manager.wait_for_dependencies(self, self._stop_requested)
+            blocker = await self.owner.wait_for_dependencies(self, self._stop_requested)
             if not self.wanted:
                 break
             if blocker is not None:
@@ -201,14 +235,12 @@ class UnitRunner:
                     self.set_state(UnitState.SKIPPED, blocker)
                     return
                 self.set_state(UnitState.FAILED, blocker)
-                self.manager.on_failed(self, blocker)
                 return
             if self.pacer.limit_hit():
                 why = (f"start limit hit: {self.unit.start_limit_burst} starts within "
                        f"{self.unit.start_limit_interval_sec:g}s (last: {self.reason}); fix the "
                        f"cause, then `llm-supervisorctl start {self.unit.short_name}`")
                 self.set_state(UnitState.FAILED, why)
-                self.manager.on_failed(self, why)
                 return
             self.pacer.record_start()
             started = time.monotonic()
@@ -227,8 +259,6 @@ class UnitRunner:
             if not self._should_restart(outcome):
                 final = UnitState.FAILED if outcome.failed else UnitState.INACTIVE
                 self.set_state(final, outcome.reason)
-                if final == UnitState.FAILED:
-                    self.manager.on_failed(self, outcome.reason)
                 return
             delay = self.pacer.next_delay()
             self.set_state(UnitState.BACKOFF, f"{outcome.reason}; restarting in {delay:.3g}s")
@@ -247,7 +277,7 @@ class UnitRunner:
         if policy == "on-failure":
             return outcome.failed
         if policy == "on-abnormal":
-            return outcome.status is None or outcome.status.abnormal
+            return outcome.abnormal
         return False
 
     def _unmet_condition(self) -> str | None:
@@ -266,9 +296,10 @@ class UnitRunner:
 
     async def _run_once(self, reason: str) -> _Outcome:
         self.set_state(UnitState.STARTING, reason)
-        self.manager.hooks.call("unit_starting", unit=self.unit, attempt=self.restarts + 1)
+        self.hooks.unit_starting(unit=self.unit, attempt=self.restarts + 1)
         try:
-            env = self.manager.environment_for(self.unit)
+            env = self.owner.environment_for(self.unit)
+            self._env = env  # an exec: health check runs with the unit's environment
             if self._recovered is None:
                 for argv in self.unit.exec_start_pre:
                     status = await self.runtime.run_pre(self.unit, argv, env, self.log,
@@ -286,8 +317,8 @@ class UnitRunner:
             return _Outcome(None, f"could not start: {exc}", True)
         self.instance = instance
         self.pid = instance.pid
-        self.manager.save_records()
-        self.manager.hooks.call("unit_started", unit=self.unit, pid=instance.pid)
+        self.owner.records_changed()
+        self.hooks.unit_started(unit=self.unit, pid=instance.pid)
         if self.unit.health is None:
             self.set_state(UnitState.RUNNING, "started")
         return await self._watch(instance)
@@ -308,7 +339,7 @@ class UnitRunner:
                     task.cancel()
         if exited in done:
             status = exited.result()
-            outcome = _Outcome(status, status.describe(), not status.clean)
+            outcome = _Outcome(status, status.describe(), not status.clean, status.abnormal)
         else:
             if health is not None and health in done:
                 why = health.result()
@@ -319,7 +350,8 @@ class UnitRunner:
                 self.set_state(UnitState.STOPPING, why)
             status = await instance.stop(self.unit.kill_signal, self.unit.timeout_stop_sec)
             exited.cancel()
-            outcome = _Outcome(status, why, health is not None and health in done)
+            unhealthy = health is not None and health in done
+            outcome = _Outcome(status, why, unhealthy, unhealthy)
         self._after_exit(outcome.status)
         return outcome
 
@@ -327,14 +359,13 @@ class UnitRunner:
         self.instance = None
         self.pid = None
         self.last_exit = status
-        self.manager.save_records()
+        self.owner.records_changed()
         if self.unit.health is not None:
             self._set_health(Health.UNKNOWN, self.health_detail, None)
         tail = self.log.last(50)
         self.log.note(f"{status.describe() if status else 'ended'}")
-        self.manager.hooks.call("unit_exited", unit=self.unit,
-                                exit_code=status.code if status else None,
-                                signal=status.signal if status else None, log_tail=tail)
+        self.hooks.unit_exited(unit=self.unit, exit_code=status.code if status else None,
+                               signal=status.signal if status else None, log_tail=tail)
 
     async def _monitor_health(self) -> str:
         """Probe until the unit must be restarted; return the reason."""
@@ -346,9 +377,9 @@ class UnitRunner:
         poll = 0.05  # quick first probes while starting, then the configured interval
         while True:
             await asyncio.sleep(poll)
-            result = await self.manager.prober.probe(spec)
-            self.manager.hooks.call("unit_health_checked", unit=self.unit, ok=result.ok,
-                                    latency_s=result.latency_s)
+            result = await self.prober.probe(spec, self._env)
+            self.hooks.unit_health_checked(unit=self.unit, ok=result.ok,
+                                           latency_s=result.latency_s)
             elapsed = time.monotonic() - started
             if result.ok:
                 failures = 0
@@ -377,9 +408,8 @@ class UnitRunner:
         """None: no plugin recognised the failure. True: repaired, restart now. False: gave up."""
         if self._repair_lock.locked():
             return None  # a repair by hand is under way; it restarts the unit itself
-        diagnosis = self.manager.hooks.call_first(
-            "diagnose_failure", unit=self.unit, exit_code=status.code,
-            log_tail=self.log.last(200))
+        diagnosis = self.hooks.diagnose_failure(unit=self.unit, exit_code=status.code,
+                                                log_tail=self.log.last(200))
         if diagnosis is None:
             return None
         async with self._repair_lock:
@@ -390,32 +420,33 @@ class UnitRunner:
             return True
         if result.give_up:
             self.set_state(UnitState.FAILED, f"repair gave up: {result.message}")
-            self.manager.on_failed(self, self.reason)
             return False
         return None
 
-    async def _run_repair(self, diagnosis: Any) -> Any:
+    async def _run_repair(self, diagnosis: Diagnosis) -> RepairResult | None:
         """State ``repairing`` while the ``repair_unit`` hook runs in a worker thread, with its
         progress shown in status; returns the plugin's RepairResult (None: nobody repairs)."""
         self.set_state(UnitState.REPAIRING, diagnosis.summary)
         self.repair_progress = 0.0
+        loop = asyncio.get_running_loop()
 
         def progress(fraction: float, message: str = "") -> None:
             self.repair_progress = fraction
             if message:
-                self.manager.loop.call_soon_threadsafe(self._note_repair_progress, message)
+                loop.call_soon_threadsafe(self._note_repair_progress, message)
 
         try:
-            result = await asyncio.to_thread(
-                self.manager.hooks.call_first, "repair_unit", unit=self.unit,
-                diagnosis=diagnosis, progress=progress)
+            result = await asyncio.to_thread(self._repair_hook, diagnosis, progress)
         finally:
             self.repair_progress = None
         if result is not None:
-            self.manager.on_repair_result(self, diagnosis, result)
+            self.owner.repair_finished(self, diagnosis, result)
             if result.ok:
                 self.pacer.reset()
         return result
+
+    def _repair_hook(self, diagnosis: Diagnosis, progress: Any) -> RepairResult | None:
+        return self.hooks.repair_unit(unit=self.unit, diagnosis=diagnosis, progress=progress)
 
     def _note_repair_progress(self, message: str) -> None:
         self.reason = message
@@ -431,14 +462,11 @@ class UnitRunner:
 
         Raises :class:`RepairAlreadyRunning` at once (no queueing) while another repair of this
         unit, automatic or by hand, runs."""
-        from llm_supervisor.plugins.types import Diagnosis
-
         diagnosis = Diagnosis(kind="manual", summary="repair requested by hand",
                               details={"verify_only": verify_only})
         if verify_only:
-            result = await asyncio.to_thread(
-                self.manager.hooks.call_first, "repair_unit", unit=self.unit,
-                diagnosis=diagnosis, progress=lambda fraction, message="": None)
+            result = await asyncio.to_thread(self._repair_hook, diagnosis,
+                                             lambda fraction, message="": None)
             return None if result is None else _as_dict(result)
         if self._repair_lock.locked():
             raise RepairAlreadyRunning(self.unit.short_name)
@@ -456,7 +484,5 @@ class UnitRunner:
         return _as_dict(result)
 
 
-def _as_dict(result: Any) -> dict[str, Any]:
-    from dataclasses import asdict, is_dataclass
-
-    return asdict(result) if is_dataclass(result) else dict(result)
+def _as_dict(result: RepairResult) -> dict[str, Any]:
+    return asdict(result)

@@ -1,7 +1,8 @@
 """A real third-party plugin: a distribution built in tmp_path with its own ``llm_supervisor``
 entry point, installed with pip into a target directory that the daemon subprocess gets on its
-PYTHONPATH. Its hooks are called (lifecycle, diagnose, repair), it shows in
-``llm-supervisorctl plugins``, and a hook of it that raises does not hurt the daemon."""
+PYTHONPATH. Its hooks are called (lifecycle, diagnose, repair), a ``wrapper=True`` impl of it
+wraps the other plugins' answer as pluggy documents, it shows in ``llm-supervisorctl plugins``,
+and a hook of it that raises is logged and isolated: the other plugins' hooks still run."""
 
 from __future__ import annotations
 
@@ -47,6 +48,13 @@ def diagnose_failure(unit, exit_code, log_tail):
     if exit_code == 3 and any("missing marker" in line for line in log_tail):
         return Diagnosis("testplugin_marker", "the marker file is missing", "testplugin")
     return None
+
+
+@hookimpl(wrapper=True, specname="diagnose_failure")
+def wrap_diagnose(unit):
+    diagnosis = yield
+    _note(hook="wrap_diagnose", unit=unit.name, kind=diagnosis.kind if diagnosis else None)
+    return diagnosis
 
 
 @hookimpl
@@ -130,10 +138,12 @@ WantedBy=stack.target
         wait_for(lambda: len([c for c in calls() if c["hook"] == "unit_started"]) >= 2, 10,
                  "second start")
         hooks = [c["hook"] for c in calls()]
-        assert hooks[:4] == ["unit_started", "diagnose_failure", "repair_unit", "unit_started"]
+        assert hooks[:5] == ["unit_started", "diagnose_failure", "wrap_diagnose", "repair_unit",
+                             "unit_started"]
         diagnose = calls()[1]
         assert diagnose["exit_code"] == 3 and "missing marker" in diagnose["tail"]
-        assert unit["restarts"] == 1 and unit["pid"] == calls()[3]["pid"]
+        assert calls()[2]["kind"] == "testplugin_marker"  # the wrapper saw the answer
+        assert unit["restarts"] == 1 and unit["pid"] == calls()[4]["pid"]
 
         (listed,) = [p for p in daemon.client.get("/plugins") if p["name"] == "testplugin"]
         assert listed["builtin"] is False
@@ -146,9 +156,13 @@ WantedBy=stack.target
         assert "testplugin" in cli.stdout and "llm-supervisor-testplugin 0.3.1" in cli.stdout
         assert "model_repair" in cli.stdout  # the built-in shows beside it
 
-        # The raising hook was isolated: logged each time, and the daemon is fine.
+        # The raising hook was isolated: logged each time, the built-in plugins' impls of the
+        # same hook still ran (event_log's unit_state_changed lines), and the daemon is fine.
         errors = [e for e in daemon.events() if e.get("event") == "plugin_error"]
         assert errors and all(e["plugin"] == "testplugin" for e in errors)
+        assert {e["hook"] for e in errors} == {"unit_state_changed"}
+        logged = [e for e in daemon.events() if e.get("event") == "unit_state_changed"]
+        assert len(logged) >= len(errors) >= 4
         assert daemon.client.get("/ping")
     finally:
         daemon.stop()

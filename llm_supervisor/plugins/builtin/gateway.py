@@ -5,34 +5,40 @@
   unit starts, then re-renders whenever units change (reload, new template instances). A running
   Caddy gets the new config through its admin API (``POST /load``, no restart); Traefik's file
   provider watches its directory, so writing the file is the reload.
-- ``control_routes``: ``GET /gateway`` (program, listen address, routes, files) and
-  ``GET /novnc`` (URL and password for ``llm-supervisorctl novnc``).
+- ``control_routes``: ``GET /gateway`` (program, listen address, routes, files).
+
+Each daemon gets its own :class:`GatewayPlugin` (``make_plugin``); its state lives there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from llm_supervisor.gateway import caddy
+from llm_supervisor.gateway import caddy, docker_mode
 from llm_supervisor.gateway.files import write_all
 from llm_supervisor.gateway.options import GatewayOptions
 from llm_supervisor.gateway.routes import Route, merge_routes, routes_from_units
 from llm_supervisor.plugins.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from sanic import Sanic
+
+    from llm_supervisor.supervisor.manager import Manager
+    from llm_supervisor.supervisor.units import Unit
 
 log = structlog.get_logger("llm_supervisor.gateway")
 
 GATEWAY_UNIT = "gateway.service"
 
 
-class _Gateway:
+class GatewayPlugin:
     """Per-daemon state: the manager, the last routes written, the watcher task."""
 
     def __init__(self) -> None:
-        self.manager: Any = None
+        self.manager: Manager | None = None
         self.options: GatewayOptions | None = None
         self.routes: list[Route] = []
         self.task: asyncio.Task[None] | None = None
@@ -46,7 +52,7 @@ class _Gateway:
         """Recompute routes and rewrite files; True when the Caddy config changed."""
         assert self.manager is not None and self.options is not None
         units = list(self.manager.loaded.units.values())
-        routes = merge_routes(self.manager.hooks.call("gateway_routes", units=units))
+        routes = merge_routes(self.manager.plugins.hook.gateway_routes(units=units))
         result = write_all(routes, self.options)
         if routes != self.routes or any(result["changed"].values()):
             log.info("gateway_config_written", program=self.program(),
@@ -54,6 +60,10 @@ class _Gateway:
                      directory=str(self.options.directory))
         self.routes = routes
         self._caddy_config = result["caddy_config"]
+        in_docker = [unit for name, unit in self.manager.loaded.units.items()
+                     if _runs_in_docker(self.manager, name)]
+        if in_docker:  # the gateway container's config: upstreams are container names
+            docker_mode.write(routes, self.options, docker_mode.published_ports(in_docker))
         return result["changed"]["caddy"]
 
     def gateway_running(self) -> bool:
@@ -78,9 +88,9 @@ class _Gateway:
         self._pushed = self._caddy_config
         log.info("gateway_reloaded", program="caddy", routes=len(self.routes))
 
-    async def watch(self) -> None:
+    async def watch(self, manager: Manager) -> None:
         """Re-render on every reload, and on state changes (template instances appear then)."""
-        queue = self.manager.subscribe()
+        queue = manager.subscribe()
         try:
             while True:
                 event = await queue.get()
@@ -95,65 +105,57 @@ class _Gateway:
                                and event.get("to") == "running"):
                     await self.push_to_caddy()
         finally:
-            self.manager.unsubscribe(queue)
+            manager.unsubscribe(queue)
+
+    @hookimpl
+    def gateway_routes(self, units: list[Unit]) -> list[dict[str, Any]]:
+        return routes_from_units(units)
+
+    @hookimpl
+    def supervisor_started(self, manager: Manager) -> None:
+        self.manager = manager
+        self.options = GatewayOptions.from_settings(manager.settings)
+        self._pushed = None
+        self.sync()
+        # The file Caddy starts from is the current config, so there is nothing to push yet.
+        self._pushed = self._caddy_config
+        self.task = asyncio.get_running_loop().create_task(self.watch(manager),
+                                                           name="gateway-config")
+
+    @hookimpl
+    def supervisor_stopping(self, manager: Manager) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    @hookimpl
+    def control_routes(self, app: Sanic, manager: Manager) -> None:
+        from sanic import Request, response
+
+        @app.get("/gateway")
+        async def gateway_info(request: Request) -> response.HTTPResponse:
+            options = GatewayOptions.from_settings(manager.settings)
+            return response.json({
+                "program": manager.settings.resolved_gateway_program,
+                "url": f"http://{_display_host(options.listen_host)}:{options.port}/",
+                # Caddy's admin API is a Unix socket (0700 directory); Traefik's is TCP.
+                "admin_url": (f"unix:{options.admin_socket}"
+                              if manager.settings.resolved_gateway_program == "caddy"
+                              else options.admin_url),
+                "routes": [route.as_dict() for route in self.routes],
+                "files": {"caddy": str(options.caddy_config),
+                          "traefik_static": str(options.traefik_static),
+                          "traefik_dynamic": str(options.traefik_dynamic)},
+            })
 
 
-_STATE = _Gateway()
+def make_plugin() -> GatewayPlugin:
+    return GatewayPlugin()
 
 
-@hookimpl
-def gateway_routes(units: list[Any]) -> list[dict[str, Any]]:
-    return routes_from_units(units)
-
-
-@hookimpl
-def supervisor_started(manager: Any) -> None:
-    _STATE.manager = manager
-    _STATE.options = GatewayOptions.from_settings(manager.settings)
-    _STATE._pushed = None
-    _STATE.sync()
-    # The file Caddy starts from is the current config, so there is nothing to push yet.
-    _STATE._pushed = _STATE._caddy_config
-    _STATE.task = asyncio.get_running_loop().create_task(_STATE.watch(), name="gateway-config")
-
-
-@hookimpl
-def supervisor_stopping(manager: Any) -> None:
-    if _STATE.task is not None:
-        _STATE.task.cancel()
-        _STATE.task = None
-
-
-@hookimpl
-def control_routes(app: Any, manager: Any) -> None:
-    from sanic import Request, response
-
-    @app.get("/gateway")
-    async def gateway_info(request: Request) -> response.HTTPResponse:
-        options = GatewayOptions.from_settings(manager.settings)
-        return response.json({
-            "program": manager.settings.resolved_gateway_program,
-            "url": f"http://{_display_host(options.listen_host)}:{options.port}/",
-            # Caddy's admin API is a Unix socket (0700 directory); Traefik's dashboard is TCP.
-            "admin_url": (f"unix:{options.admin_socket}"
-                          if manager.settings.resolved_gateway_program == "caddy"
-                          else options.admin_url),
-            "routes": [route.as_dict() for route in _STATE.routes],
-            "files": {"caddy": str(options.caddy_config),
-                      "traefik_static": str(options.traefik_static),
-                      "traefik_dynamic": str(options.traefik_dynamic)},
-        })
-
-    @app.get("/novnc")
-    async def novnc_info(request: Request) -> response.HTTPResponse:
-        from llm_supervisor.desktop.info import novnc_info as info
-
-        data = await asyncio.to_thread(info, manager.settings)
-        with contextlib.suppress(KeyError):
-            runner = manager.runners["novnc.service"]
-            data["state"] = str(runner.state)
-            data["reason"] = runner.reason
-        return response.json(data)
+def _runs_in_docker(manager: Manager, name: str) -> bool:
+    runner = manager.runners.get(name)
+    return runner is not None and type(runner.runtime).__name__ == "DockerRuntime"
 
 
 def _display_host(host: str) -> str:

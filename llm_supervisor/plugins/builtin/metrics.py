@@ -1,13 +1,14 @@
 """Built-in plugin: Prometheus metrics of the daemon (``GET /metrics`` on the control socket).
 
-Unit state, health and restarts are read from the manager at scrape time; health-check latency
-and transitions are recorded as they happen.
+Unit state, health, restarts, CPU and memory are read from the manager at scrape time;
+health-check latency and transitions are recorded as they happen. Each daemon's plugin instance
+has its own registry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -16,24 +17,18 @@ from prometheus_client.registry import Collector
 from llm_supervisor.plugins.hookspecs import hookimpl
 from llm_supervisor.supervisor.state import Health, UnitState
 
-REGISTRY = CollectorRegistry(auto_describe=True)
-HEALTH_LATENCY = Histogram(
-    "llm_supervisor_health_check_seconds", "Health-check latency", ["unit", "result"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-    registry=REGISTRY,
-)
-TRANSITIONS = Counter(
-    "llm_supervisor_unit_transitions", "State transitions", ["unit", "to"], registry=REGISTRY
-)
+if TYPE_CHECKING:
+    from sanic import Sanic
+
+    from llm_supervisor.supervisor.manager import Manager
+    from llm_supervisor.supervisor.units import Unit
 
 
 class _UnitCollector(Collector):
-    def __init__(self) -> None:
-        self.manager: Any = None
+    def __init__(self, manager: Manager) -> None:
+        self.manager = manager
 
     def collect(self) -> Iterator[Metric]:
-        if self.manager is None:
-            return
         state = GaugeMetricFamily("llm_supervisor_unit_state", "1 for the unit's current state",
                                   labels=["unit", "state"])
         health = GaugeMetricFamily("llm_supervisor_unit_healthy",
@@ -41,35 +36,62 @@ class _UnitCollector(Collector):
                                    labels=["unit"])
         restarts = GaugeMetricFamily("llm_supervisor_unit_restarts",
                                      "Automatic restarts since the daemon started", labels=["unit"])
+        cpu = GaugeMetricFamily("llm_supervisor_unit_cpu_percent",
+                                "CPU of the unit's process tree or container (100 = one core)",
+                                labels=["unit"])
+        memory = GaugeMetricFamily("llm_supervisor_unit_memory_bytes",
+                                   "Resident memory of the unit's process tree or container",
+                                   labels=["unit"])
         for runner in self.manager.runners.values():
             for value in UnitState:
                 state.add_metric([runner.name, value.value], 1.0 if runner.state == value else 0.0)
             if runner.health != Health.NONE:
                 health.add_metric([runner.name], 1.0 if runner.health == Health.HEALTHY else 0.0)
             restarts.add_metric([runner.name], float(runner.restarts))
+            usage = self.manager.resources.usage(runner)
+            if usage["cpu_percent"] is not None:
+                cpu.add_metric([runner.name], float(usage["cpu_percent"]))
+            if usage["memory_bytes"] is not None:
+                memory.add_metric([runner.name], float(usage["memory_bytes"]))
         yield state
         yield health
         yield restarts
+        yield cpu
+        yield memory
 
 
-_UNITS = _UnitCollector()
-REGISTRY.register(_UNITS)
+class MetricsPlugin:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.health_latency = Histogram(
+            "llm_supervisor_health_check_seconds", "Health-check latency", ["unit", "result"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.transitions = Counter("llm_supervisor_unit_transitions", "State transitions",
+                                   ["unit", "to"], registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    @hookimpl
+    def control_routes(self, app: Sanic, manager: Manager) -> None:
+        from sanic import Request, response
+
+        self.registry.register(_UnitCollector(manager))
+
+        @app.get("/metrics")
+        async def prometheus(request: Request) -> response.HTTPResponse:
+            return response.raw(self.render(), content_type="text/plain; version=0.0.4")
+
+    @hookimpl
+    def unit_health_checked(self, unit: Unit, ok: bool, latency_s: float) -> None:
+        self.health_latency.labels(unit.name, "pass" if ok else "fail").observe(latency_s)
+
+    @hookimpl
+    def unit_state_changed(self, unit: Unit, new: str) -> None:
+        self.transitions.labels(unit.name, str(new)).inc()
 
 
-def render() -> bytes:
-    return generate_latest(REGISTRY)
-
-
-@hookimpl
-def supervisor_started(manager: Any) -> None:
-    _UNITS.manager = manager
-
-
-@hookimpl
-def unit_health_checked(unit, ok: bool, latency_s: float) -> None:
-    HEALTH_LATENCY.labels(unit.name, "pass" if ok else "fail").observe(latency_s)
-
-
-@hookimpl
-def unit_state_changed(unit, new: str) -> None:
-    TRANSITIONS.labels(unit.name, str(new)).inc()
+def make_plugin() -> MetricsPlugin:
+    return MetricsPlugin()

@@ -33,7 +33,8 @@ class ExitStatus:
 
     @property
     def abnormal(self) -> bool:
-        """Killed by a signal (systemd's on-abnormal also counts watchdog/timeouts)."""
+        """Killed by a signal. (``Restart=on-abnormal`` also restarts a unit ended for failed
+        health: :class:`llm_supervisor.supervisor.unit_runner.UnitRunner` decides that.)"""
         return self.signal is not None
 
     def describe(self) -> str:
@@ -74,10 +75,10 @@ class Runtime(abc.ABC):
     async def start(self, unit: Unit, env: Mapping[str, str], log: UnitLog) -> Instance:
         """Start the unit's main program; raise :class:`RuntimeError_` with a clear message."""
 
+    @abc.abstractmethod
     async def run_pre(self, unit: Unit, argv: list[str], env: Mapping[str, str], log: UnitLog,
                       timeout: float) -> ExitStatus:
-        """Run one ExecStartPre= command to completion (process runtime semantics by default)."""
-        raise NotImplementedError
+        """Run one ExecStartPre= command to completion, within ``timeout`` seconds."""
 
     async def recover(self, unit: Unit, record: dict[str, Any], log: UnitLog) -> Instance | None:
         """After a daemon restart: adopt the instance in ``record`` or clean it up (return None)."""

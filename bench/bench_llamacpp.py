@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_model_server import PROMPTS, Server, default_model, free_port  # noqa: E402
 
+SETTLE_S = 0.5
 _SILENT: list = []
 
 
@@ -233,6 +234,13 @@ def _rss(pid: int) -> tuple[float, float]:
     return values["VmRSS"], values["VmHWM"]
 
 
+def settled(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` after a pause: ggml's worker threads spin for a while after a decode, and
+    the process measured before must not steal this one's two cores."""
+    time.sleep(SETTLE_S)
+    return fn(*args)
+
+
 def med(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -272,17 +280,19 @@ def main() -> int:
         ours.chat(0, 4)
         for _ in range(reps):
             add("single stream tok/s (vs raw low-level)",
-                n / raw.run(prompts[:1], n)["seconds"], n / ours.chat(0, n))
+                n / settled(raw.run, prompts[:1], n)["seconds"], n / settled(ours.chat, 0, n))
             add("single stream tok/s (vs Llama.create_completion)",
-                n / high.run(prompts[:1], n)["seconds"], n / ours.chat(0, n))
-            add("single stream tok/s (vs llama_cpp.server)", n / peer.chat(0, n), n / ours.chat(0, n))
+                n / settled(high.run, prompts[:1], n)["seconds"], n / settled(ours.chat, 0, n))
+            add("single stream tok/s (vs llama_cpp.server)",
+                n / settled(peer.chat, 0, n), n / settled(ours.chat, 0, n))
             for i in range(2):
-                add("time to first token ms (vs raw)", raw.run(prompts[i:i + 1], 1)["ttft"] * 1000,
-                    ours.chat_ttft(i) * 1000)
-            ours8 = 8 * n / concurrently(lambda i, c: ours.chat(i, n, c), 8)
-            add("8 clients tok/s (vs raw batch of 8)", 8 * n / raw.run(prompts[:8], n)["seconds"], ours8)
+                add("time to first token ms (vs raw)",
+                    settled(raw.run, prompts[i:i + 1], 1)["ttft"] * 1000, settled(ours.chat_ttft, i) * 1000)
+            ours8 = 8 * n / settled(concurrently, lambda i, c: ours.chat(i, n, c), 8)
+            add("8 clients tok/s (vs raw batch of 8)",
+                8 * n / settled(raw.run, prompts[:8], n)["seconds"], ours8)
             add("8 clients tok/s (vs llama_cpp.server)",
-                8 * n / concurrently(lambda i, c: peer.chat(i, n, c), 8), ours8)
+                8 * n / settled(concurrently, lambda i, c: peer.chat(i, n, c), 8), ours8)
         our_rss, peer_rss = ours.rss_mb(), peer.rss_mb()
         raw_rss, high_rss = raw.rss(), high.rss()
     finally:
@@ -321,8 +331,8 @@ def main() -> int:
             server = OurServer(hf_dir, ENGINE="transformers", MAX_BATCH_SIZE="8", **env)
             try:
                 server.chat(0, 4)
-                single = med([n / server.chat(0, n) for _ in range(reps)])
-                c8 = med([8 * n / concurrently(lambda i, c, s=server: s.chat(i, n, c), 8)
+                single = med([n / settled(server.chat, 0, n) for _ in range(reps)])
+                c8 = med([8 * n / settled(concurrently, lambda i, c, s=server: s.chat(i, n, c), 8)
                           for _ in range(reps)])
                 table.append((label, single, c8, *server.rss_mb()))
             finally:

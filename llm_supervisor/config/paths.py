@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# The checkout (Docker build contexts under packaging/); not used to find package data.
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 SOCKET_NAME = "supervisor.sock"
 
@@ -16,7 +17,10 @@ def default_state_dir() -> Path:
 
 
 def default_units_dir() -> Path:
-    return PROJECT_DIR / "units"
+    """The unit files shipped in the package (``units/`` in a checkout links to them)."""
+    from llm_supervisor.data import shipped_units_dir
+
+    return shipped_units_dir()
 
 
 def config_file_path() -> Path | None:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..data import test_page
 from ..exit_codes import WEIGHTS_LOAD_FAILED
 from . import logs
 from .batching import BatchingEngine
@@ -30,7 +31,6 @@ from .sources import FORMAT_GGUF, ModelSourceError, ResolvedModel, model_format,
 MODEL_SOURCE_FAILED = 1
 ENGINE_LLAMA_CPP = "llama.cpp"
 ENGINE_TRANSFORMERS = "transformers"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 _FALLBACK_PAGE = "<!doctype html><title>llm model server</title><p>See /api/health.</p>"
 _STAGE_SPANS = {"downloading": 0.8, "converting": 0.85, "copying": 0.3}
 """Share of the progress bar each fetching stage owns; loading gets the rest."""
@@ -259,14 +259,12 @@ class ServerState:
 
 def read_page(override: Path | None) -> str:
     """The HTML test page served at ``/``."""
-    candidates = [override] if override else []
-    candidates += [
-        Path(__file__).with_name("test_llm.html"),
-        _REPO_ROOT / "packaging" / "web" / "test_llm.html",
-    ]
-    for path in candidates:
+    if override:
         try:
-            return path.read_text(encoding="utf-8")
-        except (OSError, TypeError):
-            continue
-    return _FALLBACK_PAGE
+            return override.read_text(encoding="utf-8")
+        except OSError:
+            pass
+    try:
+        return test_page()  # package data: llm_supervisor/data/web/test_llm.html
+    except OSError:
+        return _FALLBACK_PAGE

@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("events", help="stream state changes")
     sub.add_parser("reopen-logs", help="reopen log files (after external rotation)")
     sub.add_parser("errors", help="unit-file errors the daemon found")
+    doctor = sub.add_parser("doctor", help="can the stack run here? each problem with its fix")
+    doctor.add_argument("--units-dir", type=Path)
     novnc = sub.add_parser("novnc", help="the test desktop's noVNC URL and password")
     novnc.add_argument("--json", action="store_true", help="machine-readable output")
     export_cli.add_parser(sub)
@@ -221,6 +223,10 @@ def run(args: argparse.Namespace) -> int:
         return build_images(args.units, args.quiet)
     if args.command == "novnc":
         return _novnc(args)
+    if args.command == "doctor":
+        from llm_supervisor.cli.doctor import report, run_checks
+
+        return report(run_checks(settings_from(args)))
     client = ControlClient(socket_from(args), timeout=600)
     command = args.command
     if command == "status":

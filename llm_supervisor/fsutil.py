@@ -25,11 +25,14 @@ def fsync_directory(directory: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644,
+                       tmp_dir: str | os.PathLike[str] | None = None) -> None:
     """Replace ``path`` with ``data``: temporary file in the same directory, fsync, rename,
-    fsync of the directory. ``mode`` is set before the data is written (0o600 for secrets)."""
+    fsync of the directory. ``mode`` is set before the data is written (0o600 for secrets).
+    ``tmp_dir`` (same filesystem) keeps the temporary file out of a directory someone watches."""
     target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                    dir=tmp_dir if tmp_dir is not None else target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
@@ -45,8 +48,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, mode: int = 0o644,
-                      encoding: str = "utf-8") -> None:
-    atomic_write_bytes(path, text.encode(encoding), mode)
+                      encoding: str = "utf-8", tmp_dir: str | os.PathLike[str] | None = None
+                      ) -> None:
+    atomic_write_bytes(path, text.encode(encoding), mode, tmp_dir)
 
 
 def atomic_write_json(path: str | os.PathLike[str], value: Any, mode: int = 0o644,

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import string
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llm_supervisor.desktop.vncauth import MAX_PASSWORD_BYTES, rfbauth_bytes
+from llm_supervisor.fsutil import atomic_write_bytes
 
 # Unambiguous letters and digits: 8 characters (VNC's limit) from 56 symbols ≈ 46 bits.
 _ALPHABET = "".join(c for c in string.ascii_letters + string.digits if c not in "0O1lI")
@@ -66,18 +66,9 @@ class DesktopFiles:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600 from the first byte (O_CREAT with 0600, then an
-    atomic rename), so the secret is never readable by others, not even briefly."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    """Write ``data`` to ``path`` with mode 0600 from the first byte (a 0600 temporary file, then
+    an atomic rename), so the secret is never readable by others, not even briefly."""
+    atomic_write_bytes(path, data, mode=0o600)
 
 
 def generate_password() -> str:

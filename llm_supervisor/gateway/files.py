@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from llm_supervisor.fsutil import atomic_write_text
 from llm_supervisor.gateway import caddy, traefik
 from llm_supervisor.gateway.options import GatewayOptions
 from llm_supervisor.gateway.routes import Route
@@ -35,15 +35,7 @@ def write_if_changed(path: Path, text: str, staging_dir: Path | None = None) -> 
             # Readable by the gateway's user whatever the daemon's umask (systemd's UMask=0077);
             # STATE_DIR/gateway itself stays 0700, owned by that user.
             os.chmod(directory, 0o755)
-    fd, tmp = tempfile.mkstemp(dir=staging, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text, mode=0o644, tmp_dir=staging)
     return True
 
 

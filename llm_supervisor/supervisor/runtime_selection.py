@@ -18,7 +18,6 @@ class RuntimeSelector:
         self.settings = settings
         self.process = ProcessRuntime()
         self._docker: Runtime | None = None
-        self._docker_error: str | None = None
         self._engine_answers: bool | None = None
 
     def docker(self) -> Runtime:
@@ -35,8 +34,8 @@ class RuntimeSelector:
                 from llm_supervisor.supervisor.runtimes.docker import engine_available
 
                 self._engine_answers = engine_available()
-            except ImportError as exc:
-                self._docker_error = str(exc)
+            except ImportError as exc:  # the docker SDK is not installed
+                log.info("docker_sdk_missing", error=str(exc))
                 self._engine_answers = False
             log.info("docker_engine_probe", available=self._engine_answers)
         return self._engine_answers

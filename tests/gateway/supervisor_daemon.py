@@ -18,6 +18,8 @@ import httpx
 import pytest
 from daemon_harness import free_port, wait_for
 
+from llm_supervisor.system_packages import UNIT_PROGRAMS
+
 __all__ = ["APT_PACKAGES", "REPO_ROOT", "Daemon", "Desktop", "Stack", "free_port",
            "require_programs", "wait_for"]
 
@@ -25,8 +27,7 @@ REPO_ROOT = daemon_harness.PROJECT_DIR
 UNITS_DIR = REPO_ROOT / "units"
 
 # Debian packages that provide each program the units need.
-APT_PACKAGES = {"caddy": "caddy", "Xvfb": "xvfb", "x11vnc": "x11vnc", "websockify": "websockify",
-                "chromium": "chromium"}
+APT_PACKAGES = UNIT_PROGRAMS
 
 
 def require_programs(*programs: str) -> None:

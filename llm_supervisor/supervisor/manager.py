@@ -19,16 +19,19 @@ from llm_supervisor.config import Settings
 from llm_supervisor.plugins.manager import Plugins
 from llm_supervisor.plugins.types import Diagnosis, RepairResult
 from llm_supervisor.supervisor import graph
+from llm_supervisor.supervisor.env_file import read_env_file
 from llm_supervisor.supervisor.health import Prober
 from llm_supervisor.supervisor.logs import UnitLog
 from llm_supervisor.supervisor.records import RECORDS_NAME, load_records, save_records
+from llm_supervisor.supervisor.replicas import add_replicas
 from llm_supervisor.supervisor.resources import ResourceSampler
+from llm_supervisor.supervisor.rolling import rolling_restart
+from llm_supervisor.supervisor.rotation import Rotation
 from llm_supervisor.supervisor.runtime_selection import RuntimeSelector
 from llm_supervisor.supervisor.runtimes.process_identity import OWNER_MARKER, UNIT_MARKER
 from llm_supervisor.supervisor.state import Health, UnitState
 from llm_supervisor.supervisor.unit_checks import cycle_error
 from llm_supervisor.supervisor.unit_env import pass_env_patterns, passed_through
-from llm_supervisor.supervisor.unit_file import UnitFileError
 from llm_supervisor.supervisor.unit_loader import LoadResult, instantiate, load_directory
 from llm_supervisor.supervisor.unit_runner import UnitRunner
 from llm_supervisor.supervisor.units import Unit, normalise_name
@@ -50,6 +53,7 @@ class Manager:
         self.prober = Prober()
         self.resources = ResourceSampler()  # CPU/memory per unit (status, metrics)
         self.runtimes = RuntimeSelector(settings)
+        self.rotation = Rotation()  # units the gateway must not send to (rolling restarts)
         self.loaded = LoadResult()
         self.runners: dict[str, UnitRunner] = {}
         self.target: str = settings.default_target
@@ -66,6 +70,7 @@ class Manager:
     # ------------------------------------------------------------------ loading
     def _load(self) -> LoadResult:
         result = load_directory(self.settings.units_dir, self.settings.expansion_vars())
+        add_replicas(result, self.settings.expansion_vars(), self.settings.model_replicas)
         for extra in self.plugins.hook.add_units():
             for unit in extra:
                 result.units.setdefault(unit.name, unit)
@@ -196,6 +201,16 @@ class Manager:
         await runner.stop("restart requested")
         self.start_unit(full)
 
+    async def restart_rolling(self, name: str) -> list[str]:
+        """Restart ``name``'s instances one at a time, each drained and out of the gateway's
+        rotation meanwhile (:mod:`rolling`); returns the instances restarted."""
+
+        async def step(instance: str) -> UnitRunner:
+            await self.restart_unit(instance)
+            return self.runners[instance]
+
+        return await rolling_restart(self, name, step)
+
     async def stop_all(self, reason: str = "daemon shutting down") -> None:
         await self.stop_units(set(self.runners), reason)
 
@@ -304,7 +319,7 @@ class Manager:
         env = passed_through(os.environ, pass_env_patterns(self.settings.unit_env_passthrough))
         env.update(self.settings.expansion_vars())
         for path, optional in unit.environment_files:
-            env.update(_read_env_file(Path(path), optional, unit))
+            env.update(read_env_file(Path(path), optional))
         env.update(unit.environment)
         env[UNIT_MARKER] = unit.name
         env[OWNER_MARKER] = str(self.settings.state_dir.resolve())
@@ -413,23 +428,3 @@ class Manager:
         for runner in self.runners.values():
             runner.log.close()
 
-
-def _read_env_file(path: Path, optional: bool, unit: Unit) -> dict[str, str]:
-    from llm_supervisor.supervisor.runtimes.base import RuntimeError_
-
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        if optional:
-            return {}
-        raise RuntimeError_(f"EnvironmentFile {path}: {exc.strerror}") from exc
-    env = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith(("#", ";")):
-            continue
-        if "=" not in stripped:
-            raise RuntimeError_(str(UnitFileError(path, number, "expected NAME=VALUE")))
-        key, value = stripped.split("=", 1)
-        env[key.strip().removeprefix("export ").strip()] = value.strip().strip("\"'")
-    return env

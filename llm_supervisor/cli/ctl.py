@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
-from llm_supervisor.cli.common import add_location_options, settings_from, shut_down, socket_from
+from llm_supervisor.cli.common import add_location_options, settings_from, socket_from
 from llm_supervisor.export import cli as export_cli
 
 
@@ -23,8 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("unit", nargs="?")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--live", action="store_true", help="refresh until Ctrl-C")
-    for name in ("start", "stop", "restart"):
+    for name in ("start", "stop"):
         sub.add_parser(name, help=f"{name} a unit or target").add_argument("unit")
+    restart = sub.add_parser("restart", help="restart a unit or target")
+    restart.add_argument("unit")
+    restart.add_argument("--rolling", action="store_true",
+                         help="one instance at a time, each drained out of the gateway first")
     repair = sub.add_parser("repair", help="verify and repair a unit's files, then restart it")
     repair.add_argument("unit")
     repair.add_argument("--verify-only", action="store_true", help="report, change nothing")
@@ -151,17 +155,10 @@ def _logs(client: ControlClient, args: argparse.Namespace) -> int:
     return 0
 
 
-def _shutdown(client: ControlClient, args: argparse.Namespace) -> int:
-    if args.purge and not args.yes:
-        if not sys.stdin.isatty():
-            print("refusing to purge without --yes when not on a terminal", file=sys.stderr)
-            return 2
-        answer = input("Remove containers, volumes, caches and logs owned by llm-supervisord? "
-                       "[y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("nothing purged; shutting down only")
-            args.purge = False
-    return shut_down(client, 180, purge=args.purge)
+def _shutdown(args: argparse.Namespace) -> int:
+    from llm_supervisor.cli.purge import stop_stack
+
+    return stop_stack(settings_from(args), 180, args.purge, args.yes)
 
 
 def _plugins(client: ControlClient) -> int:
@@ -236,6 +233,12 @@ def run(args: argparse.Namespace) -> int:
         names = result.get("started") or result.get("stopped") or []
         print(f"{command}: {', '.join(n.removesuffix('.service') for n in names) or 'nothing'}")
         return 0
+    if command == "restart" and args.rolling:
+        result = client.post(f"/units/{args.unit}/restart", params={"rolling": 1})
+        for unit in result["instances"]:
+            print(f"restart: {unit['name'].removesuffix('.service')} is {unit['state']} "
+                  f"({unit['health']})")
+        return 0
     if command == "restart":
         unit = client.post(f"/units/{args.unit}/restart")
         print(f"restart: {unit['name']} is {unit['state']}")
@@ -275,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(client.post("/reset"), indent=2))
         return 0
     if command == "shutdown":
-        return _shutdown(client, args)
+        return _shutdown(args)
     if command == "plugins":
         return _plugins(client)
     if command == "reopen-logs":

@@ -15,7 +15,6 @@ from llm_supervisor.cli.common import (
     add_location_options,
     export_to_environment,
     settings_from,
-    shut_down,
 )
 from llm_supervisor.config import Settings
 
@@ -36,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     add_location_options(start)
     stop = sub.add_parser("stop", help="stop every unit and the daemon")
     stop.add_argument("--timeout", type=float, default=120.0)
+    stop.add_argument("--purge", action="store_true",
+                      help="also remove what the daemon created: volumes, networks, our images, "
+                           "model cache and converted models in the state dir, repair store, "
+                           "logs (listed first)")
+    stop.add_argument("--yes", action="store_true", help="do not ask before purging")
     add_location_options(stop)
     return parser
 
@@ -97,15 +101,18 @@ def _wait_until_up(settings: Settings, seconds: float) -> int:
     return wait_and_report(ControlClient(settings.socket), settings, seconds)
 
 
-def _stop(settings: Settings, timeout: float) -> int:
-    return shut_down(ControlClient(settings.socket, timeout=timeout), timeout)
+def _stop(settings: Settings, args: argparse.Namespace) -> int:
+    """On a terminal, asks whether to delete caches and volumes too (default no), as stop.sh."""
+    from llm_supervisor.cli.purge import stop_stack
+
+    return stop_stack(settings, args.timeout, args.purge, args.yes)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = settings_from(args)
     if args.command == "stop":
-        return _stop(settings, args.timeout)
+        return _stop(settings, args)
     if args.foreground:
         return _run_foreground(settings, args.target, args.log_file)
     code = _start_background(settings, args.target)

@@ -15,6 +15,7 @@ UNIT_PROGRAMS: dict[str, str] = {
     "websockify": "websockify",  # novnc.service
     "/usr/share/novnc/vnc.html": "novnc",  # novnc.service
     "chromium": "chromium",  # browser.service
+    "firefox-esr": "firefox-esr",  # browser.service with BROWSER=firefox (or no chromium)
 }
 
 # Packages for the tests and builds, not for any unit.

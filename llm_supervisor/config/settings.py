@@ -195,6 +195,19 @@ class Settings(BaseSettings):
             return self.gateway_program
         return "traefik" if shutil.which("traefik") else "caddy"
 
+    @property
+    def resolved_browser_program(self) -> str:
+        """The test desktop's browser program: BROWSER=chromium|firefox, or auto (Chromium when
+        installed, else Firefox ESR, else Firefox; chromium when none is, so the browser unit's
+        condition names what to install)."""
+        firefox = "firefox-esr" if shutil.which("firefox-esr") or not shutil.which("firefox") \
+            else "firefox"
+        if self.browser == "firefox":
+            return firefox
+        if self.browser == "chromium" or shutil.which("chromium"):
+            return "chromium"
+        return firefox if shutil.which(firefox) else "chromium"
+
     def expansion_vars(self) -> dict[str, str]:
         """The names ``${NAME}`` may use in unit files."""
         values: dict[str, Any] = {
@@ -209,6 +222,7 @@ class Settings(BaseSettings):
             "NOVNC_PORT": self.novnc_port,
             "DASHBOARD_PORT": self.dashboard_port,
             "BROWSER": self.browser,
+            "BROWSER_PROGRAM": self.resolved_browser_program,
             "BIND_ADDRESS": self.bind_address,
             "GATEWAY_PROGRAM": self.resolved_gateway_program,
             "VNC_PORT": self.vnc_port,

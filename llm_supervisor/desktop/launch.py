@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from llm_supervisor.config import load_settings
 from llm_supervisor.desktop.display import display_answers, free_display, wait_for_display
@@ -100,8 +101,42 @@ def _screen_size() -> str:
     return f"{width},{height}"
 
 
+# Firefox preferences for a kiosk-like test browser: no first-run pages, no telemetry, no
+# update or default-browser prompts (user.js is re-applied at every start).
+FIREFOX_PREFS = {
+    "browser.shell.checkDefaultBrowser": False,
+    "browser.aboutwelcome.enabled": False,
+    "browser.startup.homepage_override.mstone": "ignore",
+    "startup.homepage_welcome_url": "",
+    "datareporting.policy.dataSubmissionEnabled": False,
+    "toolkit.telemetry.reportingpolicy.firstRun": False,
+    "app.update.enabled": False,
+    "browser.sessionstore.resume_from_crash": False,
+}
+
+
+def browser_program() -> str:
+    """``BROWSER_PROGRAM`` as the daemon resolved it (BROWSER=auto|chromium|firefox), else
+    the same choice made here."""
+    chosen = os.environ.get("BROWSER_PROGRAM") or os.environ.get("DESKTOP_BROWSER")
+    if chosen:
+        return chosen
+    return load_settings().resolved_browser_program
+
+
+def _firefox_argv(program: str, profile: os.PathLike[str] | str, url: str) -> list[str]:
+    import json
+
+    lines = [f"user_pref({json.dumps(name)}, {json.dumps(value)});"
+             for name, value in FIREFOX_PREFS.items()]
+    write_private(Path(profile) / "user.js", ("\n".join(lines) + "\n").encode())
+    width, height = _screen_size().split(",")
+    return [program, "--no-remote", "--profile", str(profile), "--width", width,
+            "--height", height, "--new-window", url]
+
+
 def browser(url: str) -> int:
-    """Chromium (or Firefox ESR when only that is installed) on the display, opening ``url``."""
+    """Chromium or Firefox (ESR) on the display, opening ``url``."""
     files = _files()
     env = _display_env(files)
     if env is None:
@@ -110,11 +145,12 @@ def browser(url: str) -> int:
     env["XAUTHORITY"] = str(files.browser_xauthority)
     profile = files.browser_profile
     profile.mkdir(parents=True, exist_ok=True, mode=0o700)
-    program = os.environ.get("DESKTOP_BROWSER") or ("chromium" if shutil.which("chromium")
-                                                      else "firefox-esr")
-    if program == "firefox-esr":
-        return _exec(["firefox-esr", "--no-remote", "--profile", str(profile), "--new-window", url],
-                     env)
+    program = browser_program()
+    if "firefox" in Path(program).name:  # its own profile: the two browsers' files differ
+        firefox_profile = profile.with_name(profile.name + "-firefox")
+        firefox_profile.mkdir(exist_ok=True, mode=0o700)
+        env.setdefault("MOZ_CRASHREPORTER_DISABLE", "1")
+        return _exec(_firefox_argv(program, firefox_profile, url), env)
     argv = [program, f"--user-data-dir={profile}", "--no-first-run", "--no-default-browser-check",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--password-store=basic", "--window-position=0,0", f"--window-size={_screen_size()}"]

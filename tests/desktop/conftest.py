@@ -20,9 +20,12 @@ DESKTOP_UNITS = ["gateway.service", "xvfb.service", "x11vnc.service", "novnc.ser
 FAKE_PAGE = "<!doctype html><title>fake test page</title><h1 id=generate>stand-in page</h1>"
 
 
-@pytest.fixture(scope="module")
-def desktop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desktop]:
-    require_programs("caddy", "Xvfb", "x11vnc", "websockify", "chromium")
+@pytest.fixture(scope="module", params=["chromium", "firefox"])
+def desktop(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desktop]:
+    """The desktop with each browser the browser unit can run (BROWSER=chromium|firefox)."""
+    require_programs("caddy", "Xvfb", "x11vnc", "websockify",
+                     "chromium" if request.param == "chromium" else "firefox-esr")
     if not Path("/usr/share/novnc/vnc.html").exists():
         pytest.skip("noVNC web client missing: sudo apt-get install novnc")
     root = tmp_path_factory.mktemp("desktop")
@@ -34,7 +37,7 @@ def desktop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desktop]:
     page_server = subprocess.Popen(
         [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(www),
          str(ports["MODEL_SERVICE_PORT"])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    daemon = Daemon(root, DESKTOP_UNITS, {"GATEWAY_PROGRAM": "caddy",
+    daemon = Daemon(root, DESKTOP_UNITS, {"GATEWAY_PROGRAM": "caddy", "BROWSER": request.param,
                                           **{k: str(v) for k, v in ports.items()}})
     try:
         daemon.start("browser-test.target")

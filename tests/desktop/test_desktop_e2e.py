@@ -1,4 +1,5 @@
-"""The test desktop for real: Xvfb, x11vnc, websockify/noVNC and Chromium under the daemon."""
+"""The test desktop for real: Xvfb, x11vnc, websockify/noVNC and Chromium or Firefox ESR (each
+module-scoped desktop runs once per browser) under the daemon."""
 
 from __future__ import annotations
 
@@ -16,6 +17,13 @@ import psutil
 import pytest
 from rfb_client import SECURITY_NONE, handshake
 from supervisor_daemon import Daemon, Desktop, wait_for
+
+
+def _browser(desktop: Desktop) -> tuple[str, str]:
+    """The program name the browser unit becomes, and the word its User-Agent carries."""
+    if desktop.daemon.env["BROWSER"] == "firefox":
+        return "firefox", "Firefox"
+    return "chromium", "Chrome"
 
 
 def _password(desktop: Desktop) -> str:
@@ -76,16 +84,17 @@ def test_novnc_command_prints_url_and_password(desktop: Desktop) -> None:
 @pytest.mark.browser
 def test_browser_opens_the_page_through_the_gateway_and_is_restarted(desktop: Desktop) -> None:
     gateway_port = desktop.ports["GATEWAY_PORT"]
+    program, agent = _browser(desktop)
     before = desktop.daemon.unit("browser")
     browser = psutil.Process(before["pid"])
-    assert Path(browser.exe()).name.startswith("chromium")
+    assert Path(browser.exe()).name.startswith(program)
     assert f"http://127.0.0.1:{gateway_port}/" in browser.cmdline()
     display = (desktop.daemon.state_dir / "desktop" / "display").read_text().strip()
     assert browser.environ()["DISPLAY"] == f":{display}"
 
     def page_fetched_through_gateway() -> bool:
         log = desktop.daemon.unit_log("gateway", tail=400)
-        return any('"uri":"/"' in line and "Chrome" in line and '"status":200' in line
+        return any('"uri":"/"' in line and agent in line and '"status":200' in line
                    for line in log.splitlines())
 
     wait_for(page_fetched_through_gateway, 30, "the browser's GET / in the gateway's access log",
@@ -105,10 +114,12 @@ def test_browser_opens_the_page_through_the_gateway_and_is_restarted(desktop: De
 def test_display_killed_with_sigkill_heals_the_whole_desktop(desktop: Desktop) -> None:
     """Xvfb dies: it is restarted, x11vnc and the browser (which lose their X connection) come
     back on the new display, and VNC authentication works again."""
-    def browser_exec_done() -> bool:  # the launcher has become chromium (not still preparing)
+    program, _ = _browser(desktop)
+
+    def browser_exec_done() -> bool:  # the launcher has become the browser (not preparing)
         status = desktop.daemon.unit("browser")
         return status["state"] == "running" and status["pid"] is not None and \
-            psutil.Process(status["pid"]).name().startswith("chromium")
+            psutil.Process(status["pid"]).name().startswith(program)
 
     wait_for(browser_exec_done, 30, "the browser to run")
     before = {name: desktop.daemon.unit(name) for name in ("xvfb", "x11vnc", "browser")}

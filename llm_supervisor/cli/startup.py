@@ -140,6 +140,7 @@ def wait_and_report(client: ControlClient, settings: Any, seconds: float) -> int
     info = stack_info(client, settings)
     console.print("waiting for the units to come up…")
     units = wait_until_up(client, info, seconds, console)
+    info = stack_info(client, settings)  # again: x11vnc made the noVNC password meanwhile
     by_name = _by_name(units)
     print_status(units, console)
     code = 0

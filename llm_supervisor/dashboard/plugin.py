@@ -75,6 +75,9 @@ class DashboardPlugin:
 
     @hookimpl
     def supervisor_stopping(self, manager: Any) -> None:
+        """Stop listening now (the daemon is going away); the rest finishes in the background."""
+        if self.server is not None:
+            self.server.close()
         asyncio.ensure_future(self.close())
 
     async def close(self) -> None:

@@ -20,8 +20,12 @@ def test_start_wait_smoke_tests_and_prints_the_instructions(tmp_path: Path):
     if shutil.which("caddy") is None:
         pytest.skip("caddy not installed: sudo apt-get install caddy")
     model_dir = build_gguf_model(tmp_path / "model")
+    desktop = ["xvfb.service", "x11vnc.service", "novnc.service"]
+    if not all(shutil.which(p) for p in ("Xvfb", "x11vnc", "websockify")):
+        desktop = []  # the noVNC lines are then not printed (checked below)
+    env = {**stack_env(model_dir), "NOVNC_PORT": str(free_port()), "VNC_PORT": str(free_port())}
     daemon = StackDaemon(tmp_path / "stack", ["model-service.service", "gateway.service",
-                                              "stack.target"], stack_env(model_dir))
+                                              "stack.target", *desktop], env)
     try:
         started = daemon.cli("start", "--wait", "180")
         out = started.stdout
@@ -38,6 +42,10 @@ def test_start_wait_smoke_tests_and_prints_the_instructions(tmp_path: Path):
         assert f"curl http://localhost:{port}/api/health" in out
         assert f"curl http://localhost:{port}/api/generate -d" in out
         assert "llm-supervisord stop" in out
+        if desktop:
+            password = (daemon.state_dir / "desktop" / "vnc-password").read_text().strip()
+            assert f"noVNC       http://127.0.0.1:{env['NOVNC_PORT']}/vnc.html" in out
+            assert f"password    {password}" in out
     finally:
         stopped = daemon.cli("stop")
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr

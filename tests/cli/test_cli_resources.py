@@ -59,21 +59,27 @@ def test_status_json_text_and_metrics_show_the_whole_tree(cli_daemon: Daemon):
 
 
 def test_cpu_percent_is_the_rate_between_two_looks():
-    """A process that burned CPU long ago and now sleeps reads about 0 at the second look."""
+    """A process that burned CPU and now sleeps: the first look is its lifetime average (as
+    ``ps``), the second the rate since the first, about 0."""
     import subprocess
     import sys
 
     proc = subprocess.Popen([sys.executable, "-c",
-                             "import time\nend = time.time() + 1.0\n"
-                             "while time.time() < end: pass\ntime.sleep(30)"])
+                             "import time\nwhile time.process_time() < 0.5: pass\n"
+                             "print('done', flush=True)\ntime.sleep(30)"],
+                            stdout=subprocess.PIPE, text=True)
     try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "done"
         sampler = ProcessTreeSampler()
-        time.sleep(1.3)
         first = sampler.sample(proc.pid)
-        assert first.cpu_percent is not None and first.cpu_percent > 30  # lifetime average
+        process = psutil.Process(proc.pid)
+        times = process.cpu_times()
+        lifetime = (times.user + times.system) / (time.time() - process.create_time()) * 100
+        assert first.cpu_percent is not None and first.cpu_percent > 5
+        assert abs(first.cpu_percent - lifetime) < max(5.0, lifetime * 0.2)
         time.sleep(0.5)
         second = sampler.sample(proc.pid)
-        assert second.cpu_percent is not None and second.cpu_percent < 10
+        assert second.cpu_percent is not None and second.cpu_percent < 5
     finally:
         proc.kill()
         proc.wait()

@@ -70,3 +70,22 @@ def test_start_wait_exits_1_when_the_smoke_test_fails(tmp_path: Path):
         assert "Test page" not in out  # no gateway unit in this stack
     finally:
         daemon.cli("stop")
+
+
+@pytest.mark.slow
+def test_start_wait_shows_the_model_loading(tmp_path: Path, tiny_model_dir: Path):
+    """The transformers engine on the tiny model loads for a few seconds: the wait says so with
+    the loading line (stage, percent, elapsed, ETA) instead of silence."""
+    daemon = StackDaemon(tmp_path / "stack", ["model-service.service", "stack.target"],
+                         {**stack_env(tiny_model_dir), "ENGINE": "transformers",
+                          "USE_INT8": "false", "DTYPE": "float32"})
+    try:
+        started = daemon.cli("start", "--wait", "180")
+        out = started.stdout
+        assert started.returncode == 0, out + started.stderr + daemon.log_tail()
+        loading = [line for line in out.splitlines() if "model loading" in line]
+        assert loading, out
+        assert all(" elapsed " in line and " ETA " in line and "%" in line for line in loading)
+        assert "PASS generate" in out
+    finally:
+        daemon.cli("stop")

@@ -59,8 +59,12 @@ def main() -> int:
                 child.terminate()
 
     signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(0)))
+    # No MIT-SHM: the browser runs in another container (another IPC namespace), where the
+    # shared-memory images it would hand to the X server cannot be attached; its window would
+    # stay black. Without the extension clients send pixels over the socket.
     children.append(subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", screen,
-                                      "-nolisten", "tcp", "-auth", str(files.xauthority)]))
+                                      "-nolisten", "tcp", "-extension", "MIT-SHM",
+                                      "-auth", str(files.xauthority)]))
     if not wait_for_display(number, 20):
         stop()
         print(f"desktop: Xvfb :{number} did not come up", file=sys.stderr)
@@ -69,7 +73,7 @@ def main() -> int:
     children.append(subprocess.Popen(
         ["x11vnc", "-display", f":{number}", "-auth", str(files.xauthority), "-rfbauth",
          str(files.rfbauth), "-localhost", "-rfbport", str(VNC_PORT), "-forever", "-shared",
-         "-norc", "-noipv6", "-noxdamage", "-quiet"], env=display_env))
+         "-norc", "-noipv6", "-noxdamage", "-noshm", "-quiet"], env=display_env))
     children.append(subprocess.Popen(["websockify", "--web", "/usr/share/novnc",
                                       f"0.0.0.0:{novnc_port}", f"127.0.0.1:{VNC_PORT}"]))
     print(f"desktop: display :{number}, noVNC on {novnc_port}", file=sys.stderr, flush=True)

@@ -6,6 +6,7 @@ re-adopted, not restarted."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -59,6 +60,7 @@ def stack(daemon: Daemon, shipped_images: dict[str, str], smollm2_gguf_dir: Path
         "BIND_ADDRESS": "127.0.0.1", "GATEWAY_PROGRAM": "caddy", "ENGINE": "llama.cpp",
         "USE_INT8": "false",
     })
+    daemon.images = shipped_images  # type: ignore[attr-defined]
     daemon.start("stack.target")
     daemon.wait_healthy("model-service", timeout=240)
     daemon.wait_healthy("gateway", timeout=60)
@@ -154,3 +156,96 @@ def test_reset_rebuilds_the_gateway_image(daemon: Daemon, shipped_images: dict[s
     assert "Successfully built" in daemon.unit_log("gateway", 2000)
     for tag in [labels.IMAGE_PREFIX + "bookworm:base", *shipped_images.values()]:
         assert daemon.docker.images.get(tag)
+
+
+def daemon_images(daemon: Daemon) -> dict[str, str]:
+    return dict(daemon.images)  # type: ignore[attr-defined]
+
+
+def desktop_units(daemon: Daemon, images: dict[str, str], novnc_port: int, secret: Path,
+                  suffix: str) -> None:
+    """The test desktop as containers: the novnc image (Xvfb + x11vnc + websockify, started by
+    llm_supervisor.desktop.container) and the browser image sharing its X socket and cookie."""
+    shared = (f"Volumes=lsd-x11-{suffix}:/tmp/.X11-unix\n"
+              f"Volumes=lsd-desktop-{suffix}:/var/lib/llm-supervisord\n")
+    daemon.write_unit("novnc.service", f"""[Unit]
+Description=noVNC desktop container
+[Service]
+Runtime=docker
+Restart=always
+RestartSec=0.5
+TimeoutStopSec=5
+[Health]
+Check=http://127.0.0.1:{novnc_port}/vnc.html
+Interval=0.5
+StartPeriod=60
+[Container]
+Image={images["novnc"]}
+Ports=127.0.0.1:{novnc_port}:6080
+Volumes={secret}:/run/secrets/vnc_password:ro
+{shared}""")
+    daemon.write_unit("browser.service", f"""[Unit]
+Description=Firefox container
+After=novnc.service
+Requires=novnc.service
+[Service]
+Runtime=docker
+Restart=always
+RestartSec=1
+TimeoutStopSec=5
+[Container]
+Image={images["browser"]}
+{shared}""")
+
+
+def test_desktop_containers_require_the_password_and_show_the_page(
+        stack: tuple[Daemon, int], tmp_path: Path) -> None:
+    import uuid
+
+    from docker_rfb_helpers import distinct_colours, read_framebuffer
+    from rfb_client import handshake
+
+    daemon, _ = stack
+    novnc_port = free_port()
+    secret = tmp_path / "vnc_password"
+    secret.write_text("s3cretPw\n")
+    os.chown(secret, IMAGE_UID, IMAGE_UID)
+    os.chmod(secret, 0o400)
+    suffix = uuid.uuid4().hex[:8]
+    desktop_units(daemon, daemon_images(daemon), novnc_port, secret, suffix)
+    try:
+        daemon.ctl.post("/reload")
+        daemon.ctl.post("/units/browser/start")
+        daemon.wait_healthy("novnc", timeout=90)
+        url = f"ws://127.0.0.1:{novnc_port}/websockify"
+        deadline = time.monotonic() + 30
+        while True:  # websockify answers before x11vnc listens behind it
+            try:
+                refused = handshake(url, "wrongpw1")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        assert not refused.authenticated, "a wrong password is refused"
+        assert handshake(url, "s3cretPw").authenticated
+        # Firefox needs a while to start and render the page through the gateway container.
+        deadline = time.monotonic() + 120
+        colours = 0
+        while time.monotonic() < deadline:
+            width, height, pixels = read_framebuffer(url, "s3cretPw")
+            colours = distinct_colours(pixels)
+            if colours >= 8:
+                break
+            time.sleep(2)
+        assert colours >= 8, (f"the framebuffer ({width}x{height}) stayed blank: {colours} "
+                              f"colours; browser log:\n{daemon.unit_log('browser', 40)}")
+        novnc = daemon.container_of("novnc.service")
+        assert novnc.attrs["HostConfig"]["PortBindings"]["6080/tcp"][0]["HostIp"] == "127.0.0.1"
+        mounts = {m["Destination"]: m for m in novnc.attrs["Mounts"]}
+        assert mounts["/run/secrets/vnc_password"]["RW"] is False
+    finally:
+        daemon.stop()
+        for name in (f"lsd-x11-{suffix}", f"lsd-desktop-{suffix}"):
+            with contextlib.suppress(Exception):
+                daemon.docker.volumes.get(name).remove(force=True)

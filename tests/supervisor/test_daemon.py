@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 from daemon_harness import Daemon, free_port, wait_for
 from unit_texts import http_unit
 
@@ -231,30 +230,6 @@ def test_unknown_unit_is_a_clear_404(daemon: Daemon):
     daemon.start()
     result = daemon.ctl("start", "nope")
     assert result.returncode == 1 and "no such unit: nope" in result.stderr
-
-
-@pytest.mark.parametrize("policy,code,restarts", [("on-failure", 0, False), ("on-failure", 2, True),
-                                                  ("always", 0, True), ("no", 2, False),
-                                                  ("on-abnormal", 2, False)])
-def test_restart_policies(daemon: Daemon, tmp_path: Path, policy: str, code: int, restarts: bool):
-    stamps = tmp_path / "runs"
-    daemon.write_unit("job.service", f"""[Service]
-ExecStart=/bin/sh -c 'echo run >> {stamps}; sleep 0.2; exit {code}'
-Restart={policy}
-RestartSec=0.1
-StartLimitBurst=0
-[Install]
-WantedBy=stack.target
-""")
-    daemon.start()
-    if restarts:
-        wait_for(lambda: stamps.exists() and len(stamps.read_text().split()) >= 2, 10, "a restart")
-    else:
-        expected = "inactive" if code == 0 else "failed"
-        unit = daemon.wait_state("job", expected, timeout=10)
-        time.sleep(0.5)
-        assert len(stamps.read_text().split()) == 1
-        assert unit["last_exit"]["code"] == code
 
 
 def test_condition_is_checked_before_dependencies_and_skips_propagate(daemon: Daemon):

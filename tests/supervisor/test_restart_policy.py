@@ -1,5 +1,5 @@
-"""Restart=on-abnormal restarts a unit killed by a signal or ended for failed health (README,
-"Restart="), not one that exited with a code. In-process (see manager_harness)."""
+"""Restart= policies (README, "Restart="): on-abnormal restarts a unit killed by a signal or
+ended for failed health, not one that exited with a code. In-process (see manager_harness)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import psutil
+import pytest
 from manager_harness import SH, SLEEP, run_manager, service, until
 
 from llm_supervisor.supervisor.manager import Manager
@@ -46,3 +47,28 @@ def test_on_abnormal_restarts_after_a_signal_but_not_after_an_exit_code(tmp_path
         assert quitter.restarts == 0 and quitter.reason == "exited 4"
 
     run_manager(tmp_path, {"killed.service": killed, "exits.service": exits}, [], scenario)
+
+
+@pytest.mark.parametrize(("policy", "code", "restarts"), [
+    ("on-failure", 0, False), ("on-failure", 2, True), ("always", 0, True), ("no", 2, False),
+    ("on-abnormal", 2, False)])
+def test_restart_policies(tmp_path: Path, policy: str, code: int, restarts: bool) -> None:
+    stamps = tmp_path / "runs"
+    unit = service(f"{SH} -c 'echo run >> {stamps}; sleep 0.2; exit {code}'",
+                   extra=f"Restart={policy}\nStartLimitBurst=0")
+
+    def runs() -> int:
+        return len(stamps.read_text().split()) if stamps.exists() else 0
+
+    async def scenario(manager: Manager) -> None:
+        await manager.start_target("stack.target")
+        job = manager.runner("job")
+        if restarts:
+            await until(lambda: runs() >= 2, "a restart")
+            return
+        expected = "inactive" if code == 0 else "failed"
+        await until(lambda: job.state == expected, f"job to be {expected}")
+        await asyncio.sleep(0.5)
+        assert runs() == 1 and job.last_exit is not None and job.last_exit.code == code
+
+    run_manager(tmp_path, {"job.service": unit}, [], scenario)

@@ -165,6 +165,8 @@ def test_dependency_cycle(tmp_path: Path) -> None:
     async def scenario(manager: Manager) -> None:
         await manager.start_target("stack.target")
         await until(lambda: manager.runner("c").state == "failed", "c to fail")
+        await asyncio.sleep(0.2)
+        assert recorder.count("c") == 1 and dict(recorder.failed)["c"] == "required unit a is failed"
         await manager.start_target("stack.target")  # the cycle is found again: no second hook
         await asyncio.sleep(0.3)
         assert recorder.count("a") == 1 and recorder.count("b") == 1, recorder.failed

@@ -135,13 +135,15 @@ def _port_owner(port: int) -> str:
 
 
 def port_free(host: str, port: int) -> bool:
+    """True when ``host:port`` can be bound now; False when something holds it. A port this
+    user may not bind (below 1024 without root) raises PermissionError."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            if exc.errno == errno.EADDRINUSE:
                 return False
             raise
     return True
@@ -163,6 +165,12 @@ def check_ports(settings: Any, ours: set[int]) -> list[Check]:
         host = "127.0.0.1" if name in ("MODEL_SERVICE_PORT", "VNC_PORT") else settings.bind_address
         try:
             free = port_free(host, port)
+        except PermissionError:
+            checks.append(Check(f"port {port}", "fail", f"{name}: this user may not bind "
+                                f"{host}:{port} (ports below 1024 need root)",
+                                f"run as root, or set {name} to a port above 1023 "
+                                f"(e.g. {name}=8000)"))
+            continue
         except OSError as exc:
             checks.append(Check(f"port {port}", "fail", f"{name}: cannot bind {host}:{port} "
                                 f"({exc.strerror})", f"set {name} to another port"))

@@ -120,10 +120,9 @@ class Monitor:
                                          "health" else
                                          f"{probe.body.get('generated_tokens', '?')} token(s)")
                 table.add_row(probe.name, via, "[green]PASS[/]" if probe.ok else "[red]FAIL[/]",
-                              f"{probe.latency_s * 1000:.0f} ms", escape(detail),
-                              end_section=False)
-            table.add_row(f"  {escape(base)}api/…", "", "", "", "")
-        return table
+                              f"{probe.latency_s * 1000:.0f} ms", escape(detail))
+        where = Text(f"gateway {self.info.gateway_url}   direct {self.info.model_url}")
+        return Group(where, table)
 
     def network(self) -> RenderableType:
         units = self.units()
@@ -223,7 +222,7 @@ def _listening_by_pid() -> dict[int, list[str]]:
 
 def _upstream_health(upstream: str, health_path: str | None) -> str:
     url = upstream.rstrip("/") + (health_path or "/")
-    probe = probes._request("health", url, None, 2.0)
+    probe = probes.request("health", url, None, 2.0)
     if probe.status is None:
         return f"[red]down[/] {escape(probe.error)}"
     style = "green" if probe.ok else "yellow"

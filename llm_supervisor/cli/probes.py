@@ -35,7 +35,7 @@ class Probe:
         return text
 
 
-def _request(name: str, url: str, payload: dict[str, Any] | None, timeout: float) -> Probe:
+def request(name: str, url: str, payload: dict[str, Any] | None, timeout: float) -> Probe:
     data = None if payload is None else json.dumps(payload).encode()
     request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
     if data is not None:
@@ -73,14 +73,14 @@ def _request(name: str, url: str, payload: dict[str, Any] | None, timeout: float
 
 
 def health(base_url: str, timeout: float = 5.0) -> Probe:
-    return _request("health", base_url.rstrip("/") + "/api/health", None, timeout)
+    return request("health", base_url.rstrip("/") + "/api/health", None, timeout)
 
 
 def generate(base_url: str, max_tokens: int = 8, timeout: float = 60.0) -> Probe:
     """A short greedy generate (what run.sh's API test did, smaller)."""
     payload = {"prompt": "What is the capital of France?", "max_length": max_tokens,
                "temperature": 0, "chat": True}
-    return _request("generate", base_url.rstrip("/") + "/api/generate", payload, timeout)
+    return request("generate", base_url.rstrip("/") + "/api/generate", payload, timeout)
 
 
 def get_text(url: str, timeout: float = 5.0) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
 
@@ -64,6 +65,5 @@ def stack_info(client: ControlClient, settings: Any) -> StackInfo:
         dashboard_url=f"http://{host}:{dashboard_port}/" if dashboard_port else None,
         gateway=gateway,
         novnc=novnc,
-        gateway_port=int(gateway_url.rstrip("/").rsplit(":", 1)[-1]) if gateway_url.count(":") > 1
-        else 80,
+        gateway_port=urlsplit(gateway_url).port or 80,
     )

@@ -101,3 +101,32 @@ def test_model_dir_states(tmp_path: Path):
     (model / "model.gguf").write_bytes(b"GGUF" + b"\0" * 1000)
     result = doctor(_env(tmp_path, MODEL_PATH=str(model)))
     assert "OK   model: 1 weight file(s)" in result.stdout and "without manifest" in result.stdout
+
+
+def test_a_privileged_port_this_user_may_not_bind(tmp_path: Path):
+    """Without CAP_NET_BIND_SERVICE (dropped from the bounding set with setpriv, as a normal
+    user runs) port 80-style ports cannot be bound: said as such, not as "taken"."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv (util-linux) to drop CAP_NET_BIND_SERVICE")
+    port = next(p for p in range(1000, 1023) if _bindable(p))
+    result = subprocess.run(["setpriv", "--bounding-set", "-net_bind_service", sys.executable,
+                             "-m", "llm_supervisor.cli.ctl", "doctor"],
+                            env=_env(tmp_path, GATEWAY_PORT=str(port)), capture_output=True,
+                            text=True, timeout=120, cwd=PROJECT_DIR)
+    assert result.returncode == 1, result.stdout
+    assert f"FAIL port {port}: GATEWAY_PORT: this user may not bind 127.0.0.1:{port}" in \
+        result.stdout
+    assert "set GATEWAY_PORT to a port above 1023" in result.stdout
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False

@@ -295,6 +295,8 @@ class Manager:
                    "errors": [str(e) for e in fresh.errors]}
         log.info("reloaded", **summary)
         self._notify({"type": "reload", **summary})
+        if self.target_error and self.target in fresh.units:  # the missing target file is there
+            await self.start_target(self.target)
         return summary
 
     # ------------------------------------------------------------------ environment

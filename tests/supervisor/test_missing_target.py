@@ -1,5 +1,6 @@
 """A units directory whose WantedBy= target has no file: the daemon starts nothing, and says so
-where the user looks: each unit's status reason, ``/ping`` and ``start --wait``'s exit code."""
+where the user looks: each unit's status reason, ``/ping`` and ``start --wait``'s exit code;
+creating the target and reloading, as the message says, brings the units up."""
 
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ def test_start_wait_says_the_target_is_missing(tmp_path: Path) -> None:
         assert unit["state"] == "inactive"
         assert unit["reason"].startswith("not started: stack.target has no unit file in")
         assert daemon.client.get("/ping")["target_error"]
+        # Doing what the message says brings it up.
+        daemon.write_unit("stack.target", "[Unit]\nDescription=now there\n")
+        daemon.client.post("/reload")
+        daemon.wait_state("a", "running", timeout=30)
+        assert daemon.client.get("/ping")["target_error"] is None
     finally:
         subprocess.run([sys.executable, "-m", "llm_supervisor.cli.daemon_cli", "stop"],
                        env=daemon.env, capture_output=True, timeout=120)

@@ -45,6 +45,11 @@ def build_app(manager: Any, guard: Guard, feed: Any, model: Any, name: str) -> S
 
     @app.on_request
     async def only_our_host(request: Request) -> response.HTTPResponse | None:
+        info = request.conn_info
+        if info is not None and not guard.peer_allowed(info.client_ip, info.client_port,
+                                                       info.server_port):
+            return _error(403, "this dashboard serves only the user running llm-supervisord "
+                               "(and root); use `llm-supervisorctl status` as that user")
         if not guard.host_allowed(request.headers.get("host")):
             return _error(421, "this dashboard answers only to its own address "
                                "(DNS-rebinding protection)")

@@ -136,3 +136,29 @@ def test_a_taken_dashboard_port_does_not_stop_the_daemon(tmp_path: Path):
     finally:
         daemon.stop()
         holder.close()
+
+
+FETCH = ("import sys, urllib.request, urllib.error\n"
+         "try:\n    print(urllib.request.urlopen(sys.argv[1], timeout=10).status)\n"
+         "except urllib.error.HTTPError as e:\n    print(e.code)\n")
+
+
+def test_other_local_users_are_refused(dashboard: tuple[Daemon, str]):
+    """Loopback is shared by every user; the dashboard (like the 0600 control socket) serves
+    only the daemon's user and root. Another uid is refused, page and token included."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to make a request as another user")
+    python = "/usr/bin/python3"  # the system one: any user may run it
+    if not os.access(python, os.X_OK):
+        pytest.skip("no system /usr/bin/python3 to run as another user")
+    _, url = dashboard
+    as_nobody = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                python, "-c", FETCH, url + "/"], capture_output=True, text=True,
+                               timeout=30, cwd="/")
+    assert as_nobody.stdout.strip() == "403", as_nobody.stdout + as_nobody.stderr
+    as_root = subprocess.run([python, "-c", FETCH, url + "/"], capture_output=True, text=True,
+                             timeout=30, cwd="/")
+    assert as_root.stdout.strip() == "200", as_root.stdout + as_root.stderr

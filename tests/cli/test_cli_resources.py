@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from cli_programs import hungry_tree_unit, sleeper_unit
+from cli_programs import busybox_image, docker_client, hungry_tree_unit, sleeper_unit
 from daemon_harness import Daemon, wait_for
 
 from llm_supervisor.supervisor.resources import ContainerSampler, ProcessTreeSampler, container_usage
@@ -86,41 +86,12 @@ def test_cpu_percent_is_the_rate_between_two_looks():
     assert sampler.sample(proc.pid).cpu_percent is None  # gone: not running
 
 
-def _docker_client():
-    try:
-        import docker
-
-        client = docker.from_env(timeout=30)
-        client.ping()
-        return client
-    except Exception:
-        return None
-
-
 @pytest.mark.slow
 def test_container_stats_through_the_engine(tmp_path: Path):
-    client = _docker_client()
+    client = docker_client()
     if client is None:
         pytest.skip("no docker engine answers here (the docker runtime tests start one)")
-    busybox = Path("/bin/busybox")
-    if not busybox.exists():
-        pytest.skip("needs /bin/busybox to build an image without a registry")
-    import io
-    import tarfile
-
-    tag = "llm-supervisord-test/cli-busybox:1"
-    if not client.images.list(name=tag):
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            tar.add(busybox, arcname="bin/busybox")
-            for name in ("sh", "sleep", "yes", "head", "cat"):
-                link = tarfile.TarInfo(f"bin/{name}")
-                link.type = tarfile.SYMTYPE
-                link.linkname = "busybox"
-                tar.addfile(link)
-        client.images.build  # noqa: B018 - the low-level API imports the tar below
-        client.api.import_image_from_data(buffer.getvalue(), repository=tag.split(":")[0],
-                                          tag="1", changes=["ENV PATH=/bin"])
+    tag = busybox_image(client)
     container = client.containers.run(
         tag, ["sh", "-c", "head -c 60000000 /dev/zero | cat > /dev/shm/x 2>/dev/null; "
               "yes > /dev/null"],

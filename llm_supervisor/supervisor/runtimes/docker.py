@@ -270,8 +270,6 @@ class DockerRuntime(Runtime):
 
             async with self._base_lock:  # one debootstrap, however many units start at once
                 plan = await self._call(resolve_base, client, plan, self.base_image(), output)
-            log.note(f"image {tag} from {plan.context} ({plan.dockerfile}): building unless "
-                     "its inputs are unchanged")
             image_labels = labels.for_object(self.owner, unit.name)
             image_id, _ = await self._call(build_if_changed, client, plan, image_labels, output)
             self._built[unit.name] = (fingerprint, image_id)

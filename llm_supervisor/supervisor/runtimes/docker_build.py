@@ -267,4 +267,5 @@ def build_if_changed(client: Any, plan: BuildPlan, labels: Mapping[str, str],
     if cached is not None:
         output(f"image {plan.tag} is up to date (inputs unchanged)")
         return cached, False
+    output(f"building image {plan.tag} from {plan.context} ({plan.dockerfile})")
     return build_image(client, plan, {**labels, BUILD_DIGEST: digest}, output), True

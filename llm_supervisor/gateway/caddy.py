@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from llm_supervisor.gateway.options import GatewayOptions, go_duration, host_port
 from llm_supervisor.gateway.routes import Route
 
+READY_BODY = '"status":\\s*"ready"'
+
 
 def _path_matcher(prefix: str) -> list[dict[str, Any]]:
     """``/api`` matches ``/api`` and ``/api/...`` but not ``/apifoo``; ``/`` matches all."""
@@ -52,6 +54,22 @@ def _proxy(route: Route, options: GatewayOptions) -> dict[str, Any]:
                 "interval": go_duration(options.health_interval_s),
                 "timeout": go_duration(options.health_timeout_s),
             },
+        }
+    if len(route.upstreams) > 1:
+        # Replicas. The config stays the same through a rolling restart (Caddy 2.6 cancels the
+        # requests in flight on every config load): a replica leaves the rotation through the
+        # active check, which wants "ready" in the body (a draining server answers 200
+        # "draining", so the supervisor does not restart it), every second.
+        if route.health_path:
+            active = handler["health_checks"]["active"]
+            active["interval"] = go_duration(options.replica_health_interval_s)
+            active["expect_body"] = READY_BODY
+        # A replica that refuses a connection or answers 502-504 is skipped for a while,
+        # between two active checks (a single upstream keeps today's plain config).
+        handler.setdefault("health_checks", {})["passive"] = {
+            "fail_duration": go_duration(options.passive_fail_duration_s),
+            "max_fails": 1,
+            "unhealthy_status": [502, 503, 504],
         }
     return handler
 

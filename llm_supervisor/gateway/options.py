@@ -25,6 +25,8 @@ class GatewayOptions:
     try_duration_s: float = 15.0
     try_interval_s: float = 0.25
     retry_attempts: int = 4
+    passive_fail_duration_s: float = 5.0  # Caddy: a failed replica gets no traffic this long
+    replica_health_interval_s: float = 1.0  # Caddy's active check of routes with replicas
 
     @classmethod
     def from_settings(cls, settings: Any) -> GatewayOptions:

@@ -135,3 +135,11 @@ def merge_routes(contributions: Iterable[Iterable[Mapping[str, Any]]]) -> list[R
                             units=tuple(data["units"])))
     routes.sort(key=lambda r: (-len(r.path_prefix.rstrip("/")), r.path_prefix))
     return routes
+
+
+def serving_or_all(all_routes: Iterable[Route], serving: Iterable[Route]) -> list[Route]:
+    """Per prefix, the route made from the units in rotation (ready, not being drained) when there
+    is one, else the route with every unit's upstream: a prefix whose units are all down keeps
+    its route, so requests wait for them (``try_duration``) instead of getting 404."""
+    by_prefix = {route.path_prefix: route for route in serving}
+    return [by_prefix.get(route.path_prefix, route) for route in all_routes]

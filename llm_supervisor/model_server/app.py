@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException
@@ -60,6 +61,8 @@ def create_app(settings: ModelServerSettings) -> Sanic:
             use_int8=settings.use_int8,
         )
         state.start_loading(asyncio.get_running_loop())
+        # A rolling restart drains this server before stopping it (supervisor/rolling.py).
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, state.start_draining)
 
     @app.before_server_stop
     async def _drain(app: Sanic) -> None:

@@ -66,6 +66,8 @@ class ServerState:
         self.engine: BatchingEngine | None = None
         self.loaded: LoadedModel | None = None
         self.stopping = False
+        # SIGUSR1 (a rolling restart): still serving, but the gateway must send nothing new.
+        self.draining = False
         self.started = time.monotonic()
         self.created = int(time.time())
         self.loader: threading.Thread | None = None
@@ -192,6 +194,11 @@ class ServerState:
         logs.flush()
         os._exit(code)
 
+    def start_draining(self) -> None:
+        """SIGUSR1: say ``draining`` in /api/health from now on (rolling restarts)."""
+        self.draining = True
+        self.log.info("draining", inflight=self.engine.inflight if self.engine else 0)
+
     # -------------------------------------------------------------- for the handlers
 
     def require_engine(self) -> BatchingEngine:
@@ -233,7 +240,9 @@ class ServerState:
             }
         m, e = self.loaded, self.engine
         return 200, {
-            "status": "ready",
+            # "draining" stays 200 (the supervisor must not restart a server finishing its
+            # requests); the gateway's check of replicas expects "ready" (gateway/caddy.py).
+            "status": "draining" if self.draining else "ready",
             "model": m.name,
             "model_path": str(m.path),
             "source": m.source.get("kind", "local"),

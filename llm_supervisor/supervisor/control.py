@@ -3,7 +3,7 @@
 ``curl --unix-socket SOCK http://localhost/units`` works. Routes (README, "Control socket")::
 
     GET  /units                      GET  /units/{name}
-    POST /units/{name}/{start|stop|restart|repair}    (repair?verify_only=1)
+    POST /units/{name}/{start|stop|restart|repair}    (repair?verify_only=1, restart?rolling=1)
     GET  /units/{name}/logs?tail=N&follow=1
     POST /reload   POST /reset   POST /shutdown?purge=1   POST /reopen-logs
     GET  /events (SSE)   GET /errors   GET /plugins   GET /ping
@@ -29,6 +29,7 @@ from sanic.server.async_server import AsyncioServer
 from llm_supervisor.logging_setup import reopen_daemon_log
 from llm_supervisor.supervisor.graph import DependencyCycleError
 from llm_supervisor.supervisor.manager import Manager, UnitNotFound
+from llm_supervisor.supervisor.rolling import RollingRestartFailed
 from llm_supervisor.supervisor.unit_runner import RepairAlreadyRunning
 
 
@@ -84,6 +85,14 @@ def build_app(manager: Manager, request_shutdown: Callable[[str], None]) -> Sani
 
     @app.post("/units/<name>/restart")
     async def restart(request: Request, name: str) -> response.HTTPResponse:
+        if request.args.get("rolling", "0") in ("1", "true", "yes"):
+            try:
+                restarted = await manager.restart_rolling(name)
+            except RollingRestartFailed as exc:
+                return _error(500, str(exc), "rolling_restart_failed")
+            return response.json({
+                **manager.unit_status(manager.runner(name)), "rolling": True,
+                "instances": [manager.unit_status(manager.runners[n]) for n in restarted]})
         await manager.restart_unit(name)
         return response.json(manager.unit_status(manager.runner(name)))
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+
 from llm_supervisor.config import Settings
 from llm_supervisor.plugins.manager import Plugins
 from llm_supervisor.plugins.types import Diagnosis, RepairResult
@@ -22,7 +23,10 @@ from llm_supervisor.supervisor.env_file import read_env_file
 from llm_supervisor.supervisor.health import Prober
 from llm_supervisor.supervisor.logs import UnitLog
 from llm_supervisor.supervisor.records import RECORDS_NAME, load_records, save_records
+from llm_supervisor.supervisor.replicas import add_replicas
 from llm_supervisor.supervisor.resources import ResourceSampler
+from llm_supervisor.supervisor.rolling import rolling_restart
+from llm_supervisor.supervisor.rotation import Rotation
 from llm_supervisor.supervisor.runtime_selection import RuntimeSelector
 from llm_supervisor.supervisor.runtimes.process_identity import OWNER_MARKER, UNIT_MARKER
 from llm_supervisor.supervisor.state import Health, UnitState
@@ -49,6 +53,7 @@ class Manager:
         self.prober = Prober()
         self.resources = ResourceSampler()  # CPU/memory per unit (status, metrics)
         self.runtimes = RuntimeSelector(settings)
+        self.rotation = Rotation()  # units the gateway must not send to (rolling restarts)
         self.loaded = LoadResult()
         self.runners: dict[str, UnitRunner] = {}
         self.target: str = settings.default_target
@@ -65,6 +70,7 @@ class Manager:
     # ------------------------------------------------------------------ loading
     def _load(self) -> LoadResult:
         result = load_directory(self.settings.units_dir, self.settings.expansion_vars())
+        add_replicas(result, self.settings.expansion_vars(), self.settings.model_replicas)
         for extra in self.plugins.hook.add_units():
             for unit in extra:
                 result.units.setdefault(unit.name, unit)
@@ -194,6 +200,16 @@ class Manager:
         runner = self.runners[full]
         await runner.stop("restart requested")
         self.start_unit(full)
+
+    async def restart_rolling(self, name: str) -> list[str]:
+        """Restart ``name``'s instances one at a time, each drained and out of the gateway's
+        rotation meanwhile (:mod:`rolling`); returns the instances restarted."""
+
+        async def step(instance: str) -> UnitRunner:
+            await self.restart_unit(instance)
+            return self.runners[instance]
+
+        return await rolling_restart(self, name, step)
 
     async def stop_all(self, reason: str = "daemon shutting down") -> None:
         await self.stop_units(set(self.runners), reason)

@@ -20,7 +20,7 @@ import structlog
 from llm_supervisor.gateway import caddy, docker_mode
 from llm_supervisor.gateway.files import write_all
 from llm_supervisor.gateway.options import GatewayOptions
-from llm_supervisor.gateway.routes import Route, merge_routes, routes_from_units
+from llm_supervisor.gateway.routes import Route, merge_routes, routes_from_units, serving_or_all
 from llm_supervisor.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("llm_supervisor.gateway")
 
 GATEWAY_UNIT = "gateway.service"
+# Traefik's file provider reloads on a file event; this long covers it on a loaded machine.
+TRAEFIK_SETTLE_S = 2.0
+CADDY_CHECK_MARGIN_S = 0.5
 
 
 class GatewayPlugin:
@@ -44,6 +47,9 @@ class GatewayPlugin:
         self.task: asyncio.Task[None] | None = None
         self._caddy_config: dict[str, Any] | None = None
         self._pushed: dict[str, Any] | None = None
+        # One sync-and-push at a time: a rolling restart's push must not be overtaken by an
+        # older config the watcher computed just before.
+        self._applying = asyncio.Lock()
 
     def program(self) -> str:
         return self.manager.settings.resolved_gateway_program if self.manager else "caddy"
@@ -53,6 +59,10 @@ class GatewayPlugin:
         assert self.manager is not None and self.options is not None
         units = list(self.manager.loaded.units.values())
         routes = merge_routes(self.manager.plugins.hook.gateway_routes(units=units))
+        serving = [unit for unit in units if self._in_rotation(unit.name)]
+        if len(serving) < len(units):  # Traefik only, see _in_rotation
+            routes = serving_or_all(
+                routes, merge_routes(self.manager.plugins.hook.gateway_routes(units=serving)))
         result = write_all(routes, self.options)
         if routes != self.routes or any(result["changed"].values()):
             log.info("gateway_config_written", program=self.program(),
@@ -65,6 +75,30 @@ class GatewayPlugin:
         if in_docker:  # the gateway container's config: upstreams are container names
             docker_mode.write(routes, self.options, docker_mode.published_ports(in_docker))
         return result["changed"]["caddy"]
+
+    def _in_rotation(self, name: str) -> bool:
+        """Whether a unit taken out by a rolling restart (:mod:`..supervisor.rotation`) is left
+        out of the config. Only for Traefik, which reloads its file gracefully: Caddy 2.6 cancels
+        every proxied request in flight on a config load (caddyserver/caddy#5663), so Caddy's
+        config keeps every replica and its active health check takes a draining or loading one
+        out (``expect_body`` ready, :mod:`..gateway.caddy`)."""
+        assert self.manager is not None
+        rotation = getattr(self.manager, "rotation", None)
+        return self.program() != "traefik" or rotation is None or rotation.serves(name)
+
+    async def apply_now(self) -> None:
+        """After a rolling restart took a replica out or put it back: return once the gateway
+        acts on it. Traefik: a rewritten file and its reload; Caddy: one more active health check
+        of the replicas (a draining server says so in its health, a restarted one is ready)."""
+        assert self.options is not None
+        if self.program() == "traefik":
+            async with self._applying:
+                self.sync()
+            if self.gateway_running():
+                await asyncio.sleep(TRAEFIK_SETTLE_S)
+        elif self.gateway_running():
+            await asyncio.sleep(self.options.replica_health_interval_s
+                                + self.options.health_timeout_s + CADDY_CHECK_MARGIN_S)
 
     def gateway_running(self) -> bool:
         runner = self.manager.runners.get(GATEWAY_UNIT) if self.manager else None
@@ -96,14 +130,16 @@ class GatewayPlugin:
                 event = await queue.get()
                 if event.get("type") not in ("reload", "state"):
                     continue
-                try:
-                    changed = self.sync()
-                except Exception as exc:  # never let the watcher die
-                    log.error("gateway_config_failed", error=str(exc), error_type=type(exc).__name__)
-                    continue
-                if changed or (event.get("type") == "state" and event.get("unit") == "gateway"
-                               and event.get("to") == "running"):
-                    await self.push_to_caddy()
+                async with self._applying:
+                    try:
+                        changed = self.sync()
+                    except Exception as exc:  # never let the watcher die
+                        log.error("gateway_config_failed", error=str(exc),
+                                  error_type=type(exc).__name__)
+                        continue
+                    if changed or (event.get("type") == "state" and event.get("unit") == "gateway"
+                                   and event.get("to") == "running"):
+                        await self.push_to_caddy()
         finally:
             manager.unsubscribe(queue)
 
@@ -121,12 +157,16 @@ class GatewayPlugin:
         self._pushed = self._caddy_config
         self.task = asyncio.get_running_loop().create_task(self.watch(manager),
                                                            name="gateway-config")
+        if getattr(manager, "rotation", None) is not None:
+            manager.rotation.on_change(self.apply_now)
 
     @hookimpl
     def supervisor_stopping(self, manager: Manager) -> None:
         if self.task is not None:
             self.task.cancel()
             self.task = None
+        if getattr(manager, "rotation", None) is not None:
+            manager.rotation.forget(self.apply_now)
 
     @hookimpl
     def control_routes(self, app: Sanic, manager: Manager) -> None:

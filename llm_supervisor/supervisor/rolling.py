@@ -1,0 +1,183 @@
+"""Rolling restart: the instances of a replicated unit, one at a time, without losing a request.
+
+For each instance (``model-service``, ``model-service@2``, ...):
+
+1. wait until another instance is ready, so the gateway always has one to send to;
+2. take the instance out of the gateway's rotation (:class:`Rotation`; returns once the gateway
+   runs the config without it);
+3. drain: wait until the model server's ``/metrics`` shows no request running or queued (twice
+   in a row, so a request the gateway had already forwarded is counted too);
+4. stop it and start it again (``step``: a plain restart, or a reload's swap to the new unit);
+5. wait until it is ready (healthy), put it back into rotation, next.
+
+``llm-supervisorctl restart --rolling UNIT`` and ``POST /units/NAME/restart?rolling=1`` use it; so
+does ``reload`` for a changed replicated unit. A unit without replicas goes through the same
+steps (drained first), which cannot avoid its outage: that needs a second instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import httpx
+import structlog
+
+from llm_supervisor.supervisor.replicas import instances
+from llm_supervisor.supervisor.rotation import Rotation
+from llm_supervisor.supervisor.state import UnitState
+from llm_supervisor.supervisor.unit_loader import LoadResult
+from llm_supervisor.supervisor.unit_runner import UnitRunner
+from llm_supervisor.supervisor.units import Unit
+
+log = structlog.get_logger("llm_supervisor.rolling")
+
+DRAIN_TIMEOUT_S = 60.0  # longest generation we wait for before stopping anyway
+DRAIN_QUIET_S = 0.3  # two idle readings this far apart count as drained
+POLL_S = 0.1
+IN_FLIGHT_METRICS = ("llm_requests_running", "llm_queue_size")
+
+Step = Callable[[str], Awaitable[UnitRunner]]
+
+
+class RollingOwner(Protocol):
+    """What a rolling restart needs from the manager."""
+
+    runners: dict[str, UnitRunner]
+    rotation: Rotation
+    loaded: LoadResult
+
+    def resolve(self, name: str) -> str: ...
+
+
+class RollingRestartFailed(RuntimeError):
+    """An instance did not come back; the instances after it were left running as they were."""
+
+
+async def rolling_restart(owner: RollingOwner, name: str, step: Step,
+                          reason: str = "rolling restart") -> list[str]:
+    """Restart every instance of ``name``'s group one at a time; returns their names."""
+    names = [n for n in instances(owner.loaded.units, owner.resolve(name)) if n in owner.runners]
+    async with owner.rotation.rolling:
+        for current in names:
+            await restart_one(owner, current, names, step, reason)
+    return names
+
+
+async def restart_one(owner: RollingOwner, name: str, group: list[str], step: Step,
+                      reason: str) -> None:
+    runner = owner.runners[name]
+    others = [owner.runners[n] for n in group if n != name and n in owner.runners]
+    if others and runner.ready:
+        timeout = max(r.unit.timeout_start_sec for r in others)
+        if not await _wait(lambda: any(r.ready for r in others), timeout):
+            log.warning("rolling_no_other_instance_ready", unit=name,
+                        hint="restarting anyway: requests wait in the gateway meanwhile")
+    log.info("rolling_take_out", unit=name, reason=reason)
+    if runner.state == UnitState.RUNNING:
+        await announce_draining(runner)
+    await owner.rotation.take_out(name)
+    try:
+        if runner.state == UnitState.RUNNING:
+            drained = await drain(runner.unit)
+            log.info("rolling_drained", unit=name, drained=drained)
+        runner = await step(name)
+        if not await _wait(lambda: runner.ready or runner.state in (UnitState.FAILED,
+                                                                      UnitState.SKIPPED),
+                           runner.unit.timeout_start_sec) or not runner.ready:
+            raise RollingRestartFailed(
+                f"{runner.unit.short_name} did not become ready after its restart "
+                f"({runner.state}: {runner.reason}); the instances after it were not restarted. "
+                f"See `llm-supervisorctl logs {runner.unit.short_name}`")
+        log.info("rolling_ready", unit=name)
+    finally:
+        await owner.rotation.put_back(name)
+
+
+async def drain(unit: Unit, timeout: float = DRAIN_TIMEOUT_S) -> bool:
+    """Wait until the unit's model server has no request running or queued. True when drained;
+    False on timeout. A unit without metrics (no http health check, or none answering) counts as
+    drained after one quiet period."""
+    url = metrics_url(unit)
+    deadline = time.monotonic() + timeout
+    idle_since: float | None = None
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            busy = await _in_flight(client, url) if url else 0
+            now = time.monotonic()
+            if busy:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = now
+            elif now - idle_since >= DRAIN_QUIET_S:
+                return True
+            await asyncio.sleep(POLL_S)
+    return False
+
+
+async def announce_draining(runner: UnitRunner) -> bool:
+    """SIGUSR1 to our model server (recognised by its ``/metrics``; any other program could
+    die of the signal): from then on its health says ``draining`` and the gateway sends it
+    nothing new. True when sent."""
+    url = metrics_url(runner.unit)
+    if url is None or runner.pid is None:
+        return False
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            response = await client.get(url)
+    except httpx.HTTPError:
+        return False
+    if IN_FLIGHT_METRICS[0] not in response.text:
+        return False
+    try:
+        os.kill(runner.pid, signal.SIGUSR1)
+    except OSError as exc:
+        log.warning("rolling_drain_signal_failed", unit=runner.name, error=str(exc))
+        return False
+    return True
+
+
+def metrics_url(unit: Unit) -> str | None:
+    """``/metrics`` at the origin of the unit's http health check."""
+    health = unit.health
+    if health is None or health.kind != "http":
+        return None
+    parts = urlsplit(health.target)
+    return f"{parts.scheme}://{parts.netloc}/metrics"
+
+
+async def _in_flight(client: httpx.AsyncClient, url: str) -> int:
+    try:
+        response = await client.get(url)
+    except httpx.HTTPError:
+        return 0  # not answering: nothing it could still be serving
+    if response.status_code != 200:
+        return 0
+    return in_flight_from(response.text)
+
+
+def in_flight_from(text: str) -> int:
+    """Requests running plus queued, from Prometheus text."""
+    total = 0.0
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in IN_FLIGHT_METRICS:
+            try:
+                total += float(value)
+            except ValueError:
+                continue
+    return int(total)
+
+
+async def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(POLL_S)
+    return True

@@ -63,7 +63,11 @@ def answers(port: int) -> bool:
 def test_start_with_health_becomes_healthy_with_labels_and_logs(daemon: Daemon,
                                                                  busybox_image: str) -> None:
     port = free_port()
-    daemon.write_unit("web.service", web_unit(busybox_image, port))
+    # A network of its own: a default llm-network may exist already (the user's stack, another
+    # daemon's test), and then it is used as it is, not created with our labels.
+    network_name = f"lsd-test-net-{uuid.uuid4().hex[:8]}"
+    daemon.write_unit("web.service", web_unit(busybox_image, port,
+                                              extra_container=f"Network={network_name}"))
     daemon.start()
     status = daemon.wait_healthy("web")
     assert status["runtime"] == "docker"
@@ -76,8 +80,10 @@ def test_start_with_health_becomes_healthy_with_labels_and_logs(daemon: Daemon,
     assert host_config["RestartPolicy"]["Name"] in ("", "no"), "Docker must not restart it"
     assert status["pid"] == container.attrs["State"]["Pid"]
     # The network was created for us, with our labels.
-    network = daemon.docker.networks.get("llm-network")
+    network = daemon.docker.networks.get(network_name)
     assert labels.owned_by(network.attrs["Labels"], daemon.owner)
+    aliases = container.attrs["NetworkSettings"]["Networks"][network_name]["Aliases"]
+    assert "web" in aliases, "reachable by its unit name on the network"
 
     assert "web starting" in daemon.unit_log("web")
     # logs -f: a request made after following starts shows up as a new httpd log line.

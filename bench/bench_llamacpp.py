@@ -261,6 +261,9 @@ def main() -> int:
     print(f"GGUF {gguf.name}, {n} new tokens, median of {reps}, {threads} threads, n_ctx {args.n_ctx}; "
           f"prompt tokens {min(map(len, prompts))}-{max(map(len, prompts))}; "
           f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    if os.getloadavg()[0] > 1.5:
+        print("WARNING: the machine is busy (load average > 1.5): with two cores the ratios below "
+              "are mostly noise; rerun when it is quiet", flush=True)
 
     raw = Raw(gguf, "lowlevel", threads, args.n_ctx)
     high = Raw(gguf, "highlevel", threads, args.n_ctx)

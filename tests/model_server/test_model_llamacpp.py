@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -123,6 +124,23 @@ def test_cancelled_request_frees_its_slot(smollm2_gguf_dir: Path) -> None:
         _health_until(server, lambda h: h["inflight"] == 0 and h["running"] == 0)
         r = httpx.post(f"{server.url}/api/generate", json={"prompt": "now", "max_length": 3}, timeout=30)
         assert r.status_code == 200 and r.json()["generated_tokens"] == 3
+
+
+def test_sigterm_ends_a_long_generation_after_the_grace_period(smollm2_gguf_dir: Path) -> None:
+    server = start_model_server(smollm2_gguf_dir, MAX_NEW_TOKENS=100000, SHUTDOWN_TIMEOUT=1)
+    try:
+        server.wait_ready()
+        client, _resp, lines = _open(server)
+        _first_token(lines)
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        events = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+        assert events[-1]["type"] == "done" and events[-1]["finish_reason"] == "shutdown"
+        assert server.wait_exit(timeout=10) == 0
+        assert time.monotonic() - started < 8
+        client.close()
+    finally:
+        server.stop()
 
 
 def test_small_context_chunks_prompts_and_ends_the_longest_sequence(smollm2_gguf_dir: Path) -> None:

@@ -25,7 +25,12 @@ from llm_supervisor.supervisor.logs import UnitLog
 from llm_supervisor.supervisor.records import RECORDS_NAME, load_records, save_records
 from llm_supervisor.supervisor.replicas import add_replicas
 from llm_supervisor.supervisor.resources import ResourceSampler
-from llm_supervisor.supervisor.rolling import rolling_restart
+from llm_supervisor.supervisor.rolling import (
+    RollingRestartFailed,
+    roll,
+    rolled_on_reload,
+    rolling_restart,
+)
 from llm_supervisor.supervisor.rotation import Rotation
 from llm_supervisor.supervisor.runtime_selection import RuntimeSelector
 from llm_supervisor.supervisor.runtimes.process_identity import OWNER_MARKER, UNIT_MARKER
@@ -295,14 +300,16 @@ class Manager:
         for name in fresh.units:
             if name not in added and name not in changed:
                 fresh.units[name] = old_units[name]
-        affected = {n for n in (*removed, *changed) if n in self.runners}
+        # Changed replicas are replaced one at a time at the end (rolling), not stopped here.
+        rolled = rolled_on_reload(changed, fresh.units, self.runners)
+        affected = {n for n in (*removed, *changed) if n in self.runners} - set(rolled)
         was_wanted = {n for n in affected if self.runners[n].wanted}
         await self.stop_units(affected, "unit file changed")
         for name in affected:
             self.runners.pop(name).log.close()
         self.loaded = fresh
         for name in (*changed, *added):
-            if fresh.units[name].is_service:
+            if fresh.units[name].is_service and name not in rolled:
                 self._add_runner(fresh.units[name])
         wanted, self.cycles = self.transaction(self.target)
         for name in sorted((was_wanted - set(removed)) | (set(added) & wanted)):
@@ -313,7 +320,21 @@ class Manager:
         self._notify({"type": "reload", **summary})
         if self.target_error and self.target in fresh.units:  # the missing target file is there
             await self.start_target(self.target)
+        if rolled:
+            try:
+                await roll(self, rolled, self._replace_runner, "unit file changed")
+            except RollingRestartFailed as exc:
+                summary["errors"].append(str(exc))
         return summary
+
+    async def _replace_runner(self, name: str) -> UnitRunner:
+        """A reload's rolling step: stop the old definition of ``name``, start the new one."""
+        old = self.runners[name]
+        await old.stop("unit file changed")
+        old.log.close()
+        runner = self._add_runner(self.loaded.units[name])
+        runner.start("unit file changed")
+        return runner
 
     # ------------------------------------------------------------------ environment
     def environment_for(self, unit: Unit) -> dict[str, str]:

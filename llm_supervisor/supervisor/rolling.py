@@ -3,10 +3,13 @@
 For each instance (``model-service``, ``model-service@2``, ...):
 
 1. wait until another instance is ready, so the gateway always has one to send to;
-2. take the instance out of the gateway's rotation (:class:`Rotation`; returns once the gateway
-   runs the config without it);
-3. drain: wait until the model server's ``/metrics`` shows no request running or queued (twice
-   in a row, so a request the gateway had already forwarded is counted too);
+2. take the instance out of the gateway's rotation: SIGUSR1 makes our model server say
+   ``draining`` in its health (still 200 for the supervisor; Caddy's active check of replicas
+   wants ``ready``), and :class:`Rotation` returns once the gateway acts on it (Caddy: one more
+   check; Traefik: a config without the instance. Caddy 2.6 cancels the requests in flight on
+   every config load, so its config never changes during a roll);
+3. drain: wait until the model server's health shows no request in flight for a moment (so a
+   request the gateway had already forwarded is counted too);
 4. stop it and start it again (``step``: a plain restart, or a reload's swap to the new unit);
 5. wait until it is ready (healthy), put it back into rotation, next.
 
@@ -21,9 +24,8 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
-from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -40,7 +42,6 @@ log = structlog.get_logger("llm_supervisor.rolling")
 DRAIN_TIMEOUT_S = 60.0  # longest generation we wait for before stopping anyway
 DRAIN_QUIET_S = 0.3  # two idle readings this far apart count as drained
 POLL_S = 0.1
-IN_FLIGHT_METRICS = ("llm_requests_running", "llm_queue_size")
 
 Step = Callable[[str], Awaitable[UnitRunner]]
 
@@ -63,10 +64,27 @@ async def rolling_restart(owner: RollingOwner, name: str, step: Step,
                           reason: str = "rolling restart") -> list[str]:
     """Restart every instance of ``name``'s group one at a time; returns their names."""
     names = [n for n in instances(owner.loaded.units, owner.resolve(name)) if n in owner.runners]
+    return await roll(owner, names, step, reason)
+
+
+async def roll(owner: RollingOwner, names: list[str], step: Step, reason: str) -> list[str]:
+    """Restart ``names`` (instances of one group) one at a time with ``step``."""
     async with owner.rotation.rolling:
         for current in names:
             await restart_one(owner, current, names, step, reason)
     return names
+
+
+def rolled_on_reload(changed: list[str], units: Mapping[str, Unit],
+                     runners: Mapping[str, UnitRunner]) -> list[str]:
+    """The changed units that ``reload`` replaces one at a time instead of all at once: wanted
+    instances of a group that has more than one (instance 1 first)."""
+    rolled = [n for n in changed if n in runners and runners[n].wanted
+              and len(instances(units, n)) > 1]
+    ordered: list[str] = []
+    for name in rolled:
+        ordered += [m for m in instances(units, name) if m in rolled and m not in ordered]
+    return ordered
 
 
 async def restart_one(owner: RollingOwner, name: str, group: list[str], step: Step,
@@ -100,15 +118,14 @@ async def restart_one(owner: RollingOwner, name: str, group: list[str], step: St
 
 
 async def drain(unit: Unit, timeout: float = DRAIN_TIMEOUT_S) -> bool:
-    """Wait until the unit's model server has no request running or queued. True when drained;
-    False on timeout. A unit without metrics (no http health check, or none answering) counts as
-    drained after one quiet period."""
-    url = metrics_url(unit)
+    """Wait until the unit's model server has no request in flight (running or queued). True
+    when drained; False on timeout. A unit that does not say (no http health check, not our
+    model server, not answering) counts as drained after one quiet period."""
     deadline = time.monotonic() + timeout
     idle_since: float | None = None
     async with httpx.AsyncClient(timeout=2.0) as client:
         while time.monotonic() < deadline:
-            busy = await _in_flight(client, url) if url else 0
+            busy = await in_flight(client, unit) or 0
             now = time.monotonic()
             if busy:
                 idle_since = None
@@ -121,19 +138,14 @@ async def drain(unit: Unit, timeout: float = DRAIN_TIMEOUT_S) -> bool:
 
 
 async def announce_draining(runner: UnitRunner) -> bool:
-    """SIGUSR1 to our model server (recognised by its ``/metrics``; any other program could
-    die of the signal): from then on its health says ``draining`` and the gateway sends it
-    nothing new. True when sent."""
-    url = metrics_url(runner.unit)
-    if url is None or runner.pid is None:
+    """SIGUSR1 to our model server (recognised by ``inflight`` in its health; any other program
+    could die of the signal): from then on its health says ``draining`` and the gateway sends
+    it nothing new. True when sent."""
+    if runner.pid is None:
         return False
-    try:
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            response = await client.get(url)
-    except httpx.HTTPError:
-        return False
-    if IN_FLIGHT_METRICS[0] not in response.text:
-        return False
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        if await in_flight(client, runner.unit) is None:
+            return False
     try:
         os.kill(runner.pid, signal.SIGUSR1)
     except OSError as exc:
@@ -142,36 +154,19 @@ async def announce_draining(runner: UnitRunner) -> bool:
     return True
 
 
-def metrics_url(unit: Unit) -> str | None:
-    """``/metrics`` at the origin of the unit's http health check."""
+async def in_flight(client: httpx.AsyncClient, unit: Unit) -> int | None:
+    """Requests in flight (running or queued) according to the model server's health, counted
+    live (the ``llm_requests_running`` gauge of /metrics can keep its last value once the batch
+    is empty). None when the unit is not our model server or does not answer."""
     health = unit.health
     if health is None or health.kind != "http":
         return None
-    parts = urlsplit(health.target)
-    return f"{parts.scheme}://{parts.netloc}/metrics"
-
-
-async def _in_flight(client: httpx.AsyncClient, url: str) -> int:
     try:
-        response = await client.get(url)
-    except httpx.HTTPError:
-        return 0  # not answering: nothing it could still be serving
-    if response.status_code != 200:
-        return 0
-    return in_flight_from(response.text)
-
-
-def in_flight_from(text: str) -> int:
-    """Requests running plus queued, from Prometheus text."""
-    total = 0.0
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in IN_FLIGHT_METRICS:
-            try:
-                total += float(value)
-            except ValueError:
-                continue
-    return int(total)
+        response = await client.get(health.target)
+        value = response.json().get("inflight")
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return int(value) if isinstance(value, int | float) else None
 
 
 async def _wait(predicate: Callable[[], bool], timeout: float) -> bool:

@@ -72,6 +72,25 @@ def test_rolling_restart_of_two_replicas_loses_no_request(stack: ReplicaStack) -
     assert stream.ok >= 8
 
 
+def test_reload_of_a_changed_replicated_unit_rolls_it_without_losing_a_request(
+        stack: ReplicaStack) -> None:
+    pids = {name: stack.daemon.unit(name)["pid"] for name in stack.instances}
+    unit_file = stack.daemon.units_dir / "model-service.service"
+    unit_file.write_text(unit_file.read_text().replace(
+        "Environment=VERIFY_MODEL=sha256", "Environment=VERIFY_MODEL=sha256 RELOAD_MARK=1"))
+    with RequestStream(stack.gateway_port, clients=2) as stream:
+        stream.wait_for_ok(4)
+        summary = stack.daemon.client.post("/reload")
+        stream.wait_for_ok(stream.ok + 4)
+    assert set(summary["changed"]) == {"model-service.service", "model-service@2.service"}
+    assert summary["errors"] == [], summary
+    for name, pid in pids.items():
+        status = stack.daemon.unit(name)
+        assert status["state"] == "running" and status["pid"] not in (None, pid), status
+    print(f"reload: {stream.ok} answered, {stream.lost} lost {dict(stream.failures)}")
+    assert stream.lost == 0, dict(stream.failures)
+
+
 def test_plain_restart_of_a_single_replica_loses_requests(tmp_path: Path) -> None:
     """MODEL_REPLICAS=1, today's stack: the same stream through a plain restart sees failures
     (answers of the stopping or the loading server), so the test above can fail."""

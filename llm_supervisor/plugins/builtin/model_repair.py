@@ -30,6 +30,7 @@ from llm_supervisor.repair import detect, engine, verify
 from llm_supervisor.repair.budget import Budget
 from llm_supervisor.repair.context import RepairContext
 from llm_supervisor.repair.store import Store, store_for
+from llm_supervisor.supervisor.replicas import group_of
 
 if TYPE_CHECKING:
     from llm_supervisor.supervisor.manager import Manager
@@ -43,6 +44,14 @@ class ModelRepairPlugin:
         self.manager: Manager | None = None
         self.budget = Budget()
         self._filling: set[str] = set()  # units whose store is being filled right now
+        # Replicas share one model directory: their repairs run one after the other (the
+        # second then finds the files already verified and fetches nothing).
+        self._dir_locks: dict[str, threading.Lock] = {}
+        self._dir_locks_guard = threading.Lock()
+
+    def _dir_lock(self, model_dir: object) -> threading.Lock:
+        with self._dir_locks_guard:
+            return self._dir_locks.setdefault(os.path.realpath(str(model_dir)), threading.Lock())
 
     def _environment(self, unit: Unit) -> dict[str, str]:
         """The environment the unit's program gets (falls back to the daemon's settings when an
@@ -84,7 +93,8 @@ class ModelRepairPlugin:
         ctx = self._context(unit)
         if ctx is None:
             return None
-        return engine.repair(ctx, diagnosis, progress, self.budget, unit.name)
+        with self._dir_lock(ctx.model_dir):
+            return engine.repair(ctx, diagnosis, progress, self.budget, unit.name)
 
     @hookimpl
     def unit_health_changed(self, unit: Unit, health: str) -> None:
@@ -92,11 +102,14 @@ class ModelRepairPlugin:
             return
         self.budget.healthy(unit.name)
         ctx = self._context(unit)
-        store = store_for(ctx.env, ctx.unit_name) if ctx is not None else None
-        if ctx is None or store is None or unit.name in self._filling:
+        # One reserve copy per model directory: replicas (model-service@2...) share their
+        # first instance's store.
+        store_name = group_of(unit.name).removesuffix(".service")
+        store = store_for(ctx.env, store_name) if ctx is not None else None
+        if ctx is None or store is None or store_name in self._filling:
             return
-        self._filling.add(unit.name)
-        threading.Thread(target=self._fill_store, args=(unit.name, ctx, store), daemon=True,
+        self._filling.add(store_name)
+        threading.Thread(target=self._fill_store, args=(store_name, ctx, store), daemon=True,
                          name=f"repair-store:{ctx.unit_name}").start()
 
     def _fill_store(self, key: str, ctx: RepairContext, store: Store) -> None:

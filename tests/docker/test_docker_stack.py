@@ -67,7 +67,8 @@ def stack(daemon: Daemon, shipped_images: dict[str, str], smollm2_gguf_dir: Path
     return daemon, gateway_port
 
 
-def generate_through_gateway(port: int, timeout: float = 120) -> dict[str, Any]:
+def generate_through_gateway(port: int, timeout: float = 120,
+                             daemon: Daemon | None = None) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
@@ -80,12 +81,17 @@ def generate_through_gateway(port: int, timeout: float = 120) -> dict[str, Any]:
         except httpx.HTTPError as exc:
             last = repr(exc)
         time.sleep(0.5)
-    raise AssertionError(f"/api/generate through the gateway did not answer: {last}")
+    logs = ""
+    if daemon is not None:
+        with contextlib.suppress(Exception):
+            logs = "\n".join(f"--- {unit}:\n{daemon.unit_log(unit, 30)}"
+                              for unit in ("gateway", "model-service"))
+    raise AssertionError(f"/api/generate through the gateway did not answer: {last}\n{logs}")
 
 
 def test_stack_in_containers_answers_through_the_gateway(stack: tuple[Daemon, int]) -> None:
     daemon, port = stack
-    body = generate_through_gateway(port)
+    body = generate_through_gateway(port, daemon=daemon)
     assert isinstance(body.get("generated_text", body.get("text")), str) and body, body
     page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
     assert page.status_code == 200 and "<title>LLM test page</title>" in page.text, \
@@ -113,7 +119,7 @@ def test_killed_container_is_replaced_and_daemon_kill_readopts(stack: tuple[Daem
                     and s["health"] == "healthy", 60, "gateway replaced and healthy")
     second = daemon.container_of("gateway.service")
     assert second.id != first.id
-    generate_through_gateway(port)
+    generate_through_gateway(port, daemon=daemon)
 
     ids = {unit: daemon.container_of(unit).id for unit in ("gateway.service",
                                                              "model-service.service")}
@@ -123,7 +129,7 @@ def test_killed_container_is_replaced_and_daemon_kill_readopts(stack: tuple[Daem
     daemon.wait_healthy("gateway", timeout=60)
     assert {unit: daemon.container_of(unit).id for unit in ids} == ids, "re-adopted, not restarted"
     assert "re-adopted" in daemon.unit_log("model-service", 400)
-    generate_through_gateway(port)
+    generate_through_gateway(port, daemon=daemon)
 
     daemon.ctl.post("/shutdown", params={"purge": "1"})
     deadline = time.monotonic() + 60

@@ -41,7 +41,7 @@ def throughput(stack: ReplicaStack, clients: int, seconds: float, tokens: int) -
         latencies = stream.latencies[ok_before:ok_after]
     return {"rps": (ok_after - ok_before) / elapsed,
             "p50_s": statistics.median(latencies) if latencies else float("nan"),
-            "lost": stream.lost}
+            "lost": stream.lost, "failures": dict(stream.failures)}
 
 
 def loss_during_restart(stack: ReplicaStack, clients: int, tokens: int, rolling: bool) -> dict:
@@ -90,7 +90,7 @@ def main() -> int:
     for replicas, label in ((1, "1 replica "), (2, "2 replicas")):
         t = results[replicas]["throughput"]
         print(f"  {label}: {t['rps']:6.2f} req/s  p50 {t['p50_s'] * 1000:6.0f} ms  "
-              f"lost {t['lost']}")
+              f"lost {t['lost']} {t['failures'] or ''}")
     print(f"  throughput ratio 2/1 replicas: {two['throughput']['rps'] / one['throughput']['rps']:.2f}x")
     plain, rolling = one["restart"], two["restart"]
     print(f"  plain restart, 1 replica:    lost {plain['lost']:5d} of "

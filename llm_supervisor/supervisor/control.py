@@ -29,6 +29,7 @@ from sanic.server.async_server import AsyncioServer
 from llm_supervisor.logging_setup import reopen_daemon_log
 from llm_supervisor.supervisor.graph import DependencyCycleError
 from llm_supervisor.supervisor.manager import Manager, UnitNotFound
+from llm_supervisor.supervisor.replicas import instances
 from llm_supervisor.supervisor.rolling import RollingRestartFailed
 from llm_supervisor.supervisor.unit_runner import RepairAlreadyRunning
 
@@ -100,7 +101,13 @@ def build_app(manager: Manager, request_shutdown: Callable[[str], None]) -> Sani
     async def repair(request: Request, name: str) -> response.HTTPResponse:
         runner = manager.runner(name)
         verify_only = request.args.get("verify_only", "0") in ("1", "true", "yes")
-        result = await runner.repair_by_hand(verify_only=verify_only)
+        if not verify_only and len(instances(manager.loaded.units, runner.name)) > 1:
+            try:  # replicas: drained out of the gateway first, the others restarted after
+                result = await manager.repair_rolling(name)
+            except RollingRestartFailed as exc:
+                return _error(500, str(exc), "rolling_restart_failed")
+        else:
+            result = await runner.repair_by_hand(verify_only=verify_only)
         if result is None:
             return _error(501, f"no plugin can repair {runner.unit.short_name}", "no_repairer")
         return response.json(result, status=200 if result.get("ok") else 500)

@@ -29,6 +29,7 @@ from llm_supervisor.supervisor.rolling import (
     RollingRestartFailed,
     roll,
     rolled_on_reload,
+    rolling_repair,
     rolling_restart,
 )
 from llm_supervisor.supervisor.rotation import Rotation
@@ -215,6 +216,27 @@ class Manager:
             return self.runners[instance]
 
         return await rolling_restart(self, name, step)
+
+    async def repair_rolling(self, name: str) -> dict[str, Any] | None:
+        """``repair`` of a unit with replicas (:func:`rolling.rolling_repair`); returns the
+        repair's result (None: no plugin repairs it)."""
+        outcome: dict[str, Any] = {}
+
+        async def repair(instance: str) -> UnitRunner:
+            outcome["result"] = await self.runners[instance].repair_by_hand()
+            return self.runners[instance]
+
+        async def restart(instance: str) -> UnitRunner:
+            await self.restart_unit(instance)
+            return self.runners[instance]
+
+        try:
+            await rolling_repair(self, name, repair, restart)
+        except RollingRestartFailed:
+            result = outcome.get("result")
+            if result is not None and result.get("ok"):
+                raise
+        return outcome.get("result")  # failed or none: the instance says why (its reason)
 
     async def stop_all(self, reason: str = "daemon shutting down") -> None:
         await self.stop_units(set(self.runners), reason)

@@ -75,6 +75,20 @@ async def roll(owner: RollingOwner, names: list[str], step: Step, reason: str) -
     return names
 
 
+async def rolling_repair(owner: RollingOwner, name: str, repair: Step, restart: Step
+                         ) -> list[str]:
+    """``repair`` with replicas: the shared model directory is repaired once, through ``name``
+    drained out of the gateway like a rolling restart's step; then the other instances restart
+    one at a time onto the repaired files. Returns the instances handled."""
+    full = owner.resolve(name)
+    group = [n for n in instances(owner.loaded.units, full) if n in owner.runners]
+    async with owner.rotation.rolling:
+        await restart_one(owner, full, group, repair, "repair requested")
+        for other in (n for n in group if n != full):
+            await restart_one(owner, other, group, restart, "restart after repair")
+    return group
+
+
 def rolled_on_reload(changed: list[str], units: Mapping[str, Unit],
                      runners: Mapping[str, UnitRunner]) -> list[str]:
     """The changed units that ``reload`` replaces one at a time instead of all at once: wanted

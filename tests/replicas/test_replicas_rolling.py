@@ -91,6 +91,22 @@ def test_reload_of_a_changed_replicated_unit_rolls_it_without_losing_a_request(
     assert stream.lost == 0, dict(stream.failures)
 
 
+def test_repair_by_hand_with_replicas_goes_the_rolling_way(stack: ReplicaStack) -> None:
+    """The shared directory is verified (and repaired) once, through the first instance drained
+    out of the gateway; the other instance restarts after it; no request is lost."""
+    pids = {name: stack.daemon.unit(name)["pid"] for name in stack.instances}
+    with RequestStream(stack.gateway_port, clients=2) as stream:
+        stream.wait_for_ok(4)
+        result = stack.daemon.ctl("repair", "model-service")
+        stream.wait_for_ok(stream.ok + 4)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name, pid in pids.items():
+        status = stack.daemon.unit(name)
+        assert status["state"] == "running" and status["pid"] not in (None, pid), status
+    print(f"repair: {stream.ok} answered, {stream.lost} lost {dict(stream.failures)}")
+    assert stream.lost == 0, dict(stream.failures)
+
+
 def test_plain_restart_of_a_single_replica_loses_requests(tmp_path: Path) -> None:
     """MODEL_REPLICAS=1, today's stack: the same stream through a plain restart sees failures
     (answers of the stopping or the loading server), so the test above can fail."""

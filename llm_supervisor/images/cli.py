@@ -41,7 +41,7 @@ def build(units_wanted: Sequence[str] = (), quiet: bool = False) -> int:
         client = connect()
         base = settings.vars.get("BASE_IMAGE") or os.environ.get("BASE_IMAGE") or None
         results = build_stack(client, units, labels.owner_id(settings.state_dir), PROJECT_DIR,
-                              base, output)
+                              base, output, standalone=not units_wanted)
     except RuntimeError_ as exc:
         print(f"images: {exc}", file=sys.stderr)
         return 1

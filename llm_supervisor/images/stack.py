@@ -14,7 +14,12 @@ from typing import Any
 
 from llm_supervisor.images.base import ensure_base_image
 from llm_supervisor.supervisor.runtimes import docker_labels as labels
-from llm_supervisor.supervisor.runtimes.docker_build import BuildPlan, build_if_changed, plan_build
+from llm_supervisor.supervisor.runtimes.docker_build import (
+    BuildPlan,
+    build_if_changed,
+    plan_build,
+    plan_path,
+)
 from llm_supervisor.supervisor.units import Unit
 
 
@@ -59,14 +64,49 @@ def buildable_units(units: dict[str, Unit]) -> list[Unit]:
                   key=lambda u: u.name)
 
 
+def standalone_dockerfiles(units: dict[str, Unit], project_dir: Path) -> list[Path]:
+    """Shipped Dockerfiles no unit builds (the desktop images, run by units of your own; see
+    docs/docker.md), except the CUDA one (it needs an NVIDIA base image)."""
+    used = set()
+    for unit in buildable_units(units):
+        spec = unit.container
+        assert spec is not None and spec.build is not None
+        context = Path(spec.build) if Path(spec.build).is_absolute() else project_dir / spec.build
+        used.add((context / (spec.dockerfile or "Dockerfile")).resolve())
+    shipped = sorted((project_dir / "packaging" / "docker").glob("*/Dockerfile"))
+    return [p for p in shipped if p.resolve() not in used]
+
+
+def standalone_plan(dockerfile: Path, project_dir: Path, owner: str,
+                    base_image: str | None) -> BuildPlan:
+    """Context: the project root when an ignore file lies next to the Dockerfile (the image
+    installs this package), else the Dockerfile's directory."""
+    ignore = dockerfile.with_name(dockerfile.name + ".dockerignore")
+    context = project_dir if ignore.exists() else dockerfile.parent
+    tag = f"{labels.IMAGE_PREFIX}{dockerfile.parent.name}:{owner[:6]}"
+    return plan_path(context, str(dockerfile.relative_to(context)), tag, base_image)
+
+
 def build_stack(client: Any, units: dict[str, Unit], owner: str, project_dir: Path,
-                base_image: str | None, output: Callable[[str], None]) -> list[BuiltImage]:
+                base_image: str | None, output: Callable[[str], None],
+                standalone: bool = True) -> list[BuiltImage]:
     results = []
-    todo = buildable_units(units)
-    for index, unit in enumerate(todo, 1):
-        output(f"[{index}/{len(todo)}] {unit.name}")
-        results.append(build_unit_image(client, unit, owner, project_dir, base_image, output))
-        last = results[-1]
-        output(f"[{index}/{len(todo)}] {unit.name}: {last.tag} "
+    todo: list[Unit | Path] = [*buildable_units(units)]
+    if standalone:
+        todo += standalone_dockerfiles(units, project_dir)
+    for index, item in enumerate(todo, 1):
+        name = item.name if isinstance(item, Unit) else f"{item.parent.name} image"
+        output(f"[{index}/{len(todo)}] {name}")
+        if isinstance(item, Unit):
+            last = build_unit_image(client, item, owner, project_dir, base_image, output)
+        else:
+            started = time.monotonic()
+            plan = resolve_base(client, standalone_plan(item, project_dir, owner, base_image),
+                                base_image, output)
+            image_id, built = build_if_changed(
+                client, plan, labels.for_object(owner, f"{item.parent.name}.image"), output)
+            last = BuiltImage(name, plan.tag, image_id, built, time.monotonic() - started)
+        results.append(last)
+        output(f"[{index}/{len(todo)}] {name}: {last.tag} "
                f"{'built' if last.built else 'up to date'} in {last.seconds:.1f} s")
     return results

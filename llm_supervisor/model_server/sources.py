@@ -617,8 +617,9 @@ def install_dir(staging: Path, dest: Path, *, replace: bool = False) -> None:
     if dest.is_dir():
         try:
             dest.rmdir()
-        except OSError:  # a mount point: move the contents instead
-            for child in staging.iterdir():
-                os.replace(child, dest / child.name)
+        except OSError:  # a mount point: move the contents instead (across file systems:
+            for child in staging.iterdir():  # a container's bind mount is another device)
+                shutil.move(str(child), str(dest / child.name))
+            shutil.rmtree(staging, ignore_errors=True)
             return
     os.rename(staging, dest)

@@ -255,3 +255,25 @@ def test_desktop_containers_require_the_password_and_show_the_page(
         for name in (f"lsd-x11-{suffix}", f"lsd-desktop-{suffix}"):
             with contextlib.suppress(Exception):
                 daemon.docker.volumes.get(name).remove(force=True)
+
+
+def test_first_start_with_an_empty_model_path_installs_the_offline_model(
+        daemon: Daemon, shipped_images: dict[str, str], tmp_path: Path) -> None:
+    """`make run RUNTIME=docker` on a new machine: MODEL_PATH does not exist yet. The runtime
+    creates it for the container's user (uid 10001), and the server inside copies the offline
+    GGUF into the bind mount (another file system than its staging directory) and serves it."""
+    if os.geteuid() != 0:
+        pytest.skip("handing the new directory to uid 10001 needs root")
+    model_path = tmp_path / "models" / "default"
+    port = free_port()
+    daemon.write_unit("stack.target", (REPO_ROOT / "units" / "stack.target").read_text())
+    daemon.write_unit("model-service.service",
+                      shipped_unit("model-service.service", shipped_images["model-service"]))
+    daemon.env_extra.update({"MODEL_PATH": str(model_path), "MODEL_SERVICE_PORT": str(port),
+                             "USE_INT8": "false"})
+    daemon.start("stack.target")
+    daemon.wait_healthy("model-service", timeout=300)
+    assert os.stat(model_path).st_uid == IMAGE_UID
+    assert any(p.suffix == ".gguf" for p in model_path.iterdir())
+    response = httpx.post(f"http://127.0.0.1:{port}/api/generate", json=POLISH, timeout=120)
+    assert response.status_code == 200, response.text

@@ -78,6 +78,28 @@ def _image_tag(unit: Unit, owner: str) -> str:
     return f"llm-supervisord/{base}:{owner[:6]}"
 
 
+def _container_user_ids(client: Any, image_id: str, unit: Unit) -> tuple[int, int] | None:
+    """The numeric uid:gid the container runs as ([Container] User=, else the image's USER),
+    or None when it is root or a name (only the image's /etc/passwd knows that one)."""
+    user = (unit.container.user if unit.container else None) or \
+        (client.images.get(image_id).attrs.get("Config") or {}).get("User") or ""
+    uid, _, gid = user.partition(":")
+    if not uid.isdigit() or int(uid) == 0 or (gid and not gid.isdigit()):
+        return None
+    return int(uid), int(gid or uid)
+
+
+def _hand_over_empty_dir(path: str, ids: tuple[int, int]) -> None:
+    """An empty, root-owned bind-mount directory (one we just created, say the default
+    MODEL_PATH) is useless to a non-root container: give it to the container's user. Only when
+    the daemon is root; a directory with contents or another owner is left as it is."""
+    if os.geteuid() != 0 or not os.path.isdir(path):
+        return
+    with contextlib.suppress(OSError):
+        if os.stat(path).st_uid == 0 and not any(os.scandir(path)):
+            os.chown(path, *ids)
+
+
 class DockerInstance(Instance):
     """One container we watch: a thread waits for its exit, another copies its logs."""
 
@@ -320,7 +342,8 @@ class DockerRuntime(Runtime):
             if not any(n.name == name for n in client.networks.list(names=[name])):
                 raise RuntimeError_(f"cannot create network {name}: {api_message(exc)}") from exc
 
-    def _ensure_volumes(self, client: Any, volumes: list[VolumeMount], unit: Unit) -> None:
+    def _ensure_volumes(self, client: Any, volumes: list[VolumeMount], unit: Unit,
+                        owner_ids: tuple[int, int] | None = None) -> None:
         from docker.errors import NotFound
 
         for volume in volumes:
@@ -333,6 +356,8 @@ class DockerRuntime(Runtime):
                     except OSError as exc:
                         raise RuntimeError_(f"[Container] Volumes: {volume.source} does not exist "
                                             f"and cannot be created ({exc.strerror})") from exc
+                if owner_ids is not None and volume.mode == "rw":
+                    _hand_over_empty_dir(volume.source, owner_ids)
                 continue
             try:
                 client.volumes.get(volume.source)
@@ -383,7 +408,8 @@ class DockerRuntime(Runtime):
                                               labels.config_hash(unit, image_id))
             async with self._network_lock:
                 await self._call(self._ensure_network, client, plan.network, unit)
-            await self._call(self._ensure_volumes, client, plan.volumes, unit)
+            owner_ids = await self._call(_container_user_ids, client, image_id, unit)
+            await self._call(self._ensure_volumes, client, plan.volumes, unit, owner_ids)
             name = _container_name(unit, self.owner)
             await self._call(self._clear_name, client, name)
             container = await self._call(

@@ -8,7 +8,10 @@ and restarts the unit. The password comes from a secret file mounted read-only
 x11vnc listens on the container's loopback only: noVNC on ``NOVNC_PORT`` is the way in. The
 browser container shares ``/tmp/.X11-unix`` and the state directory (display number, cookie).
 
-Run: ``python3 -m llm_supervisor.desktop.container`` (the novnc image's CMD).
+Run: ``python3 -m llm_supervisor.desktop.container`` (the novnc image's CMD). On the host,
+``python -m llm_supervisor.desktop.container secret`` (the unit's ``ExecStartPre``) writes the
+desktop's password (the one ``llm-supervisorctl novnc`` shows) to
+``STATE_DIR/desktop-container/vnc_password``, readable by the image's uid 10001 only.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from llm_supervisor.desktop.vncauth import MAX_PASSWORD_BYTES, rfbauth_bytes
 
 EX_CONFIG = 78
 VNC_PORT = 5900
+IMAGE_UID = 10001
 
 
 def read_secret(path: Path) -> str | None:
@@ -36,7 +40,28 @@ def read_secret(path: Path) -> str | None:
     return first[:MAX_PASSWORD_BYTES] or None
 
 
+def write_secret() -> int:
+    """The host side: the password file the container mounts read-only."""
+    from llm_supervisor.config import load_settings
+    from llm_supervisor.desktop.secrets_store import ensure_password
+
+    state_dir = load_settings().state_dir
+    password = ensure_password(DesktopFiles(state_dir))
+    directory = Path(state_dir) / "desktop-container"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    target = directory / "vnc_password"
+    write_private(target, password.encode() + b"\n")
+    if os.geteuid() == 0:
+        os.chown(target, IMAGE_UID, IMAGE_UID)
+        os.chmod(target, 0o400)
+        os.chmod(directory, 0o755)  # the file's own mode keeps others out
+    print(f"desktop: password file for the container at {target}", file=sys.stderr)
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["secret"]:
+        return write_secret()
     secret = Path(os.environ.get("VNC_PASSWORD_FILE", "/run/secrets/vnc_password"))
     password = read_secret(secret)
     if password is None:

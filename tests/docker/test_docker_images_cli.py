@@ -37,11 +37,11 @@ def test_images_build_prepares_what_the_daemon_uses(docker_client: Any,
     try:
         first = ctl(tmp_path, "images", "build", "-q")
         assert first.returncode == 0, first.stderr + first.stdout
-        assert "[1/4] gateway.service" in first.stdout
-        assert "[2/4] model-service.service" in first.stdout
-        assert "[3/4] browser image" in first.stdout and "[4/4] novnc image" in first.stdout
+        for index, unit in enumerate(["browser-container.service", "gateway.service",
+                                      "model-service.service", "novnc-container.service"], 1):
+            assert f"[{index}/4] {unit}" in first.stdout, first.stdout[-2000:]
         assert "4 image(s) ready" in first.stdout
-        for unit in ("gateway", "model-service", "browser", "novnc"):
+        for unit in ("gateway", "model-service", "browser-container", "novnc-container"):
             image = docker_client.images.get(f"llm-supervisord/{unit}:{owner[:6]}")
             assert labels.owned_by(image.labels, owner)
         again = ctl(tmp_path, "images", "build", "gateway", "-q")

@@ -58,7 +58,7 @@ def stack(daemon: Daemon, shipped_images: dict[str, str], smollm2_gguf_dir: Path
         "MODEL_PATH": str(model_copy(smollm2_gguf_dir, tmp_path / "model")),
         "MODEL_SERVICE_PORT": str(free_port()), "GATEWAY_PORT": str(gateway_port),
         "BIND_ADDRESS": "127.0.0.1", "GATEWAY_PROGRAM": "caddy", "ENGINE": "llama.cpp",
-        "USE_INT8": "false",
+        "USE_INT8": "false", "NOVNC_PORT": str(free_port()),
     })
     daemon.images = shipped_images  # type: ignore[attr-defined]
     daemon.start("stack.target")
@@ -168,61 +168,39 @@ def daemon_images(daemon: Daemon) -> dict[str, str]:
     return dict(daemon.images)  # type: ignore[attr-defined]
 
 
-def desktop_units(daemon: Daemon, images: dict[str, str], novnc_port: int, secret: Path,
-                  suffix: str) -> None:
-    """The test desktop as containers: the novnc image (Xvfb + x11vnc + websockify, started by
-    llm_supervisor.desktop.container) and the browser image sharing its X socket and cookie."""
-    shared = (f"Volumes=lsd-x11-{suffix}:/tmp/.X11-unix\n"
-              f"Volumes=lsd-desktop-{suffix}:/var/lib/llm-supervisord\n")
-    daemon.write_unit("novnc.service", f"""[Unit]
-Description=noVNC desktop container
-[Service]
-Runtime=docker
-Restart=always
-RestartSec=0.5
-TimeoutStopSec=5
-[Health]
-Check=http://127.0.0.1:{novnc_port}/vnc.html
-Interval=0.5
-StartPeriod=60
-[Container]
-Image={images["novnc"]}
-Ports=127.0.0.1:{novnc_port}:6080
-Volumes={secret}:/run/secrets/vnc_password:ro
-{shared}""")
-    daemon.write_unit("browser.service", f"""[Unit]
-Description=Firefox container
-After=novnc.service
-Requires=novnc.service
-[Service]
-Runtime=docker
-Restart=always
-RestartSec=1
-TimeoutStopSec=5
-[Container]
-Image={images["browser"]}
-{shared}""")
+def shipped_desktop_unit(name: str, image: str, suffix: str) -> str:
+    """A shipped desktop container unit with this session's image and volumes of its own (the
+    shipped names are shared by every daemon on the engine)."""
+    text = shipped_unit(name, image)
+    return (text.replace("llm-supervisord-x11:", f"lsd-x11-{suffix}:")
+            .replace("llm-supervisord-desktop:", f"lsd-desktop-{suffix}:"))
 
 
 def test_desktop_containers_require_the_password_and_show_the_page(
-        stack: tuple[Daemon, int], tmp_path: Path) -> None:
+        stack: tuple[Daemon, int]) -> None:
+    """The shipped novnc-container and browser-container units: noVNC answers on loopback and
+    wants the desktop's password (a read-only secret file); Firefox shows the test page from the
+    gateway container (the framebuffer read over RFB is not blank)."""
     import uuid
 
     from docker_rfb_helpers import distinct_colours, read_framebuffer
     from rfb_client import handshake
 
     daemon, _ = stack
-    novnc_port = free_port()
-    secret = tmp_path / "vnc_password"
-    secret.write_text("s3cretPw\n")
-    os.chown(secret, IMAGE_UID, IMAGE_UID)
-    os.chmod(secret, 0o400)
+    novnc_port = int(daemon.env_extra["NOVNC_PORT"])
+    images = daemon_images(daemon)
     suffix = uuid.uuid4().hex[:8]
-    desktop_units(daemon, daemon_images(daemon), novnc_port, secret, suffix)
+    daemon.write_unit("desktop-containers.target",
+                      (REPO_ROOT / "units" / "desktop-containers.target").read_text())
+    daemon.write_unit("novnc-container.service",
+                      shipped_desktop_unit("novnc-container.service", images["novnc"], suffix))
+    daemon.write_unit("browser-container.service",
+                      shipped_desktop_unit("browser-container.service", images["browser"], suffix))
     try:
         daemon.ctl.post("/reload")
-        daemon.ctl.post("/units/browser/start")
-        daemon.wait_healthy("novnc", timeout=90)
+        daemon.ctl.post("/units/desktop-containers.target/start")
+        daemon.wait_healthy("novnc-container", timeout=90)
+        password = (daemon.state_dir / "desktop" / "vnc-password").read_text().strip()
         url = f"ws://127.0.0.1:{novnc_port}/websockify"
         deadline = time.monotonic() + 30
         while True:  # websockify answers before x11vnc listens behind it
@@ -234,19 +212,20 @@ def test_desktop_containers_require_the_password_and_show_the_page(
                     raise
                 time.sleep(0.5)
         assert not refused.authenticated, "a wrong password is refused"
-        assert handshake(url, "s3cretPw").authenticated
+        assert handshake(url, password).authenticated
         # Firefox needs a while to start and render the page through the gateway container.
         deadline = time.monotonic() + 120
-        colours = 0
+        colours, width, height = 0, 0, 0
         while time.monotonic() < deadline:
-            width, height, pixels = read_framebuffer(url, "s3cretPw")
+            width, height, pixels = read_framebuffer(url, password)
             colours = distinct_colours(pixels)
             if colours >= 8:
                 break
             time.sleep(2)
         assert colours >= 8, (f"the framebuffer ({width}x{height}) stayed blank: {colours} "
-                              f"colours; browser log:\n{daemon.unit_log('browser', 40)}")
-        novnc = daemon.container_of("novnc.service")
+                              f"colours; browser log:\n"
+                              f"{daemon.unit_log('browser-container', 40)}")
+        novnc = daemon.container_of("novnc-container.service")
         assert novnc.attrs["HostConfig"]["PortBindings"]["6080/tcp"][0]["HostIp"] == "127.0.0.1"
         mounts = {m["Destination"]: m for m in novnc.attrs["Mounts"]}
         assert mounts["/run/secrets/vnc_password"]["RW"] is False

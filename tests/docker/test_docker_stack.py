@@ -120,6 +120,12 @@ def test_killed_container_is_replaced_and_daemon_kill_readopts(stack: tuple[Daem
     second = daemon.container_of("gateway.service")
     assert second.id != first.id
     generate_through_gateway(port, daemon=daemon)
+    model = daemon.container_of("model-service.service")
+    model.kill()
+    daemon.wait_for("model-service", lambda s: s["restarts"] >= 1 and s["state"] == "running"
+                    and s["health"] == "healthy", 120, "model-service replaced and healthy")
+    assert daemon.container_of("model-service.service").id != model.id
+    generate_through_gateway(port, daemon=daemon)
 
     ids = {unit: daemon.container_of(unit).id for unit in ("gateway.service",
                                                              "model-service.service")}

@@ -86,7 +86,7 @@ def check_units(settings: Any, result: Any) -> list[Check]:
             continue
         missing = []
         for condition in unit.conditions:
-            if condition.negate:
+            if condition.negate or condition.kind == "runtime":
                 continue
             present = (os.path.exists(condition.value) if condition.kind == "path_exists"
                        else shutil.which(condition.value) is not None)

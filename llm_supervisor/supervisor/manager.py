@@ -358,6 +358,9 @@ class Manager:
         runner.start("unit file changed")
         return runner
 
+    def condition_runtime(self, unit: Unit) -> str:
+        return self.runtimes.condition_runtime(unit)
+
     # ------------------------------------------------------------------ environment
     def environment_for(self, unit: Unit) -> dict[str, str]:
         """What the unit's program gets; the order and the allow-list are in :mod:`unit_env`."""

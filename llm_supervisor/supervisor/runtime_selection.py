@@ -54,6 +54,18 @@ class RuntimeSelector:
             return self.docker()
         return self.process
 
+    def condition_runtime(self, unit: Unit) -> str:
+        """What ``ConditionRuntime=`` compares with: the unit's Runtime= when set, else the
+        daemon's default, where ``auto`` is docker when an engine answers. Unlike
+        :meth:`for_unit` it ignores whether this unit has a [Container]: the condition picks one
+        of two sets of units (the desktop as processes or as containers) by the stack's runtime."""
+        if unit.runtime is not None:
+            return unit.runtime
+        default = self.settings.default_runtime
+        if default == "auto":
+            return "docker" if self.engine_answers() else "process"
+        return default
+
     async def remove_owned(self, purge: bool) -> list[str]:
         removed = await self.process.remove_owned(purge)
         if self._docker is not None or (self.settings.default_runtime != "process"

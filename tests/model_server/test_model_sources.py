@@ -109,21 +109,6 @@ def test_resolve_prefers_existing_model_even_if_damaged(tmp_path: Path) -> None:
     assert not sources.has_model_files(tmp_path / "empty")
 
 
-def test_restore_model_refetches_a_damaged_hub_model(
-    fake_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    dest = tmp_path / "models" / "tiny"
-    sources.fetch_from_hub("test/tiny-llama", dest, endpoint=fake_hub.url)
-    weights = dest / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:1000])
-    assert verify_model_dir(dest)
-    resolved = sources.restore_model(dest)
-    assert resolved.origin == "hub"
-    assert verify_model_dir(dest) == []
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["tiny"]
-
-
 def test_stale_staging_dirs_are_cleaned(tmp_path: Path) -> None:
     stale = tmp_path / ".model.staging-deadbeef"
     stale.mkdir()

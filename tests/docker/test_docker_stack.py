@@ -182,11 +182,17 @@ def shipped_desktop_unit(name: str, image: str, suffix: str) -> str:
             .replace("llm-supervisord-desktop:", f"lsd-desktop-{suffix}:"))
 
 
+PROCESS_DESKTOP = ("xvfb", "x11vnc", "novnc", "browser")
+
+
 def test_desktop_containers_require_the_password_and_show_the_page(
         stack: tuple[Daemon, int]) -> None:
-    """The shipped novnc-container and browser-container units: noVNC answers on loopback and
-    wants the desktop's password (a read-only secret file); Firefox shows the test page from the
-    gateway container (the framebuffer read over RFB is not blank)."""
+    """stack.target in docker mode, with both shipped desktops (as processes and as containers):
+    the process units are skipped by ConditionRuntime=process, the novnc-container and
+    browser-container units run. noVNC answers on loopback and wants the desktop's password (a
+    read-only secret file); Firefox shows the test page from the gateway container (the
+    framebuffer read over RFB is not blank); `docker kill` of the novnc container → replaced and
+    healthy, the password still wanted."""
     import uuid
 
     from docker_rfb_helpers import distinct_colours, read_framebuffer
@@ -196,16 +202,20 @@ def test_desktop_containers_require_the_password_and_show_the_page(
     novnc_port = int(daemon.env_extra["NOVNC_PORT"])
     images = daemon_images(daemon)
     suffix = uuid.uuid4().hex[:8]
-    daemon.write_unit("desktop-containers.target",
-                      (REPO_ROOT / "units" / "desktop-containers.target").read_text())
+    for name in PROCESS_DESKTOP:
+        daemon.write_unit(f"{name}.service", (REPO_ROOT / "units" / f"{name}.service").read_text())
     daemon.write_unit("novnc-container.service",
                       shipped_desktop_unit("novnc-container.service", images["novnc"], suffix))
     daemon.write_unit("browser-container.service",
                       shipped_desktop_unit("browser-container.service", images["browser"], suffix))
     try:
         daemon.ctl.post("/reload")
-        daemon.ctl.post("/units/desktop-containers.target/start")
+        daemon.ctl.post("/units/stack.target/start")
         daemon.wait_healthy("novnc-container", timeout=90)
+        for name in PROCESS_DESKTOP:
+            skipped = daemon.wait_for(name, lambda s: s["state"] == "skipped", 30,
+                                      "skipped in docker mode")
+            assert "the runtime is docker (ConditionRuntime=process" in skipped["reason"], skipped
         password = (daemon.state_dir / "desktop" / "vnc-password").read_text().strip()
         url = f"ws://127.0.0.1:{novnc_port}/websockify"
         deadline = time.monotonic() + 30
@@ -235,6 +245,20 @@ def test_desktop_containers_require_the_password_and_show_the_page(
         assert novnc.attrs["HostConfig"]["PortBindings"]["6080/tcp"][0]["HostIp"] == "127.0.0.1"
         mounts = {m["Destination"]: m for m in novnc.attrs["Mounts"]}
         assert mounts["/run/secrets/vnc_password"]["RW"] is False
+
+        novnc.kill()
+        daemon.wait_for("novnc-container", lambda s: s["restarts"] >= 1 and s["state"] ==
+                        "running" and s["health"] == "healthy", 90, "novnc replaced and healthy")
+        assert daemon.container_of("novnc-container.service").id != novnc.id
+        deadline = time.monotonic() + 30
+        while True:  # the new container's x11vnc, behind websockify again
+            try:
+                assert handshake(url, password).authenticated
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         daemon.stop()
         for name in (f"lsd-x11-{suffix}", f"lsd-desktop-{suffix}"):

@@ -29,7 +29,10 @@ GATEWAY = "gateway"
 GATEWAY_UNIT = "gateway.service"  # as plugins/builtin/gateway.py names it
 MODEL_VOLUME = "models"
 # The noVNC test desktop stays with llm-supervisord (issue 13): it is a local test tool.
-TEST_DESKTOP_UNITS = ("xvfb.service", "x11vnc.service", "novnc.service", "browser.service")
+TEST_DESKTOP_UNITS = (
+    "xvfb.service", "x11vnc.service", "novnc.service", "browser.service",
+    "novnc-container.service", "browser-container.service",
+)
 DAEMON_ONLY = (
     "self-repair (model-repair plugin: verify weights against the manifest, re-fetch, restart): "
     "the cluster restarts a failing container but does not repair the model directory",

@@ -30,7 +30,7 @@ stop:
 	$(VENV)/bin/llm-supervisord stop
 
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest --junitxml=test-artifacts/junit.xml --durations=15
 
 setup: system-packages $(STAMP)
 

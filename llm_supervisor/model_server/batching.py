@@ -260,9 +260,9 @@ class BatchingEngine:
         self._gauges()
 
     def _gauges(self) -> None:
+        """The queue gauge (the running gauges are the worker's: :meth:`_batch_gauge`)."""
         if self.metrics:
             self.metrics.queue_size.set(len(self._pending))
-            self.metrics.running.set(self._running)
 
     def _emit(self, events: list[Event]) -> None:
         """Deliver a step's events to the loop in one thread hop."""
@@ -341,7 +341,7 @@ class BatchingEngine:
         """End the running batch: with ``exc`` its requests fail; without (the worker stopping)
         they and every queued request are cancelled, or fail when the worker died."""
         handles = self._drop_all()
-        self._running = 0
+        self._batch_gauge(0)
         if exc is not None:
             kind, value = "error", f"{type(exc).__name__}: {exc}"
         elif self._died is not None:
@@ -371,6 +371,11 @@ class BatchingEngine:
             self.metrics.failures.labels(err="generation").inc(len(handles))
 
     def _batch_gauge(self, size: int) -> None:
+        """Record the running batch's size; the worker calls it after every admit and step,
+        also when the batch has just emptied. Only the worker writes these gauges: set from
+        the loop (when a request is released) they raced with the worker and could keep the
+        last non-zero value after the batch emptied."""
         self._running = size
         if self.metrics:
             self.metrics.batch_size.set(size)
+            self.metrics.running.set(size)

@@ -155,9 +155,7 @@ class Engine(BatchingEngine):
         except Exception as exc:
             self._fail([row.handle for row in fresh.rows], exc)
             raise  # the running batch may be half merged: _run fails it too
-        self._running = len(self._batch)
-        if self.metrics:
-            self.metrics.batch_size.set(len(self._batch))
+        self._batch_gauge(len(self._batch))
         self._loop_gauges()
 
     def _prefill(self, handles: list[GenerationHandle]) -> _Batch | None:
@@ -202,9 +200,7 @@ class Engine(BatchingEngine):
         self._sample_and_emit(batch, out.logits[:, -1, :])
         if not len(batch):
             self._batch = None
-        self._running = len(batch)
-        if self.metrics:
-            self.metrics.batch_size.set(len(batch))
+        self._batch_gauge(len(batch))
 
     def _sample_and_emit(self, batch: _Batch, logits: torch.Tensor) -> None:
         """Pick each row's next token, emit it, and drop rows that are done."""

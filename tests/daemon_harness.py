@@ -28,6 +28,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class WaitAborted(AssertionError):
+    """Raised by a ``wait_for`` predicate when waiting longer cannot help (the process died)."""
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05,
              diagnostics: Callable[[], str] | None = None) -> Any:
     """Poll ``predicate`` until it returns something truthy; on timeout fail, appending
@@ -39,6 +43,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
             value = predicate()
             if value:
                 return value
+        except WaitAborted:
+            raise
         except Exception as exc:  # the thing we wait for may not exist yet
             last_error = exc
         time.sleep(interval)
@@ -85,7 +91,7 @@ class Daemon:
 
         def answering() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log_text()}")
+                raise WaitAborted(f"daemon exited {self.proc.returncode}:\n{self.log_text()}")
             try:
                 self.client.get("/ping")
                 return True

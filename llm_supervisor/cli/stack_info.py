@@ -34,7 +34,7 @@ class StackInfo:
             f"curl http://{host}/api/generate -d '{{\"prompt\":\"Napisz krótki wiersz o "
             f"jesieni.\",\"max_length\":256,\"temperature\":0.7}}'",
             f"curl http://{host}/api/generate -d '{{\"prompt\":\"What is the capital of "
-            f"France?\",\"max_length\":64,\"temperature\":0,\"chat\":true}}'",
+            f"France? Answer in one word.\",\"max_length\":64,\"temperature\":0,\"chat\":true}}'",
         ]
 
 

@@ -43,18 +43,9 @@ from test_docker_stack import model_copy, shipped_unit  # noqa: E402
 
 
 def _model_dir() -> Path:
-    from model_fixtures import _build_cached
+    from model_fixtures import cached_smollm2_gguf_dir
 
-    from llm_supervisor.model_server.sources import install_offline_gguf
-
-    def build(dest: Path) -> None:
-        target = dest / "model"
-        install_offline_gguf(target)
-        for child in target.iterdir():
-            os.replace(child, dest / child.name)
-        target.rmdir()
-
-    return _build_cached("smollm2-gguf", build)
+    return cached_smollm2_gguf_dir()
 
 
 def make_daemon(root: Path, client, runtime: str, images: dict[str, str], model: Path) -> Daemon:

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,37 +130,40 @@ def tiny_model_dir() -> Path:
     return _build_cached("tiny-llama", _build_tiny)
 
 
-@pytest.fixture(scope="session")
-def smollm2_dir() -> Path:
-    """SmolLM2-135M-Instruct converted from the offline GGUF by the production code."""
+def _into_cache_dir(install: Callable[[Path], object]) -> Callable[[Path], None]:
+    """Adapt a production installer (which wants a directory that does not exist yet) to
+    ``_build_cached``'s builder (which fills an existing ``dest``)."""
 
     def build(dest: Path) -> None:
-        from llm_supervisor.model_server.sources import convert_offline_gguf
-
         target = dest / "model"
-        convert_offline_gguf(target)
+        install(target)
         for child in target.iterdir():
             os.replace(child, dest / child.name)
         target.rmdir()
 
-    return _build_cached("smollm2", build)
+    return build
+
+
+def cached_smollm2_gguf_dir() -> Path:
+    """The offline SmolLM2 GGUF copied into a model directory with its manifest, as the server
+    does on a first offline start (cached; read-only: copy it to damage it)."""
+    from llm_supervisor.model_server.sources import install_offline_gguf
+
+    return _build_cached("smollm2-gguf", _into_cache_dir(install_offline_gguf))
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct converted from the offline GGUF by the production code."""
+    from llm_supervisor.model_server.sources import convert_offline_gguf
+
+    return _build_cached("smollm2", _into_cache_dir(convert_offline_gguf))
 
 
 @pytest.fixture(scope="session")
 def smollm2_gguf_dir() -> Path:
-    """The offline SmolLM2 GGUF copied into a model directory with its manifest, as the server
-    does on a first offline start (read-only: copy it to damage it)."""
-
-    def build(dest: Path) -> None:
-        from llm_supervisor.model_server.sources import install_offline_gguf
-
-        target = dest / "model"
-        install_offline_gguf(target)
-        for child in target.iterdir():
-            os.replace(child, dest / child.name)
-        target.rmdir()
-
-    return _build_cached("smollm2-gguf", build)
+    """See :func:`cached_smollm2_gguf_dir`."""
+    return cached_smollm2_gguf_dir()
 
 
 def build_gguf_model(dest: Path) -> Path:

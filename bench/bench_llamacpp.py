@@ -29,7 +29,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_model_server import PROMPTS, Server, default_model, free_port  # noqa: E402
+from bench_model_server import PROMPTS, Server, concurrently, default_model, free_port  # noqa: E402
 
 SETTLE_S = 0.5
 _SILENT: list = []
@@ -144,33 +143,6 @@ class OurServer(Server):
                     first = time.perf_counter() - started
         assert first is not None
         return first
-
-
-def concurrently(fn: Any, clients: int) -> float:
-    """Seconds until ``clients`` simultaneous calls ``fn(i, client)`` have all returned."""
-    barrier = threading.Barrier(clients + 1)
-    errors: list[BaseException] = []
-
-    def one(i: int) -> None:
-        client = httpx.Client(timeout=600)
-        barrier.wait()
-        try:
-            fn(i, client)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-        finally:
-            client.close()
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return time.perf_counter() - started
 
 
 class PeerServer:

@@ -120,6 +120,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def concurrently(fn: Callable[[int, httpx.Client], object], clients: int) -> float:
+    """Seconds until ``clients`` simultaneous calls ``fn(i, client)`` have all returned (one HTTP
+    client per thread, built before the clock starts)."""
+    barrier = threading.Barrier(clients + 1)
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        client = httpx.Client(timeout=600)
+        barrier.wait()
+        try:
+            fn(i, client)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - started
+
+
 class Server:
     def __init__(self, model_dir: Path, **env: str) -> None:
         self.port = free_port()
@@ -207,29 +235,8 @@ class Server:
 
     def concurrent(self, clients: int, new_tokens: int) -> float:
         """Seconds until ``clients`` simultaneous requests have all finished."""
-        barrier = threading.Barrier(clients + 1)
-        errors: list[BaseException] = []
-
-        def one(i: int) -> None:
-            client = httpx.Client(timeout=600)  # one per thread, built before the clock starts
-            barrier.wait()
-            try:
-                self.generate(PROMPTS[i % len(PROMPTS)], new_tokens, client)
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-            finally:
-                client.close()
-
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
-        for t in threads:
-            t.start()
-        barrier.wait()
-        started = time.perf_counter()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        return time.perf_counter() - started
+        return concurrently(
+            lambda i, client: self.generate(PROMPTS[i % len(PROMPTS)], new_tokens, client), clients)
 
     def stop(self) -> None:
         self.client.close()

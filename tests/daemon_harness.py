@@ -28,6 +28,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_low_port(first: int = 900) -> int:
+    """A free privileged port (below 1024) on 127.0.0.1, or skip the test."""
+    import pytest
+
+    for port in range(first, 1024):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.skip("no free port below 1024")
+
+
 class WaitAborted(AssertionError):
     """Raised by a ``wait_for`` predicate when waiting longer cannot help (the process died)."""
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from daemon_harness import free_low_port
 from model_fixtures import build_tiny_model
 from supervisor_daemon import REPO_ROOT, Daemon, free_port, require_programs, wait_for
 
@@ -54,14 +54,7 @@ class SystemPythonDaemon(Daemon):
 
 
 def _low_port() -> int:
-    for port in range(900, 1000):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.skip("no free port below 1024")
+    return free_low_port(900)
 
 
 @pytest.fixture(scope="module")

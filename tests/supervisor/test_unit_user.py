@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from daemon_harness import PROJECT_DIR, Daemon, wait_for
+from daemon_harness import PROJECT_DIR, Daemon, free_low_port, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 
@@ -110,14 +110,7 @@ def test_ambient_capability_lets_an_unprivileged_unit_bind_a_low_port(daemon: Da
 
 
 def _free_low_port() -> int:
-    for port in range(1000, 1024):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.skip("no free port below 1024")
+    return free_low_port(1000)
 
 
 def test_unknown_user_is_an_error_naming_file_and_line(tmp_path: Path) -> None:

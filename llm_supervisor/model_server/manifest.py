@@ -36,12 +36,13 @@ import json
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+
+from llm_supervisor.fsutil import atomic_write_text
 
 MANIFEST_NAME = "llm-supervisor-manifest.json"
 MANIFEST_FORMAT = 1
@@ -209,16 +210,7 @@ def write_manifest(model_dir: str | os.PathLike[str], source: Mapping[str, Any] 
     """
     root = Path(model_dir)
     data = build_manifest(root, source)
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=root)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, root / MANIFEST_NAME)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(root / MANIFEST_NAME, json.dumps(data, indent=2, sort_keys=True) + "\n")
     return root / MANIFEST_NAME
 
 

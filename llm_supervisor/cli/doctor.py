@@ -88,9 +88,7 @@ def check_units(settings: Any, result: Any) -> list[Check]:
         for condition in unit.conditions:
             if condition.negate or condition.kind == "runtime":
                 continue
-            present = (os.path.exists(condition.value) if condition.kind == "path_exists"
-                       else shutil.which(condition.value) is not None)
-            if not present:
+            if not condition.present_on_host():
                 missing.append(condition.value)
         hint = unit.install_hint or "install it, or remove the unit file"
         if missing:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -294,13 +292,11 @@ class UnitRunner:
                             " LLM_SUPERVISOR_RUNTIME or Runtime= picks it)")
                 continue
             if condition.kind == "path_exists":
-                met = os.path.exists(condition.value)
                 what = f"path {condition.value} {'exists' if condition.negate else 'does not exist'}"
             else:
-                met = shutil.which(condition.value) is not None
                 what = (f"{condition.value} is installed" if condition.negate else
                         f"{condition.value} not found on PATH")
-            if met == condition.negate:
+            if condition.present_on_host() == condition.negate:
                 return f"condition unmet: {what}{hint}"
         return None
 

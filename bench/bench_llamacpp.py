@@ -55,7 +55,7 @@ def _quiet(lib: Any) -> None:
 def gguf_model_dir() -> Path:
     """A model directory holding a copy of the offline GGUF with its manifest (as the server
     makes it on a first offline start)."""
-    from llm_supervisor.model_server.sources import install_offline_gguf
+    from llm_supervisor.model_server.sources.choice import install_offline_gguf
 
     target = REPO / ".cache" / "bench-models" / "smollm2-gguf"
     if not target.is_dir():
@@ -67,7 +67,7 @@ def chat_prompt_ids(gguf: Path) -> list[list[int]]:
     """The same chat-templated token ids our server builds for ``chat: true``."""
     import llama_cpp as lib
 
-    from llm_supervisor.model_server.llama_model import LlamaTokenizer
+    from llm_supervisor.model_server.engines.llama_model import LlamaTokenizer
 
     _quiet(lib)
     params = lib.llama_model_default_params()

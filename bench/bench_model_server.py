@@ -64,7 +64,7 @@ def median_of(fn: Callable[[], float], repeats: int) -> float:
 def default_model() -> Path:
     import transformers
 
-    from llm_supervisor.model_server.sources import convert_offline_gguf
+    from llm_supervisor.model_server.sources.choice import convert_offline_gguf
 
     cached = REPO / ".cache" / "test-models" / f"transformers-{transformers.__version__}" / "smollm2"
     if cached.is_dir():

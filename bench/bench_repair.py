@@ -38,7 +38,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 from daemon_harness import Daemon, free_port  # noqa: E402  (tests/: reused, not copied)
 from model_fixtures import FakeHub, build_tiny_model  # noqa: E402
 
-from llm_supervisor.model_server.manifest import (  # noqa: E402
+from llm_supervisor.model_server.weights.manifest import (  # noqa: E402
     MANIFEST_NAME,
     read_manifest,
     verify_model_dir,

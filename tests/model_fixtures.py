@@ -71,7 +71,7 @@ def _smollm2_tokenizer_dir() -> Path:
     def build(dest: Path) -> None:
         from transformers import AutoTokenizer
 
-        from llm_supervisor.model_server.sources import find_offline_gguf
+        from llm_supervisor.model_server.sources.choice import find_offline_gguf
 
         smol = _cache_root() / "smollm2"
         if smol.is_dir():
@@ -89,7 +89,7 @@ def _build_tiny(dest: Path) -> None:
     import torch
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from llm_supervisor.model_server.manifest import write_manifest
+    from llm_supervisor.model_server.weights.manifest import write_manifest
 
     tok = AutoTokenizer.from_pretrained(_smollm2_tokenizer_dir())
     config = LlamaConfig(
@@ -147,7 +147,7 @@ def _into_cache_dir(install: Callable[[Path], object]) -> Callable[[Path], None]
 def cached_smollm2_gguf_dir() -> Path:
     """The offline SmolLM2 GGUF copied into a model directory with its manifest, as the server
     does on a first offline start (cached; read-only: copy it to damage it)."""
-    from llm_supervisor.model_server.sources import install_offline_gguf
+    from llm_supervisor.model_server.sources.choice import install_offline_gguf
 
     return _build_cached("smollm2-gguf", _into_cache_dir(install_offline_gguf))
 
@@ -155,7 +155,7 @@ def cached_smollm2_gguf_dir() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct converted from the offline GGUF by the production code."""
-    from llm_supervisor.model_server.sources import convert_offline_gguf
+    from llm_supervisor.model_server.sources.choice import convert_offline_gguf
 
     return _build_cached("smollm2", _into_cache_dir(convert_offline_gguf))
 
@@ -168,7 +168,7 @@ def smollm2_gguf_dir() -> Path:
 
 def build_gguf_model(dest: Path) -> Path:
     """A fresh writable copy of the GGUF model directory at ``dest`` (must not exist yet)."""
-    from llm_supervisor.model_server.sources import install_offline_gguf
+    from llm_supervisor.model_server.sources.choice import install_offline_gguf
 
     return install_offline_gguf(dest)
 
@@ -443,7 +443,7 @@ class FakeHub:
 
 
 def _sha256(path: Path) -> str:
-    from llm_supervisor.model_server.manifest import sha256_file
+    from llm_supervisor.model_server.weights.manifest import sha256_file
 
     return sha256_file(path)
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from llm_supervisor.core.errors import SupervisorError
+
 
 class DaemonNotRunning(Exception):
     def __init__(self, socket_path: Path):
@@ -21,7 +23,7 @@ class DaemonNotRunning(Exception):
                          "start it with `llm-supervisord start`")
 
 
-class ControlError(Exception):
+class ControlError(SupervisorError):
     def __init__(self, status: int, message: str):
         self.status = status
         super().__init__(message)

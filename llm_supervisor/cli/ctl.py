@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from llm_supervisor.cli import export as export_cli
 from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
 from llm_supervisor.cli.common import add_location_options, settings_from, socket_from
-from llm_supervisor.export import cli as export_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,8 +110,8 @@ def _format_error(error: dict[str, Any]) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from llm_supervisor.supervisor.unit_checks import cross_unit_problems
-    from llm_supervisor.supervisor.unit_loader import load_directory, load_files
+    from llm_supervisor.units.checks import cross_unit_problems
+    from llm_supervisor.units.loader import load_directory, load_files
 
     settings = settings_from(args)
     variables = settings.expansion_vars()
@@ -215,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "export":
         return export_cli.run(args)
     if args.command == "images":
-        from llm_supervisor.images.cli import build as build_images
+        from llm_supervisor.cli.images import build as build_images
 
         return build_images(args.units, args.quiet)
     if args.command == "novnc":

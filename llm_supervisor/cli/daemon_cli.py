@@ -45,8 +45,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_foreground(settings: Settings, target: str | None, log_file: Path | None) -> int:
-    from llm_supervisor.logging_setup import configure_logging
-    from llm_supervisor.supervisor.daemon import DaemonError, run_daemon
+    from llm_supervisor.core.logging_setup import configure_logging
+    from llm_supervisor.daemon.server import DaemonError, run_daemon
 
     configure_logging(log_file=log_file, max_bytes=settings.log_max_bytes,
                       backups=settings.log_backups)

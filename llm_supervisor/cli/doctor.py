@@ -109,7 +109,7 @@ def check_units(settings: Any, result: Any) -> list[Check]:
 def check_docker(settings: Any, units_want_docker: bool) -> Check | None:
     if settings.default_runtime != "docker" and not units_want_docker:
         return None
-    from llm_supervisor.supervisor.runtimes.docker import engine_available
+    from llm_supervisor.runtimes.docker.runtime import engine_available
 
     if engine_available(timeout=3.0):
         return Check("docker", "ok", "a Docker engine answers")
@@ -186,7 +186,7 @@ def check_ports(settings: Any, ours: set[int]) -> list[Check]:
 
 
 def check_model_dir(settings: Any) -> Check:
-    from llm_supervisor.model_server.manifest import MANIFEST_NAME
+    from llm_supervisor.model_server.weights.manifest import MANIFEST_NAME
 
     path = settings.effective_model_path
     if not path.exists():
@@ -240,7 +240,7 @@ def _our_ports(settings: Any) -> tuple[set[int], bool]:
 
 def run_checks(settings: Any) -> list[Check]:
     ours, docker_running = _our_ports(settings)
-    from llm_supervisor.supervisor.unit_loader import load_directory
+    from llm_supervisor.units.loader import load_directory
 
     checks = [check_python(), check_memory(), check_disk(settings.state_dir)]
     if not settings.effective_model_path.is_relative_to(settings.state_dir):

@@ -30,7 +30,6 @@ from rich.text import Text
 
 from llm_supervisor.cli import probes
 from llm_supervisor.cli.client import ControlClient, ControlError
-from llm_supervisor.cli.model_metrics import RateTracker, parse
 from llm_supervisor.cli.model_view import describe_model
 from llm_supervisor.cli.render import (
     STATE_STYLES,
@@ -40,6 +39,7 @@ from llm_supervisor.cli.render import (
     status_table,
 )
 from llm_supervisor.cli.stack_info import MODEL_UNIT, StackInfo, stack_info
+from llm_supervisor.model_server.metrics_reader import RateTracker, parse
 
 VIEWS = ("summary", "model", "api", "network", "novnc", "containers", "logs")
 DESKTOP_UNITS = ("xvfb", "x11vnc", "novnc", "browser")
@@ -234,7 +234,7 @@ def _docker_network(settings: Any) -> RenderableType:
     try:
         import docker
 
-        from llm_supervisor.supervisor.runtimes.docker_labels import OWNER, owner_id
+        from llm_supervisor.runtimes.docker.labels import OWNER, owner_id
 
         client = docker.from_env(timeout=5)
         ours = f"{OWNER}={owner_id(settings.state_dir)}"

@@ -57,7 +57,7 @@ def _docker_objects(settings: Any) -> list[str]:
     try:
         import docker
 
-        from llm_supervisor.supervisor.runtimes.docker_labels import owner_filter, owner_id
+        from llm_supervisor.runtimes.docker.labels import owner_filter, owner_id
 
         client = docker.from_env(timeout=3)
         mine = {"label": owner_filter(owner_id(settings.state_dir))}
@@ -121,7 +121,7 @@ def remove_files(purge_plan: PurgePlan) -> list[str]:
 
 def remove_docker_objects(settings: Any) -> list[str]:
     """With no daemon running: the docker runtime removes what carries our labels."""
-    from llm_supervisor.supervisor.runtimes.docker import DockerRuntime
+    from llm_supervisor.runtimes.docker.runtime import DockerRuntime
 
     async def run() -> list[str]:
         runtime = DockerRuntime(settings)

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from llm_supervisor.cli.model_metrics import RateTracker, parse
+from llm_supervisor.model_server.metrics_reader import RateTracker, parse
 
 POLL_S = 2.0
 MODEL_UNIT = "model-service.service"

@@ -17,8 +17,8 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from llm_supervisor.core.fsutil import atomic_write_bytes
 from llm_supervisor.desktop.vncauth import MAX_PASSWORD_BYTES, rfbauth_bytes
-from llm_supervisor.fsutil import atomic_write_bytes
 
 # Unambiguous letters and digits: 8 characters (VNC's limit) from 56 symbols ≈ 46 bits.
 _ALPHABET = "".join(c for c in string.ascii_letters + string.digits if c not in "0O1lI")

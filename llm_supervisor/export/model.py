@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from llm_supervisor.supervisor.runtimes.docker_spec import SpecError, parse_memory, parse_port, parse_volume
-from llm_supervisor.supervisor.unit_loader import LoadResult
-from llm_supervisor.supervisor.units import Unit, split_template
+from llm_supervisor.units.container_values import SpecError, parse_memory, parse_port, parse_volume
+from llm_supervisor.units.loader import LoadResult
+from llm_supervisor.units.model import Unit, split_template
 
 MODEL_SERVICE = "model-service"
 GATEWAY = "gateway"

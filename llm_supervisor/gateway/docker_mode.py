@@ -23,6 +23,7 @@ from llm_supervisor.gateway import caddy
 from llm_supervisor.gateway.files import write_if_changed
 from llm_supervisor.gateway.options import GatewayOptions
 from llm_supervisor.gateway.routes import Route
+from llm_supervisor.units.container_values import SpecError, parse_port
 
 CONTAINER_PORT = 8000
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
@@ -30,8 +31,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 
 def published_ports(units: Iterable[Any]) -> dict[int, tuple[str, int]]:
     """Host port → (network alias, container port) for the given container units."""
-    from llm_supervisor.supervisor.runtimes.docker_spec import SpecError, parse_port
-
     result: dict[int, tuple[str, int]] = {}
     for unit in units:
         spec = getattr(unit, "container", None)

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from llm_supervisor.fsutil import atomic_write_text
+from llm_supervisor.core.fsutil import atomic_write_text
 from llm_supervisor.gateway import caddy, traefik
 from llm_supervisor.gateway.options import GatewayOptions
 from llm_supervisor.gateway.routes import Route

@@ -12,9 +12,9 @@ import sys
 
 from pydantic import ValidationError
 
-from ..exit_codes import CONFIG_ERROR
-from . import logs
-from .settings import ModelServerSettings
+from llm_supervisor.core.exit_codes import CONFIG_ERROR
+from llm_supervisor.model_server import logs
+from llm_supervisor.model_server.settings import ModelServerSettings
 
 
 def main() -> int:
@@ -28,7 +28,9 @@ def main() -> int:
     logs.configure_logging(settings.log_format, settings.log_level)
     _quiet_libraries()
 
-    from .app import create_app  # Sanic and the app's modules after logging is set up
+    from llm_supervisor.model_server.api.app import (
+        create_app,  # Sanic and the app's modules after logging is set up
+    )
 
     app = create_app(settings)
     try:

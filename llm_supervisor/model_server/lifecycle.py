@@ -17,16 +17,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..data import test_page
-from ..exit_codes import WEIGHTS_LOAD_FAILED
-from . import logs
-from .batching import BatchingEngine
-from .http_helpers import APIError
-from .loaded import LoadedModel, WeightsLoadError
-from .metrics import Metrics
-from .progress import LoadProgress
-from .settings import ModelServerSettings
-from .sources import FORMAT_GGUF, ModelSourceError, ResolvedModel, model_format, resolve_model
+from llm_supervisor.core.exit_codes import WEIGHTS_LOAD_FAILED
+from llm_supervisor.data import test_page
+from llm_supervisor.model_server import logs
+from llm_supervisor.model_server.api.http import APIError
+from llm_supervisor.model_server.engines.batching import BatchingEngine
+from llm_supervisor.model_server.metrics import Metrics
+from llm_supervisor.model_server.progress import LoadProgress
+from llm_supervisor.model_server.settings import ModelServerSettings
+from llm_supervisor.model_server.sources.choice import (
+    FORMAT_GGUF,
+    ModelSourceError,
+    ResolvedModel,
+    model_format,
+    resolve_model,
+)
+from llm_supervisor.model_server.weights.loaded import LoadedModel, WeightsLoadError
 
 MODEL_SOURCE_FAILED = 1
 ENGINE_LLAMA_CPP = "llama.cpp"
@@ -117,11 +123,11 @@ class ServerState:
                 engine=engine,
             )
             if engine == ENGINE_LLAMA_CPP:
-                from .llama_model import load_gguf
+                from llm_supervisor.model_server.engines.llama_model import load_gguf
 
                 loaded = load_gguf(resolved.path, s, self.progress, source=resolved.source, log=log)
             else:
-                from .loader import load_model
+                from llm_supervisor.model_server.weights.loader import load_model
 
                 loaded = load_model(resolved.path, s, self.progress, source=resolved.source, log=log)
         except WeightsLoadError as exc:
@@ -158,9 +164,9 @@ class ServerState:
         self.loaded = loaded
         engine_cls: type[BatchingEngine]
         if loaded.engine == ENGINE_LLAMA_CPP:
-            from .llama_engine import LlamaEngine as engine_cls
+            from llm_supervisor.model_server.engines.llama_engine import LlamaEngine as engine_cls
         else:
-            from .engine import Engine as engine_cls
+            from llm_supervisor.model_server.engines.transformers_engine import Engine as engine_cls
         self.engine = engine_cls(
             loaded,
             max_batch_size=s.max_batch_size,

@@ -4,7 +4,7 @@ Every hook is called with keyword arguments only, so a specification can grow ne
 without breaking plugins that do not ask for them. Hooks run on the daemon's event loop: a hook
 must return quickly (hand long work to a thread). A hook that raises is logged and isolated; it
 never takes the daemon down (see :mod:`llm_supervisor.plugins.manager`). ``unit`` is always a
-:class:`llm_supervisor.supervisor.units.Unit`; ``manager`` the daemon's
+:class:`llm_supervisor.units.model.Unit`; ``manager`` the daemon's
 :class:`llm_supervisor.supervisor.manager.Manager`.
 """
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # annotations only: the daemon's modules import this one
     from sanic import Sanic
 
     from llm_supervisor.supervisor.manager import Manager
-    from llm_supervisor.supervisor.units import Unit
+    from llm_supervisor.units.model import Unit
 
 PROJECT = "llm_supervisor"
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from llm_supervisor.fsutil import atomic_write_json
+from llm_supervisor.core.fsutil import atomic_write_json
 from llm_supervisor.repair.context import Limits
 
 log = structlog.get_logger("llm_supervisor.repair")

@@ -3,7 +3,7 @@
 Evidence, strongest first:
 
 1. the model server's JSON ``weights_load_failed`` event (names the file and the error);
-2. its distinct exit code :data:`~llm_supervisor.exit_codes.WEIGHTS_LOAD_FAILED` (65);
+2. its distinct exit code :data:`~llm_supervisor.core.exit_codes.WEIGHTS_LOAD_FAILED` (65);
 3. the classic signatures of other servers and older versions: ``Unable to load weights``,
    safetensors header errors, ``No such file or directory`` for a weight file, ``Permission
    denied`` under the model directory (see FACTS.md for the measured messages);
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_supervisor.exit_codes import WEIGHTS_LOAD_FAILED
+from llm_supervisor.core.exit_codes import WEIGHTS_LOAD_FAILED
 from llm_supervisor.plugins.types import Diagnosis
 
 PLUGIN_NAME = "model_repair"

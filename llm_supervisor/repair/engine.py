@@ -14,9 +14,9 @@ from typing import Any
 
 import structlog
 
-from llm_supervisor.model_server import manifest as manifest_mod
-from llm_supervisor.model_server.hub_download import select_hub_files
-from llm_supervisor.model_server.manifest import Problem
+from llm_supervisor.model_server.sources.hub import select_hub_files
+from llm_supervisor.model_server.weights import manifest as manifest_mod
+from llm_supervisor.model_server.weights.manifest import Problem
 from llm_supervisor.plugins.types import Diagnosis, RepairResult
 from llm_supervisor.repair import fetch, perms
 from llm_supervisor.repair.budget import Budget

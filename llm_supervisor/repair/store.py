@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from llm_supervisor.model_server import manifest as manifest_mod
+from llm_supervisor.model_server.weights import manifest as manifest_mod
 
 _CHUNK = 1 << 20
 _OFF = {"0", "OFF", "NO", "FALSE", "NONE"}

@@ -1,7 +1,7 @@
 """Find exactly which files of a model directory are missing, truncated, corrupt or unreadable.
 
 What a file *should* be comes from the manifest written at the last successful download or
-conversion (:mod:`llm_supervisor.model_server.manifest`), or, for a directory without one, from
+conversion (:mod:`llm_supervisor.model_server.weights.manifest`), or, for a directory without one, from
 the hub's file metadata (``HfApi.model_info(files_metadata=True)``: size for every file, LFS
 SHA-256 for large ones, the git blob id for the rest). Content checks reuse the manifest
 module; on top of them every file and directory is checked for readability by mode bits
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_supervisor.model_server import manifest as manifest_mod
-from llm_supervisor.model_server.manifest import Problem
+from llm_supervisor.model_server.weights import manifest as manifest_mod
+from llm_supervisor.model_server.weights.manifest import Problem
 from llm_supervisor.repair import perms
 
 _CHUNK = 1 << 20

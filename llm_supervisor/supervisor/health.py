@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from llm_supervisor.supervisor.units import HealthSpec
+from llm_supervisor.units.model import HealthSpec
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,11 @@ import structlog
 from llm_supervisor.config import Settings
 from llm_supervisor.plugins.manager import Plugins
 from llm_supervisor.plugins.types import Diagnosis, RepairResult
-from llm_supervisor.supervisor import graph
-from llm_supervisor.supervisor.env_file import read_env_file
+from llm_supervisor.runtimes.logs import UnitLog
+from llm_supervisor.runtimes.process.identity import OWNER_MARKER, UNIT_MARKER
+from llm_supervisor.runtimes.selection import RuntimeSelector
 from llm_supervisor.supervisor.health import Prober
-from llm_supervisor.supervisor.logs import UnitLog
 from llm_supervisor.supervisor.records import RECORDS_NAME, load_records, save_records
-from llm_supervisor.supervisor.replicas import add_replicas
 from llm_supervisor.supervisor.resources import ResourceSampler
 from llm_supervisor.supervisor.rolling import (
     RollingRestartFailed,
@@ -33,14 +32,15 @@ from llm_supervisor.supervisor.rolling import (
     rolling_restart,
 )
 from llm_supervisor.supervisor.rotation import Rotation
-from llm_supervisor.supervisor.runtime_selection import RuntimeSelector
-from llm_supervisor.supervisor.runtimes.process_identity import OWNER_MARKER, UNIT_MARKER
+from llm_supervisor.supervisor.runner import UnitRunner
 from llm_supervisor.supervisor.state import Health, UnitState
-from llm_supervisor.supervisor.unit_checks import cycle_error
 from llm_supervisor.supervisor.unit_env import pass_env_patterns, passed_through
-from llm_supervisor.supervisor.unit_loader import LoadResult, instantiate, load_directory
-from llm_supervisor.supervisor.unit_runner import UnitRunner
-from llm_supervisor.supervisor.units import Unit, normalise_name
+from llm_supervisor.units import graph
+from llm_supervisor.units.checks import cycle_error
+from llm_supervisor.units.env_file import read_env_file
+from llm_supervisor.units.loader import LoadResult, instantiate, load_directory
+from llm_supervisor.units.model import Unit, normalise_name
+from llm_supervisor.units.replicas import add_replicas
 
 log = structlog.get_logger("llm_supervisor.manager")
 

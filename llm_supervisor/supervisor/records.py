@@ -1,7 +1,7 @@
 """``instances.json``: what each unit was running, so a restarted daemon can find it.
 
 One JSON object, unit name → the runtime's record (``Instance.record()``). Written atomically
-and durably (:mod:`llm_supervisor.fsutil`). A file that cannot be used (not JSON, or JSON that is
+and durably (:mod:`llm_supervisor.core.fsutil`). A file that cannot be used (not JSON, or JSON that is
 not an object) is logged, set aside as ``instances.json.corrupt-<time>`` for a human to look at,
 and the daemon carries on as if there were no records: leftovers of the previous daemon are then
 not cleaned up, which is better than not starting at all.
@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from llm_supervisor.fsutil import atomic_write_json
+from llm_supervisor.core.fsutil import atomic_write_json
 
 log = structlog.get_logger("llm_supervisor.records")
 

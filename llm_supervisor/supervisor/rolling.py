@@ -30,12 +30,12 @@ from typing import Protocol
 import httpx
 import structlog
 
-from llm_supervisor.supervisor.replicas import instances
 from llm_supervisor.supervisor.rotation import Rotation
+from llm_supervisor.supervisor.runner import UnitRunner
 from llm_supervisor.supervisor.state import UnitState
-from llm_supervisor.supervisor.unit_loader import LoadResult
-from llm_supervisor.supervisor.unit_runner import UnitRunner
-from llm_supervisor.supervisor.units import Unit
+from llm_supervisor.units.loader import LoadResult
+from llm_supervisor.units.model import Unit
+from llm_supervisor.units.replicas import instances
 
 log = structlog.get_logger("llm_supervisor.rolling")
 

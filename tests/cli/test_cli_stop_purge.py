@@ -132,8 +132,8 @@ def test_purge_yes_lists_then_removes_volumes_and_caches(tmp_path: Path):
     try:
         import docker
 
-        from llm_supervisor.supervisor.runtimes.docker_labels import OWNER, PROJECT, PROJECT_VALUE
-        from llm_supervisor.supervisor.runtimes.docker_labels import owner_id as owner_of
+        from llm_supervisor.runtimes.docker.labels import OWNER, PROJECT, PROJECT_VALUE
+        from llm_supervisor.runtimes.docker.labels import owner_id as owner_of
 
         client = docker.from_env(timeout=10)
         client.ping()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
-from llm_supervisor.supervisor.runtimes import docker_labels as labels
+from llm_supervisor.runtimes.docker import labels
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUSYBOX_TAG = "llm-supervisord-test/busybox:1"

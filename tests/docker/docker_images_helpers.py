@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llm_supervisor.images.base import ensure_base_image
-from llm_supervisor.images.stack import resolve_base
-from llm_supervisor.supervisor.runtimes.docker_build import BuildPlan, build_if_changed, plan_path
+from llm_supervisor.runtimes.docker.base_image import ensure_base_image
+from llm_supervisor.runtimes.docker.build import BuildPlan, build_if_changed, plan_path
+from llm_supervisor.runtimes.docker.stack_images import resolve_base
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_PREFIX = "llm-supervisord-test/"

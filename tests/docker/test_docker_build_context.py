@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_supervisor.supervisor.runtimes.docker_build import (
+from llm_supervisor.runtimes.docker.build import (
     HOST_WHEELS_DIR,
     BuildPlan,
     build_digest,
@@ -20,7 +20,7 @@ from llm_supervisor.supervisor.runtimes.docker_build import (
     plan_path,
     write_context,
 )
-from llm_supervisor.supervisor.unit_loader import load_directory
+from llm_supervisor.units.loader import load_directory
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted(p for p in (REPO_ROOT / "packaging" / "docker").glob("*/Dockerfile*")

@@ -8,7 +8,7 @@ from pathlib import Path
 from llm_supervisor.gateway import docker_mode
 from llm_supervisor.gateway.options import GatewayOptions
 from llm_supervisor.gateway.routes import Route
-from llm_supervisor.supervisor.units import ContainerSpec, Unit
+from llm_supervisor.units.model import ContainerSpec, Unit
 
 
 def container_unit(name: str, *ports: str) -> Unit:

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from docker_fixtures import REPO_ROOT
 
-from llm_supervisor.images.base import BASE_TAG
-from llm_supervisor.supervisor.runtimes import docker_labels as labels
-from llm_supervisor.supervisor.runtimes.base import RuntimeError_
-from llm_supervisor.supervisor.runtimes.docker_build import build_if_changed, plan_path
+from llm_supervisor.runtimes.base import RuntimeError_
+from llm_supervisor.runtimes.docker import labels
+from llm_supervisor.runtimes.docker.base_image import BASE_TAG
+from llm_supervisor.runtimes.docker.build import build_if_changed, plan_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 

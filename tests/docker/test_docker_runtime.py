@@ -16,7 +16,7 @@ import pytest
 from docker_fixtures import Daemon
 from model_fixtures import free_port
 
-from llm_supervisor.supervisor.runtimes import docker_labels as labels
+from llm_supervisor.runtimes.docker import labels
 
 pytestmark = pytest.mark.docker
 

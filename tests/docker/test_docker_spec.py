@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from llm_supervisor.supervisor.runtimes.base import RuntimeError_
-from llm_supervisor.supervisor.runtimes.docker import engine_available, exit_status
-from llm_supervisor.supervisor.runtimes.docker_build import plan_build
-from llm_supervisor.supervisor.runtimes.docker_errors import connect, connection_error, start_error
-from llm_supervisor.supervisor.runtimes.docker_spec import (
+from llm_supervisor.runtimes.base import RuntimeError_
+from llm_supervisor.runtimes.docker.build import plan_build
+from llm_supervisor.runtimes.docker.errors import connect, connection_error, start_error
+from llm_supervisor.runtimes.docker.runtime import engine_available, exit_status
+from llm_supervisor.runtimes.docker.spec import (
     SpecError,
     container_environment,
     parse_memory,
@@ -19,7 +19,7 @@ from llm_supervisor.supervisor.runtimes.docker_spec import (
     plan_container,
     port_bindings,
 )
-from llm_supervisor.supervisor.units import ContainerSpec, Unit
+from llm_supervisor.units.model import ContainerSpec, Unit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

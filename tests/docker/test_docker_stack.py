@@ -19,7 +19,7 @@ import pytest
 from docker_fixtures import REPO_ROOT, Daemon
 from model_fixtures import free_port
 
-from llm_supervisor.supervisor.runtimes import docker_labels as labels
+from llm_supervisor.runtimes.docker import labels
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 

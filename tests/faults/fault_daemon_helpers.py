@@ -21,7 +21,7 @@ import psutil
 import pytest
 from model_fixtures import FakeHub
 
-from llm_supervisor.model_server.manifest import MANIFEST_NAME, write_manifest
+from llm_supervisor.model_server.weights.manifest import MANIFEST_NAME, write_manifest
 
 HERE = Path(__file__).resolve().parent
 MODEL_PROGRAM = HERE / "fault_daemon_model_unit.py"

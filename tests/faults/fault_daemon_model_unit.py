@@ -13,8 +13,8 @@ import json
 import os
 import sys
 
-from llm_supervisor.exit_codes import WEIGHTS_LOAD_FAILED
-from llm_supervisor.model_server.manifest import verify_model_dir
+from llm_supervisor.core.exit_codes import WEIGHTS_LOAD_FAILED
+from llm_supervisor.model_server.weights.manifest import verify_model_dir
 
 
 def main() -> None:

@@ -21,7 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from llm_supervisor.model_server.manifest import MANIFEST_NAME, verify_model_dir, write_manifest
+from llm_supervisor.model_server.weights.manifest import (
+    MANIFEST_NAME,
+    verify_model_dir,
+    write_manifest,
+)
 
 HERE = Path(__file__).resolve()
 REPO = "test/crafted"

@@ -37,7 +37,7 @@ from fault_daemon_helpers import (
 )
 
 from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
-from llm_supervisor.model_server.manifest import verify_model_dir
+from llm_supervisor.model_server.weights.manifest import verify_model_dir
 
 TINY_HTTP = Path(__file__).resolve().parents[1] / "supervisor" / "programs" / "tiny_http.py"
 

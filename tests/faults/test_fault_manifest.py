@@ -29,7 +29,7 @@ from fault_manifest_helpers import (
     unit_text,
 )
 
-from llm_supervisor.model_server.manifest import verify_model_dir
+from llm_supervisor.model_server.weights.manifest import verify_model_dir
 from llm_supervisor.repair.store import Store
 
 UNIT = "model-service"

@@ -15,9 +15,9 @@ from daemon_harness import Daemon, wait_for
 from fault_unit_helpers import ERROR_LINE, error_lines, graph_cases, single_file_cases, write_cases
 
 from llm_supervisor.config import Settings
-from llm_supervisor.supervisor.unit_checks import cross_unit_problems
-from llm_supervisor.supervisor.unit_file import UnitFileError
-from llm_supervisor.supervisor.unit_loader import load_files
+from llm_supervisor.units.checks import cross_unit_problems
+from llm_supervisor.units.ini import UnitFileError
+from llm_supervisor.units.loader import load_files
 
 SEED = 20261125
 IN_PROCESS_CASES = 2000

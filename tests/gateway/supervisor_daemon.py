@@ -18,7 +18,7 @@ import httpx
 import pytest
 from daemon_harness import free_port, wait_for
 
-from llm_supervisor.system_packages import UNIT_PROGRAMS
+from llm_supervisor.core.system_packages import UNIT_PROGRAMS
 
 __all__ = ["APT_PACKAGES", "REPO_ROOT", "Daemon", "Desktop", "Stack", "free_port",
            "require_programs", "wait_for"]

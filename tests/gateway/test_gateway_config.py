@@ -21,7 +21,7 @@ from llm_supervisor.gateway import caddy, traefik
 from llm_supervisor.gateway.files import write_all
 from llm_supervisor.gateway.options import GatewayOptions
 from llm_supervisor.gateway.routes import Route, merge_routes, routes_from_units
-from llm_supervisor.supervisor.unit_loader import instantiate, load_directory
+from llm_supervisor.units.loader import instantiate, load_directory
 
 REPO_UNITS = Path(__file__).resolve().parents[2] / "units"
 

@@ -15,11 +15,15 @@ import httpx
 import pytest
 from model_fixtures import ModelServer
 
-from llm_supervisor.model_server.app import ServerState
-from llm_supervisor.model_server.engine import Engine, GenerationHandle, SamplingParams
-from llm_supervisor.model_server.loader import load_model
+from llm_supervisor.model_server.api.app import ServerState
+from llm_supervisor.model_server.engines.transformers_engine import (
+    Engine,
+    GenerationHandle,
+    SamplingParams,
+)
 from llm_supervisor.model_server.progress import LoadProgress
 from llm_supervisor.model_server.settings import ModelServerSettings
+from llm_supervisor.model_server.weights.loader import load_model
 
 
 def engine_of(server: ModelServer) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from model_fixtures import FakeHub, ModelServer, running_server, start_model_server
 
-from llm_supervisor.model_server.manifest import read_manifest
+from llm_supervisor.model_server.weights.manifest import read_manifest
 
 
 def _poll_until_ready(server: ModelServer, timeout: float = 60) -> list[tuple[int, dict]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from model_fixtures import ModelServer, build_tiny_model, start_model_server
 
-from llm_supervisor.exit_codes import WEIGHTS_LOAD_FAILED
+from llm_supervisor.core.exit_codes import WEIGHTS_LOAD_FAILED
 
 
 def _truncate(d: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_supervisor.model_server.manifest import (
+from llm_supervisor.model_server.weights.manifest import (
     MANIFEST_NAME,
     ManifestError,
     read_manifest,
@@ -99,7 +99,7 @@ def test_unreadable_file(model_dir: Path) -> None:
 
 def test_manifest_module_imports_no_heavy_libraries() -> None:
     code = (
-        "import sys, llm_supervisor.model_server.manifest as m; "
+        "import sys, llm_supervisor.model_server.weights.manifest as m; "
         "print(sorted(x for x in ('torch', 'transformers', 'sanic') if x in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -12,7 +12,7 @@ import openai
 import pytest
 from model_fixtures import running_server, start_model_server
 
-from llm_supervisor.model_server.manifest import read_manifest, verify_model_dir
+from llm_supervisor.model_server.weights.manifest import read_manifest, verify_model_dir
 
 
 @pytest.mark.slow

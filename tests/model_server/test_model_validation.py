@@ -12,7 +12,7 @@ import httpx
 import pytest
 from model_fixtures import ModelServer
 
-from llm_supervisor.model_server.guard import Refusal, RequestGuard
+from llm_supervisor.model_server.api.guard import Refusal, RequestGuard
 from llm_supervisor.model_server.settings import ModelServerSettings
 
 GENERATE_CASES: list[tuple[str, Any, int, str]] = [

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from llm_supervisor.model_server.manifest import MANIFEST_NAME
+from llm_supervisor.model_server.weights.manifest import MANIFEST_NAME
 from llm_supervisor.repair.context import RepairContext
-from llm_supervisor.supervisor.units import Unit
+from llm_supervisor.units.model import Unit
 
 WEIGHTS = "model.safetensors"
 

@@ -24,7 +24,7 @@ from daemon_harness import Daemon, free_port, wait_for
 from model_fixtures import FakeHub, build_tiny_model
 from repair_helpers import DAMAGE, WEIGHTS, hub_copy, truncate
 
-from llm_supervisor.model_server.manifest import sha256_file, verify_model_dir
+from llm_supervisor.model_server.weights.manifest import sha256_file, verify_model_dir
 from llm_supervisor.repair import perms
 
 UNIT = "model-service"

@@ -11,7 +11,11 @@ import pytest
 from model_fixtures import FakeHub, build_tiny_model, free_port
 from repair_helpers import WEIGHTS, context, delete_config, flip_middle, noop_progress, truncate
 
-from llm_supervisor.model_server.manifest import MANIFEST_NAME, sha256_file, verify_model_dir
+from llm_supervisor.model_server.weights.manifest import (
+    MANIFEST_NAME,
+    sha256_file,
+    verify_model_dir,
+)
 from llm_supervisor.plugins.types import Diagnosis
 from llm_supervisor.repair import engine
 from llm_supervisor.repair.budget import Budget

@@ -12,9 +12,17 @@ from pathlib import Path
 import pytest
 from repair_helpers import context, noop_progress
 
-from llm_supervisor.model_server.manifest import read_manifest, sha256_file, verify_model_dir
-from llm_supervisor.model_server.offline_package import install_offline_gguf
-from llm_supervisor.model_server.sources import OFFLINE_GGUF, find_offline_gguf, resolve_model
+from llm_supervisor.model_server.sources.choice import (
+    OFFLINE_GGUF,
+    find_offline_gguf,
+    resolve_model,
+)
+from llm_supervisor.model_server.sources.offline import install_offline_gguf
+from llm_supervisor.model_server.weights.manifest import (
+    read_manifest,
+    sha256_file,
+    verify_model_dir,
+)
 from llm_supervisor.plugins.types import Diagnosis
 from llm_supervisor.repair import engine
 from llm_supervisor.repair.budget import Budget

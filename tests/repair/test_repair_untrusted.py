@@ -16,7 +16,11 @@ import pytest
 from model_fixtures import FakeHub, build_tiny_model, free_port
 from repair_helpers import context, noop_progress
 
-from llm_supervisor.model_server.manifest import MANIFEST_NAME, read_manifest, verify_model_dir
+from llm_supervisor.model_server.weights.manifest import (
+    MANIFEST_NAME,
+    read_manifest,
+    verify_model_dir,
+)
 from llm_supervisor.plugins.types import Diagnosis
 from llm_supervisor.repair import engine, fetch, perms
 from llm_supervisor.repair.budget import Budget
@@ -55,7 +59,7 @@ def small_model(root: Path) -> Path:
     (model / "sub").mkdir(parents=True)
     (model / "config.json").write_text('{"model_type": "test"}')
     (model / "sub" / "part.bin").write_bytes(os.urandom(2048))
-    from llm_supervisor.model_server.manifest import write_manifest
+    from llm_supervisor.model_server.weights.manifest import write_manifest
 
     write_manifest(model, {"kind": "hub", "repo_id": REPO})
     return model

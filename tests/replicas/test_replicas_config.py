@@ -15,8 +15,8 @@ from llm_supervisor.gateway import caddy
 from llm_supervisor.gateway.files import write_all
 from llm_supervisor.gateway.options import GatewayOptions
 from llm_supervisor.gateway.routes import merge_routes, routes_from_units
-from llm_supervisor.supervisor.replicas import add_replicas, group_of, instances
-from llm_supervisor.supervisor.unit_loader import LoadResult, load_directory
+from llm_supervisor.units.loader import LoadResult, load_directory
+from llm_supervisor.units.replicas import add_replicas, group_of, instances
 
 REPO_UNITS = Path(__file__).resolve().parents[2] / "units"
 

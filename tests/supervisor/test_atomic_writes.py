@@ -1,4 +1,4 @@
-"""The one atomic-write helper (llm_supervisor.fsutil) behind the secrets and gateway files."""
+"""The one atomic-write helper (llm_supervisor.core.fsutil) behind the secrets and gateway files."""
 
 from __future__ import annotations
 

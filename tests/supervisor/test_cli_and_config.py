@@ -12,7 +12,7 @@ from daemon_harness import Daemon, free_port, wait_for
 from unit_texts import http_unit
 
 from llm_supervisor.config.settings import load_settings
-from llm_supervisor.supervisor.logs import UnitLog
+from llm_supervisor.runtimes.logs import UnitLog
 
 
 def run(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from daemon_harness import Daemon
 
-from llm_supervisor.supervisor.unit_file import UnitFileError, parse_unit_text
-from llm_supervisor.supervisor.units import build_unit
+from llm_supervisor.units.ini import UnitFileError, parse_unit_text
+from llm_supervisor.units.model import build_unit
 
 SLEEPER = "[Service]\nExecStart=/bin/sleep 60\n[Install]\nWantedBy=stack.target\n"
 # Never started (its condition is unmet first): the image does not need to exist.

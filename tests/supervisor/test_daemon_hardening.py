@@ -27,15 +27,15 @@ from unit_texts import http_unit
 from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
 from llm_supervisor.repair.budget import Budget
 from llm_supervisor.repair.context import Limits
-from llm_supervisor.supervisor.health import Prober
-from llm_supervisor.supervisor.logs import (
+from llm_supervisor.runtimes.logs import (
     FOLLOWER_MAX_CHARS,
     MAX_LINE_CHARS,
     SPLIT_MARKER,
     TAIL_MAX_CHARS,
     UnitLog,
 )
-from llm_supervisor.supervisor.units import HealthSpec
+from llm_supervisor.supervisor.health import Prober
+from llm_supervisor.units.model import HealthSpec
 
 LONGEST = MAX_LINE_CHARS + len(SPLIT_MARKER)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from llm_supervisor.runtimes.base import RuntimeError_
 from llm_supervisor.supervisor.backoff import STABLE_AFTER_S, RestartPacer
-from llm_supervisor.supervisor.durations import MAX_SECONDS, parse_duration
-from llm_supervisor.supervisor.env_file import read_env_file
-from llm_supervisor.supervisor.runtimes.base import RuntimeError_
+from llm_supervisor.units.durations import MAX_SECONDS, parse_duration
+from llm_supervisor.units.env_file import read_env_file
 
 
 # ---------------------------------------------------------------- backoff and start limit

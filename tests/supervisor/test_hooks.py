@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from llm_supervisor.plugins.hookspecs import hookimpl
 from llm_supervisor.plugins.manager import DEFAULT_PLUGINS, Plugins
 from llm_supervisor.plugins.types import Diagnosis
-from llm_supervisor.supervisor.units import Unit
+from llm_supervisor.units.model import Unit
 
 
 class _Unit:

@@ -20,15 +20,10 @@ import pytest
 from daemon_harness import Daemon, free_port, wait_for
 from unit_texts import http_unit
 
-from llm_supervisor.fsutil import atomic_write_json, atomic_write_text
+from llm_supervisor.core.fsutil import atomic_write_json, atomic_write_text
+from llm_supervisor.runtimes.process.identity import OWNER_MARKER, UNIT_MARKER, boot_id, start_ticks
 from llm_supervisor.supervisor.health import Prober
-from llm_supervisor.supervisor.runtimes.process_identity import (
-    OWNER_MARKER,
-    UNIT_MARKER,
-    boot_id,
-    start_ticks,
-)
-from llm_supervisor.supervisor.units import HealthSpec
+from llm_supervisor.units.model import HealthSpec
 
 
 def alive(pid: int) -> bool:

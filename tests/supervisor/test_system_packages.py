@@ -1,4 +1,4 @@
-"""The Debian package list has one source (llm_supervisor/system_packages.py): the Makefile
+"""The Debian package list has one source (llm_supervisor/core/system_packages.py): the Makefile
 reads it with the bare system Python, and every shipped unit's InstallHint= and condition name
 packages and programs from it."""
 
@@ -13,7 +13,7 @@ import pytest
 from daemon_harness import PROJECT_DIR
 
 from llm_supervisor.config.paths import default_units_dir
-from llm_supervisor.system_packages import UNIT_PROGRAMS, apt_packages
+from llm_supervisor.core.system_packages import UNIT_PROGRAMS, apt_packages
 
 
 def test_makefile_installs_the_list() -> None:

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from daemon_harness import Daemon, wait_for
 
-from llm_supervisor.supervisor import graph, unit_loader
-from llm_supervisor.supervisor.unit_file import UnitFileError, parse_unit_text
-from llm_supervisor.supervisor.unit_loader import load_directory
-from llm_supervisor.supervisor.units import build_unit
+from llm_supervisor.units import graph
+from llm_supervisor.units import loader as unit_loader
+from llm_supervisor.units.ini import UnitFileError, parse_unit_text
+from llm_supervisor.units.loader import load_directory
+from llm_supervisor.units.model import build_unit
 
 VARS = {"PYTHON": "/usr/bin/python3", "MODEL_SERVICE_PORT": "5000"}
 

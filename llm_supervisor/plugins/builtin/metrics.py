@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from sanic import Sanic
 
     from llm_supervisor.supervisor.manager import Manager
-    from llm_supervisor.supervisor.units import Unit
+    from llm_supervisor.units.model import Unit
 
 
 class _UnitCollector(Collector):

@@ -30,11 +30,11 @@ from llm_supervisor.repair import detect, engine, verify
 from llm_supervisor.repair.budget import Budget
 from llm_supervisor.repair.context import RepairContext
 from llm_supervisor.repair.store import Store, store_for
-from llm_supervisor.supervisor.replicas import group_of
+from llm_supervisor.units.replicas import group_of
 
 if TYPE_CHECKING:
     from llm_supervisor.supervisor.manager import Manager
-    from llm_supervisor.supervisor.units import Unit
+    from llm_supervisor.units.model import Unit
 
 log = structlog.get_logger("llm_supervisor.repair")
 

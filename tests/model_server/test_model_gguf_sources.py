@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from model_fixtures import FakeHub
 
-from llm_supervisor.model_server.sources.choice import choice as sources
+from llm_supervisor.model_server.sources import choice as sources
 from llm_supervisor.model_server.weights.manifest import read_manifest, verify_model_dir
 
 GGUF = sources.OFFLINE_GGUF

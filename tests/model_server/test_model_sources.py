@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from model_fixtures import FakeHub, build_tiny_model, free_port
 
-from llm_supervisor.model_server.sources.choice import choice as sources
+from llm_supervisor.model_server.sources import choice as sources
 from llm_supervisor.model_server.weights.manifest import read_manifest, verify_model_dir
 
 

@@ -12,7 +12,7 @@ GGUF, Caddy):
 - image builds: the shipped Dockerfiles through the daemon's build path with nothing changed
   (digest check only), after `images build` made them once. A first build from nothing (base
   image by debootstrap, then every image) is reported by the first run of
-  `pytest tests/docker -m slow -s` ("shipped images ready: {...}") and in docs/docker.md; it is not
+  `pytest tests/runtimes/docker -m slow -s` ("shipped images ready: {...}") and in docs/docker.md; it is not
   repeated here because it means deleting the base image and the builder cache other runs share.
 
 Needs root and a Docker engine (the test fixtures start dockerd when none answers).
@@ -34,16 +34,17 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests" / "docker"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
-from docker_fixtures import Daemon  # noqa: E402
-from docker_images_helpers import build_shipped  # noqa: E402
-from model_fixtures import free_port  # noqa: E402
 from test_docker_stack import model_copy, shipped_unit  # noqa: E402
+
+from tests.model_fixtures import free_port  # noqa: E402
+from tests.runtimes.docker.docker_fixtures import Daemon  # noqa: E402
+from tests.runtimes.docker.docker_images_helpers import build_shipped  # noqa: E402
 
 
 def _model_dir() -> Path:
-    from model_fixtures import cached_smollm2_gguf_dir
+    from tests.model_fixtures import cached_smollm2_gguf_dir
 
     return cached_smollm2_gguf_dir()
 

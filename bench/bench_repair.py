@@ -33,10 +33,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
-
-from daemon_harness import Daemon, free_port  # noqa: E402  (tests/: reused, not copied)
-from model_fixtures import FakeHub, build_tiny_model  # noqa: E402
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from llm_supervisor.model_server.weights.manifest import (  # noqa: E402
     MANIFEST_NAME,
@@ -44,6 +41,8 @@ from llm_supervisor.model_server.weights.manifest import (  # noqa: E402
     verify_model_dir,
     write_manifest,
 )
+from tests.daemon_harness import Daemon, free_port  # noqa: E402  (tests/: reused, not copied)
+from tests.model_fixtures import FakeHub, build_tiny_model  # noqa: E402
 
 UNIT = "model-service"
 REPO_ID = "bench/model"

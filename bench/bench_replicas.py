@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "replicas")]
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from model_fixtures import build_gguf_model  # noqa: E402
-from replicas_stack import ReplicaStack, RequestStream  # noqa: E402
+from tests.model_fixtures import build_gguf_model  # noqa: E402
+from tests.replicas.replicas_stack import ReplicaStack, RequestStream  # noqa: E402
 
 
 def throughput(stack: ReplicaStack, clients: int, seconds: float, tokens: int) -> dict:

@@ -29,7 +29,7 @@ import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-PROGRAM = ROOT / "tests" / "supervisor" / "programs" / "tiny_http.py"
+PROGRAM = ROOT / "tests" / "programs" / "tiny_http.py"
 BIN = Path(sys.executable).parent
 
 

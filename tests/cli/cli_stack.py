@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemon_harness import PROJECT_DIR, Daemon, free_port
+from tests.daemon_harness import PROJECT_DIR, Daemon, free_port
 
 UNITS_DIR = PROJECT_DIR / "units"
 

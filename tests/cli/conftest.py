@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_harness import Daemon
+
+from tests.daemon_harness import Daemon
 
 
 @pytest.fixture

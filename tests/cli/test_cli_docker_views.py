@@ -8,8 +8,9 @@ import json
 import uuid
 
 import pytest
-from cli_programs import busybox_image, docker_client
-from daemon_harness import Daemon, wait_for
+
+from tests.cli.cli_programs import busybox_image, docker_client
+from tests.daemon_harness import Daemon, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemon_harness import PROJECT_DIR, free_port
+from tests.daemon_harness import PROJECT_DIR, free_port
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:

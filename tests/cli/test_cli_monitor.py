@@ -9,7 +9,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from daemon_harness import PROJECT_DIR, Daemon, free_port, wait_for
+from tests.daemon_harness import PROJECT_DIR, Daemon, free_port, wait_for
 
 TALKER = ("[Service]\nExecStart=/bin/sh -c 'i=0; while true; do echo {tag} $i; i=$((i+1)); "
           "sleep {pause}; done'\n[Install]\nWantedBy=stack.target\n")

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_stack import StackDaemon, stack_env
-from daemon_harness import wait_for
-from model_fixtures import build_gguf_model
+
+from tests.cli.cli_stack import StackDaemon, stack_env
+from tests.daemon_harness import wait_for
+from tests.model_fixtures import build_gguf_model
 
 pytestmark = pytest.mark.slow
 

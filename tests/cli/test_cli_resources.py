@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from cli_programs import busybox_image, docker_client, hungry_tree_unit, sleeper_unit
-from daemon_harness import Daemon, wait_for
 
 from llm_supervisor.supervisor.resources import ContainerSampler, ProcessTreeSampler, container_usage
+from tests.cli.cli_programs import busybox_image, docker_client, hungry_tree_unit, sleeper_unit
+from tests.daemon_harness import Daemon, wait_for
 
 MB = 1024 * 1024
 

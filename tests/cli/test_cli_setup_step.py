@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from daemon_harness import PROJECT_DIR
+
+from tests.daemon_harness import PROJECT_DIR
 
 STEP = PROJECT_DIR / "llm_supervisor" / "setup_step.py"
 SYSTEM_PYTHON = shutil.which("python3") or sys.executable

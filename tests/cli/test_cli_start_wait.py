@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_stack import StackDaemon, stack_env
-from daemon_harness import free_port
-from model_fixtures import build_gguf_model
 
-TINY_HTTP = Path(__file__).parents[1] / "supervisor" / "programs" / "tiny_http.py"
+from tests.cli.cli_stack import StackDaemon, stack_env
+from tests.daemon_harness import free_port
+from tests.model_fixtures import build_gguf_model
+
+TINY_HTTP = Path(__file__).parents[1] / "programs" / "tiny_http.py"
 
 
 @pytest.mark.slow

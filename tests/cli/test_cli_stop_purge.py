@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from daemon_harness import PROJECT_DIR, Daemon, wait_for
+from tests.daemon_harness import PROJECT_DIR, Daemon, wait_for
 
 
 def _daemon(tmp_path: Path, model_path: Path | None = None) -> Daemon:

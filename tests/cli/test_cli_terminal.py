@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from daemon_harness import PROJECT_DIR, Daemon
+from tests.daemon_harness import PROJECT_DIR, Daemon
 
 UNIT = ("[Service]\nExecStart=/bin/sh -c 'while true; do echo tick; sleep 0.5; done'\n"
         "[Install]\nWantedBy=stack.target\n")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from daemon_harness import Daemon, free_port, wait_for
+
+from tests.daemon_harness import Daemon, free_port, wait_for
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from daemon_harness import Daemon, wait_for
-from dashboard_helpers import (
+
+from tests.daemon_harness import Daemon, wait_for
+from tests.dashboard.dashboard_helpers import (
     ARTIFACTS,
     TALKER,
     dashboard_daemon,

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gateway"))
-
-from supervisor_daemon import Daemon, Desktop, free_port, require_programs  # noqa: E402
+from tests.gateway.supervisor_daemon import Daemon, Desktop, free_port, require_programs  # noqa: E402
 
 DESKTOP_UNITS = ["gateway.service", "xvfb.service", "x11vnc.service", "novnc.service",
                  "browser.service", "browser-test.target"]

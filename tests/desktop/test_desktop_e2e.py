@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from rfb_client import SECURITY_NONE, handshake
-from supervisor_daemon import Daemon, Desktop, wait_for
+
+from tests.desktop.rfb_client import SECURITY_NONE, handshake
+from tests.gateway.supervisor_daemon import Daemon, Desktop, wait_for
 
 
 def _browser(desktop: Desktop) -> tuple[str, str]:

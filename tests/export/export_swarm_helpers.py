@@ -1,29 +1,19 @@
-"""The docker tests' engine and image fixtures (tests/docker/conftest.py), reused here rather
-than copied: that conftest is loaded under a name of its own and its fixtures are re-exported
-for the swarm test module. Plus a small ``docker`` CLI runner and the swarm's clean-up."""
+"""The docker tests' engine and image fixtures (tests/runtimes/docker/conftest.py), reused here
+rather than copied: its fixtures are re-exported for the swarm test module. Plus a small
+``docker`` CLI runner and the swarm's clean-up."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import importlib
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-DOCKER_TESTS = Path(__file__).resolve().parents[1] / "docker"
-
 
 def load_docker_conftest() -> Any:
-    if str(DOCKER_TESTS) not in sys.path:
-        sys.path.insert(0, str(DOCKER_TESTS))  # its own imports (docker_fixtures)
-    spec = importlib.util.spec_from_file_location("docker_engine_fixtures_for_export",
-                                                  DOCKER_TESTS / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("tests.runtimes.docker.conftest")
 
 
 def docker(*args: str, timeout: float = 120, check: bool = True,

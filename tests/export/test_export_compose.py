@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from export_helpers import (
+
+from llm_supervisor.export.compose import healthcheck_test
+from llm_supervisor.export.model import Check
+from tests.export.export_helpers import (
     SECRET_VALUE,
     SHIPPED_UNITS,
     TABLE_UNITS,
@@ -25,9 +28,6 @@ from export_helpers import (
     exported_ok,
     write_units,
 )
-
-from llm_supervisor.export.compose import healthcheck_test
-from llm_supervisor.export.model import Check
 
 NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
 

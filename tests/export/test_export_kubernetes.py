@@ -10,7 +10,9 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from export_helpers import (
+
+from llm_supervisor.export.kubernetes import KUBERNETES_VERSION
+from tests.export.export_helpers import (
     SECRET_VALUE,
     TABLE_UNITS,
     all_text,
@@ -21,8 +23,6 @@ from export_helpers import (
     run_export,
     write_units,
 )
-
-from llm_supervisor.export.kubernetes import KUBERNETES_VERSION
 
 VERSIONS = (KUBERNETES_VERSION, kubernetes_validate.latest_version())
 

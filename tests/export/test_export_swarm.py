@@ -6,7 +6,7 @@ port and reach both replicas. The stack is removed and the swarm left, whatever 
 
 No registry here: the images are the imported busybox rootfs, and Python, our venv and Caddy come
 from the host through read-only bind mounts written in the units' Volumes= (as in
-tests/docker/test_docker_model_server.py), so the exported file needs no edit.
+tests/runtimes/docker/test_docker_model_server.py), so the exported file needs no edit.
 
 Publishing: swarm's routing mesh (mode: ingress) needs the kernel's IPVS, which this sandbox
 lacks (no /proc/net/ip_vs, no modprobe); there the gateway publishes with mode: host (its one
@@ -27,9 +27,10 @@ from typing import Any
 
 import httpx
 import pytest
-from export_helpers import REPO_ROOT, export_env, exported_ok
-from export_swarm_helpers import docker, load_docker_conftest, remove_stack
-from model_fixtures import free_port
+
+from tests.export.export_helpers import REPO_ROOT, export_env, exported_ok
+from tests.export.export_swarm_helpers import docker, load_docker_conftest, remove_stack
+from tests.model_fixtures import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from model_fixtures import FakeHub
 
 from llm_supervisor.model_server.weights.manifest import MANIFEST_NAME, write_manifest
+from tests.model_fixtures import FakeHub
 
 HERE = Path(__file__).resolve().parent
 MODEL_PROGRAM = HERE / "fault_daemon_model_unit.py"

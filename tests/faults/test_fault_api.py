@@ -18,7 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fault_api_helpers import (
+
+from tests.faults.fault_api_helpers import (
     GENERATE,
     MAX_BODY_BYTES,
     VALID,
@@ -30,7 +31,7 @@ from fault_api_helpers import (
     oversized_cases,
     wrong_type_cases,
 )
-from model_fixtures import ModelServer, running_server
+from tests.model_fixtures import ModelServer, running_server
 
 LIMIT_S = 1.0
 GROUPS = {

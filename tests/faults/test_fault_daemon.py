@@ -20,8 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
-from daemon_harness import Daemon, free_port, wait_for
-from fault_daemon_helpers import (
+
+from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
+from llm_supervisor.model_server.weights.manifest import verify_model_dir
+from tests.daemon_harness import Daemon, free_port, wait_for
+from tests.faults.fault_daemon_helpers import (
     DAEMON_ENV,
     WEIGHTS,
     GatedHub,
@@ -36,10 +39,7 @@ from fault_daemon_helpers import (
     unit_processes,
 )
 
-from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
-from llm_supervisor.model_server.weights.manifest import verify_model_dir
-
-TINY_HTTP = Path(__file__).resolve().parents[1] / "supervisor" / "programs" / "tiny_http.py"
+TINY_HTTP = Path(__file__).resolve().parents[1] / "programs" / "tiny_http.py"
 
 
 def http_unit(port: int, *args: str, description: str = "tiny http", extra: str = "") -> str:

@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_harness import Daemon, wait_for
-from fault_manifest_helpers import (
+
+from llm_supervisor.model_server.weights.manifest import verify_model_dir
+from llm_supervisor.repair.store import Store
+from tests.daemon_harness import Daemon, wait_for
+from tests.faults.fault_manifest_helpers import (
     CASES,
     PAYLOAD,
     Case,
@@ -28,9 +31,6 @@ from fault_manifest_helpers import (
     snapshot,
     unit_text,
 )
-
-from llm_supervisor.model_server.weights.manifest import verify_model_dir
-from llm_supervisor.repair.store import Store
 
 UNIT = "model-service"
 

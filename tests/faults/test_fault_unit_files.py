@@ -11,13 +11,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemon_harness import Daemon, wait_for
-from fault_unit_helpers import ERROR_LINE, error_lines, graph_cases, single_file_cases, write_cases
-
 from llm_supervisor.config import Settings
 from llm_supervisor.units.checks import cross_unit_problems
 from llm_supervisor.units.ini import UnitFileError
 from llm_supervisor.units.loader import load_files
+from tests.daemon_harness import Daemon, wait_for
+from tests.faults.fault_unit_helpers import (
+    ERROR_LINE,
+    error_lines,
+    graph_cases,
+    single_file_cases,
+    write_cases,
+)
 
 SEED = 20261125
 IN_PROCESS_CASES = 2000

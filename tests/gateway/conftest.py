@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from supervisor_daemon import Daemon, Stack, free_port, require_programs
+
+from tests.gateway.supervisor_daemon import Daemon, Stack, free_port, require_programs
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import daemon_harness
 import httpx
 import pytest
-from daemon_harness import free_port, wait_for
 
 from llm_supervisor.core.system_packages import UNIT_PROGRAMS
+from tests import daemon_harness
+from tests.daemon_harness import free_port, wait_for
 
 __all__ = ["APT_PACKAGES", "REPO_ROOT", "Daemon", "Desktop", "Stack", "free_port",
            "require_programs", "wait_for"]

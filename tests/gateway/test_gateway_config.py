@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from traefik_schema import DYNAMIC, STATIC, errors
 
 from llm_supervisor.config import Settings
 from llm_supervisor.gateway import caddy, traefik
@@ -22,6 +21,7 @@ from llm_supervisor.gateway.files import write_all
 from llm_supervisor.gateway.options import GatewayOptions
 from llm_supervisor.gateway.routes import Route, merge_routes, routes_from_units
 from llm_supervisor.units.loader import instantiate, load_directory
+from tests.gateway.traefik_schema import DYNAMIC, STATIC, errors
 
 REPO_UNITS = Path(__file__).resolve().parents[2] / "units"
 

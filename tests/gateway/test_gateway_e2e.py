@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from supervisor_daemon import REPO_ROOT, Stack, free_port, require_programs, wait_for
+
+from tests.gateway.supervisor_daemon import REPO_ROOT, Stack, free_port, require_programs, wait_for
 
 POLISH_PROMPT = "Napisz krótki wiersz o jesieni"
 ARTIFACTS = REPO_ROOT / "test-artifacts"

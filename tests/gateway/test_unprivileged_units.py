@@ -24,9 +24,10 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from daemon_harness import free_low_port
-from model_fixtures import build_tiny_model
-from supervisor_daemon import REPO_ROOT, Daemon, free_port, require_programs, wait_for
+
+from tests.daemon_harness import free_low_port
+from tests.gateway.supervisor_daemon import REPO_ROOT, Daemon, free_port, require_programs, wait_for
+from tests.model_fixtures import build_tiny_model
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 UNIT_USER = "llm-supervisor"
@@ -42,7 +43,7 @@ class SystemPythonDaemon(Daemon):
     """The shared harness daemon, started by /usr/bin/python3 instead of this venv's python."""
 
     def start(self, target: str | None = None, timeout: float = 60) -> SystemPythonDaemon:
-        import daemon_harness
+        from tests import daemon_harness
 
         original = daemon_harness.sys.executable
         daemon_harness.sys.executable = SYSTEM_PYTHON  # the harness starts sys.executable

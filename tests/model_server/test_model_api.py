@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from model_fixtures import ModelServer
 
 from llm_supervisor.model_server.api.app import ServerState
 from llm_supervisor.model_server.engines.transformers_engine import (
@@ -24,6 +23,7 @@ from llm_supervisor.model_server.engines.transformers_engine import (
 from llm_supervisor.model_server.progress import LoadProgress
 from llm_supervisor.model_server.settings import ModelServerSettings
 from llm_supervisor.model_server.weights.loader import load_model
+from tests.model_fixtures import ModelServer
 
 
 def engine_of(server: ModelServer) -> str:

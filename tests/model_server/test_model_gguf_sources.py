@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from model_fixtures import FakeHub
 
 from llm_supervisor.model_server.sources import choice as sources
 from llm_supervisor.model_server.weights.manifest import read_manifest, verify_model_dir
+from tests.model_fixtures import FakeHub
 
 GGUF = sources.OFFLINE_GGUF
 

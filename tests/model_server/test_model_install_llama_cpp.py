@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from model_fixtures import REPO_ROOT
-
 from llm_supervisor.model_server import install_llama_cpp
+from tests.model_fixtures import REPO_ROOT
 
 
 def test_installed_pin_is_a_no_op() -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from model_fixtures import FakeHub, ModelServer, running_server, start_model_server
 
 from llm_supervisor.model_server.weights.manifest import read_manifest
+from tests.model_fixtures import FakeHub, ModelServer, running_server, start_model_server
 
 
 def _poll_until_ready(server: ModelServer, timeout: float = 60) -> list[tuple[int, dict]]:

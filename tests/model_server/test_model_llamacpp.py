@@ -15,11 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
-from model_fixtures import ModelServer, build_gguf_model, running_server, start_model_server
 
 from llm_supervisor.core.exit_codes import WEIGHTS_LOAD_FAILED
 from llm_supervisor.model_server.sources.choice import OFFLINE_GGUF
 from llm_supervisor.model_server.weights.manifest import read_manifest, verify_model_dir
+from tests.model_fixtures import ModelServer, build_gguf_model, running_server, start_model_server
 
 
 def test_auto_engine_serves_a_gguf_with_llama_cpp(smollm2_gguf_dir: Path) -> None:

@@ -13,9 +13,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from model_fixtures import ModelServer, build_tiny_model, start_model_server
 
 from llm_supervisor.core.exit_codes import WEIGHTS_LOAD_FAILED
+from tests.model_fixtures import ModelServer, build_tiny_model, start_model_server
 
 
 def _truncate(d: Path) -> None:

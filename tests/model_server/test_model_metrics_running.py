@@ -11,7 +11,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from model_fixtures import ModelServer
+
+from tests.model_fixtures import ModelServer
 
 ROUNDS = 3
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-from model_fixtures import ModelServer
+
+from tests.model_fixtures import ModelServer
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from model_fixtures import running_server, start_model_server
 
 from llm_supervisor.model_server.weights.manifest import read_manifest, verify_model_dir
+from tests.model_fixtures import running_server, start_model_server
 
 
 @pytest.mark.slow

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from model_fixtures import FakeHub, build_tiny_model, free_port
 
 from llm_supervisor.model_server.sources import choice as sources
 from llm_supervisor.model_server.weights.manifest import read_manifest, verify_model_dir
+from tests.model_fixtures import FakeHub, build_tiny_model, free_port
 
 
 def test_select_hub_files_prefers_safetensors() -> None:

@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from model_fixtures import ModelServer
 
 from llm_supervisor.model_server.api.guard import Refusal, RequestGuard
 from llm_supervisor.model_server.settings import ModelServerSettings
+from tests.model_fixtures import ModelServer
 
 GENERATE_CASES: list[tuple[str, Any, int, str]] = [
     ("not json", b"this is not json", 400, "invalid_json"),

@@ -6,12 +6,11 @@ import json
 import os
 from pathlib import Path
 
-from model_fixtures import build_tiny_model, start_model_server
-from repair_helpers import model_unit, truncate
-
 from llm_supervisor.core.exit_codes import WEIGHTS_LOAD_FAILED
 from llm_supervisor.repair import detect, verify
 from llm_supervisor.repair.context import RepairContext, is_model_unit
+from tests.model_fixtures import build_tiny_model, start_model_server
+from tests.repair.repair_helpers import model_unit, truncate
 
 STARTED = "[llm-supervisord] started (pid 1234)"
 

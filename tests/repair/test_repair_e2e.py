@@ -20,12 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
-from daemon_harness import Daemon, free_port, wait_for
-from model_fixtures import FakeHub, build_tiny_model
-from repair_helpers import DAMAGE, WEIGHTS, hub_copy, truncate
 
 from llm_supervisor.model_server.weights.manifest import sha256_file, verify_model_dir
 from llm_supervisor.repair import perms
+from tests.daemon_harness import Daemon, free_port, wait_for
+from tests.model_fixtures import FakeHub, build_tiny_model
+from tests.repair.repair_helpers import DAMAGE, WEIGHTS, hub_copy, truncate
 
 UNIT = "model-service"
 

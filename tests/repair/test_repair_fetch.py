@@ -8,8 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from model_fixtures import FakeHub, build_tiny_model, free_port
-from repair_helpers import WEIGHTS, context, delete_config, flip_middle, noop_progress, truncate
 
 from llm_supervisor.model_server.weights.manifest import (
     MANIFEST_NAME,
@@ -20,6 +18,8 @@ from llm_supervisor.plugins.types import Diagnosis
 from llm_supervisor.repair import engine
 from llm_supervisor.repair.budget import Budget
 from llm_supervisor.repair.fetch import WORKDIR_PREFIX
+from tests.model_fixtures import FakeHub, build_tiny_model, free_port
+from tests.repair.repair_helpers import WEIGHTS, context, delete_config, flip_middle, noop_progress, truncate
 
 AUTO = Diagnosis("weights_load_failed", "weights failed to load", "model_repair")
 REPO = "test/tiny-llama"

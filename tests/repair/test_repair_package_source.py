@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from repair_helpers import context, noop_progress
 
 from llm_supervisor.model_server.sources.choice import (
     OFFLINE_GGUF,
@@ -26,6 +25,7 @@ from llm_supervisor.model_server.weights.manifest import (
 from llm_supervisor.plugins.types import Diagnosis
 from llm_supervisor.repair import engine
 from llm_supervisor.repair.budget import Budget
+from tests.repair.repair_helpers import context, noop_progress
 
 AUTO = Diagnosis("weights_load_failed", "weights failed to load", "model_repair")
 

@@ -13,7 +13,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from daemon_harness import PROJECT_DIR, Daemon, wait_for
+
+from tests.daemon_harness import PROJECT_DIR, Daemon, wait_for
 
 PLUGIN = '''
 """A third-party llm-supervisord plugin used by the tests."""

@@ -13,8 +13,6 @@ import stat
 from pathlib import Path
 
 import pytest
-from model_fixtures import FakeHub, build_tiny_model, free_port
-from repair_helpers import context, noop_progress
 
 from llm_supervisor.model_server.weights.manifest import (
     MANIFEST_NAME,
@@ -27,6 +25,8 @@ from llm_supervisor.repair.budget import Budget
 from llm_supervisor.repair.nofollow import UnsafePath
 from llm_supervisor.repair.store import Store
 from llm_supervisor.repair.verify import Expected
+from tests.model_fixtures import FakeHub, build_tiny_model, free_port
+from tests.repair.repair_helpers import context, noop_progress
 
 AUTO = Diagnosis("weights_load_failed", "weights failed to load", "model_repair")
 REPO = "test/tiny-llama"

@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
-from model_fixtures import FakeHub, build_tiny_model
-from repair_helpers import DAMAGE, WEIGHTS
 
 from llm_supervisor.repair import fetch, perms
 from llm_supervisor.repair.budget import Budget
 from llm_supervisor.repair.context import Limits
 from llm_supervisor.repair.verify import from_hub, from_manifest, verify
+from tests.model_fixtures import FakeHub, build_tiny_model
+from tests.repair.repair_helpers import DAMAGE, WEIGHTS
 
 EXPECTED_KIND = {
     "truncated": "truncated",
@@ -64,7 +64,7 @@ def test_hub_metadata_is_an_expectation_too(fake_hub: FakeHub, tmp_path: Path) -
 
 
 def test_unreachable_hub_fails_fast(tmp_path: Path) -> None:
-    from model_fixtures import free_port
+    from tests.model_fixtures import free_port
 
     with pytest.raises(fetch.HubUnreachable):
         fetch.hub_info("test/tiny-llama", None, f"http://127.0.0.1:{free_port()}", timeout=2)

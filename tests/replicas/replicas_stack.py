@@ -16,8 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import daemon_harness
-from daemon_harness import PROJECT_DIR, free_port, wait_for
+from tests import daemon_harness
+from tests.daemon_harness import PROJECT_DIR, free_port, wait_for
 
 UNITS = ("model-service.service", "gateway.service", "stack.target")
 PROMPT = "Napisz krótki wiersz o jesieni"

@@ -8,10 +8,9 @@ import re
 import signal
 from pathlib import Path
 
-from daemon_harness import wait_for
-from model_fixtures import running_server
-
 from llm_supervisor.gateway.caddy import READY_BODY
+from tests.daemon_harness import wait_for
+from tests.model_fixtures import running_server
 
 
 def test_sigusr1_drains_the_model_server_without_refusing_requests(

@@ -10,13 +10,12 @@ import threading
 import time
 from pathlib import Path
 
-from model_fixtures import build_tiny_model
-
 from llm_supervisor.model_server.weights.manifest import verify_model_dir
 from llm_supervisor.plugins.builtin.model_repair import ModelRepairPlugin
 from llm_supervisor.plugins.types import Diagnosis
 from llm_supervisor.repair.store import Store
 from llm_supervisor.units.model import Unit
+from tests.model_fixtures import build_tiny_model
 
 WEIGHTS = "model.safetensors"
 

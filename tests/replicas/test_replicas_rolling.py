@@ -10,8 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from model_fixtures import build_gguf_model
-from replicas_stack import ReplicaStack, RequestStream, generate
+
+from tests.model_fixtures import build_gguf_model
+from tests.replicas.replicas_stack import ReplicaStack, RequestStream, generate
 
 pytestmark = pytest.mark.slow
 

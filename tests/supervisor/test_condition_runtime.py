@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from daemon_harness import Daemon
 
 from llm_supervisor.units.ini import UnitFileError, parse_unit_text
 from llm_supervisor.units.model import build_unit
+from tests.daemon_harness import Daemon
 
 SLEEPER = "[Service]\nExecStart=/bin/sleep 60\n[Install]\nWantedBy=stack.target\n"
 # Never started (its condition is unmet first): the image does not need to exist.

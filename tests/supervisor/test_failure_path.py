@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from manager_harness import SH, SLEEP, gone, run_manager, service, until
 
 from llm_supervisor.plugins.hookspecs import hookimpl
 from llm_supervisor.plugins.types import Diagnosis, RepairResult
 from llm_supervisor.supervisor.manager import Manager
 from llm_supervisor.supervisor.records import RECORDS_NAME
+from tests.supervisor.manager_harness import SH, SLEEP, gone, run_manager, service, until
 
 
 @dataclass

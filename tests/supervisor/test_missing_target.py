@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemon_harness import PROJECT_DIR, Daemon
+from tests.daemon_harness import PROJECT_DIR, Daemon
 
 
 def test_start_wait_says_the_target_is_missing(tmp_path: Path) -> None:

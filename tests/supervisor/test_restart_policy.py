@@ -8,9 +8,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from manager_harness import SH, SLEEP, run_manager, service, until
 
 from llm_supervisor.supervisor.manager import Manager
+from tests.supervisor.manager_harness import SH, SLEEP, run_manager, service, until
 
 # Exits 0 on SIGTERM: a health-ended run looks "clean" by its exit status alone.
 POLITE = f"""{SH} -c 'trap "exit 0" TERM; while :; do {SLEEP} 0.05; done'"""

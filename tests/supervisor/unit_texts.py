@@ -6,12 +6,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-TINY_HTTP = Path(__file__).parent / "programs" / "tiny_http.py"
+TINY_HTTP = Path(__file__).resolve().parents[1] / "programs" / "tiny_http.py"
 
 
 def http_unit(port: int, *extra_args: str, health: bool = True, unit_extra: str = "",
               service_extra: str = "") -> str:
-    """A unit running tests/supervisor/programs/tiny_http.py on ``port``."""
+    """A unit running tests/programs/tiny_http.py on ``port``."""
     args = " ".join(extra_args)
     text = (f"[Unit]\nDescription=tiny http {port}\n{unit_extra}\n"
             f"[Service]\nExecStart={sys.executable} {TINY_HTTP} {port} {args}\n"

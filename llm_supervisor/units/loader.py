@@ -12,15 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_supervisor.units import values as unit_values
+from llm_supervisor.units.builder import build_unit
+from llm_supervisor.units.expand import expand_specifiers
 from llm_supervisor.units.ini import RawUnitFile, UnitFileError, read_unit_file
-from llm_supervisor.units.model import (
-    UNIT_SUFFIXES,
-    Unit,
-    build_unit,
-    expand_specifiers,
-    normalise_name,
-    split_template,
-)
+from llm_supervisor.units.model import UNIT_SUFFIXES, Unit, normalise_name, split_template
 
 __all__ = ["LoadResult", "instantiate", "load_directory", "load_files", "reference_location",
            "split_template"]

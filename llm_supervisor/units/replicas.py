@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from llm_supervisor.units.builder import build_unit
 from llm_supervisor.units.ini import UnitFileError, read_unit_file
 from llm_supervisor.units.loader import LoadResult
-from llm_supervisor.units.model import Unit, build_unit, split_template
+from llm_supervisor.units.model import Unit, split_template
 
 REPLICATED_UNIT = "model-service.service"
 PORT_VARIABLE = "MODEL_SERVICE_PORT"

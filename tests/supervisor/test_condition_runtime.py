@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from llm_supervisor.units.builder import build_unit
 from llm_supervisor.units.ini import UnitFileError, parse_unit_text
-from llm_supervisor.units.model import build_unit
 from tests.daemon_harness import Daemon
 
 SLEEPER = "[Service]\nExecStart=/bin/sleep 60\n[Install]\nWantedBy=stack.target\n"

@@ -14,9 +14,9 @@ import pytest
 
 from llm_supervisor.units import graph
 from llm_supervisor.units import loader as unit_loader
+from llm_supervisor.units.builder import build_unit
 from llm_supervisor.units.ini import UnitFileError, parse_unit_text
 from llm_supervisor.units.loader import load_directory
-from llm_supervisor.units.model import build_unit
 from tests.daemon_harness import Daemon, wait_for
 
 VARS = {"PYTHON": "/usr/bin/python3", "MODEL_SERVICE_PORT": "5000"}

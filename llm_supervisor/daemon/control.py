@@ -29,8 +29,8 @@ from sanic.server.async_server import AsyncioServer
 from llm_supervisor.core.errors import SupervisorError
 from llm_supervisor.core.logging_setup import reopen_daemon_log
 from llm_supervisor.supervisor.manager import Manager, UnitNotFound
+from llm_supervisor.supervisor.repair_flow import RepairAlreadyRunning
 from llm_supervisor.supervisor.rolling import RollingRestartFailed
-from llm_supervisor.supervisor.runner import RepairAlreadyRunning
 from llm_supervisor.units.graph import DependencyCycleError
 from llm_supervisor.units.replicas import instances
 
@@ -75,7 +75,7 @@ def build_app(manager: Manager, request_shutdown: Callable[[str], None]) -> Sani
     @app.get("/units/<name>")
     async def unit(request: Request, name: str) -> response.HTTPResponse:
         runner = manager.runner(name)
-        return response.json({**manager.unit_status(runner), "log_tail": runner.log.last(20)})
+        return response.json({**manager.status_of(runner), "log_tail": runner.log.last(20)})
 
     @app.post("/units/<name>/start")
     async def start(request: Request, name: str) -> response.HTTPResponse:
@@ -93,10 +93,10 @@ def build_app(manager: Manager, request_shutdown: Callable[[str], None]) -> Sani
             except RollingRestartFailed as exc:
                 return _error(500, str(exc), "rolling_restart_failed")
             return response.json({
-                **manager.unit_status(manager.runner(name)), "rolling": True,
-                "instances": [manager.unit_status(manager.runners[n]) for n in restarted]})
+                **manager.status_of(manager.runner(name)), "rolling": True,
+                "instances": [manager.status_of(manager.runners[n]) for n in restarted]})
         await manager.restart_unit(name)
-        return response.json(manager.unit_status(manager.runner(name)))
+        return response.json(manager.status_of(manager.runner(name)))
 
     @app.post("/units/<name>/repair")
     async def repair(request: Request, name: str) -> response.HTTPResponse:
@@ -178,7 +178,7 @@ def build_app(manager: Manager, request_shutdown: Callable[[str], None]) -> Sani
     async def plugins(request: Request) -> response.HTTPResponse:
         return response.json(manager.plugins.describe())
 
-    manager.plugins.hook.control_routes(app=app, manager=manager)
+    manager.events.control_routes(app, manager)
     return app
 
 

@@ -131,12 +131,12 @@ async def run_daemon(settings: Settings, target: str | None = None) -> int:
     log.info("daemon_started", pid=os.getpid(), socket=str(settings.socket),
              units_dir=str(settings.units_dir), units=len(manager.runners),
              errors=len(manager.loaded.errors))
-    plugins.hook.supervisor_started(manager=manager)
+    manager.events.supervisor_started(manager)
     with contextlib.suppress(KeyError):  # a missing target: manager.target_error says it
         await manager.start_target(target)
     await stop.wait()
     log.info("daemon_stopping", reason=stop_reason[0])
-    plugins.hook.supervisor_stopping(manager=manager)
+    manager.events.supervisor_stopping(manager)
     await manager.stop_all(stop_reason[0])
     if manager.purge_on_exit:
         log.info("purged", removed=await manager.purge())

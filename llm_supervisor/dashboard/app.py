@@ -19,6 +19,7 @@ from sanic import Request, Sanic, response
 
 from llm_supervisor.dashboard import snapshot
 from llm_supervisor.dashboard.security import TOKEN_HEADER, Guard
+from llm_supervisor.plugins.view import SupervisorView
 
 REFRESH_S = 2.0
 LOG_LINES = 100
@@ -33,7 +34,7 @@ def page_html(token: str) -> str:
     return text.replace("__DASHBOARD_TOKEN__", token)
 
 
-def build_app(manager: Any, guard: Guard, feed: Any, model: Any, name: str) -> Sanic:
+def build_app(supervisor: SupervisorView, guard: Guard, feed: Any, model: Any, name: str) -> Sanic:
     app = Sanic(name, configure_logging=False)
     app.config.MOTD = False
     app.config.ACCESS_LOG = False
@@ -41,7 +42,7 @@ def build_app(manager: Any, guard: Guard, feed: Any, model: Any, name: str) -> S
     page = page_html(guard.token)
 
     def current(logs: int = LOG_LINES) -> dict[str, Any]:
-        return snapshot.full(manager, model.latest, [line.as_dict() for line in feed.tail(logs)])
+        return snapshot.full(supervisor, model.latest, [line.as_dict() for line in feed.tail(logs)])
 
     @app.on_request
     async def only_our_host(request: Request) -> response.HTTPResponse | None:
@@ -66,12 +67,12 @@ def build_app(manager: Any, guard: Guard, feed: Any, model: Any, name: str) -> S
 
     @app.get("/api/units")
     async def units(request: Request) -> response.HTTPResponse:
-        return response.json(snapshot.units(manager))
+        return response.json(snapshot.units(supervisor))
 
     @app.get("/api/overview")
     async def overview(request: Request) -> response.HTTPResponse:
         logs = [line.as_dict() for line in feed.tail(LOG_LINES)]
-        return response.json(snapshot.overview(manager, model.latest, logs))
+        return response.json(snapshot.overview(supervisor, model.latest, logs))
 
     @app.post("/api/units/<name>/<action:start|stop|restart>")
     async def act(request: Request, name: str, action: str) -> response.HTTPResponse:
@@ -81,11 +82,11 @@ def build_app(manager: Any, guard: Guard, feed: Any, model: Any, name: str) -> S
             return _error(403, "cross-origin request refused")
         try:
             if action == "start":
-                done = manager.start_unit(name)
+                done = supervisor.start_unit(name)
             elif action == "stop":
-                done = await manager.stop_unit(name)
+                done = await supervisor.stop_unit(name)
             else:
-                await manager.restart_unit(name)
+                await supervisor.restart_unit(name)
                 done = [name]
         except KeyError:
             return _error(404, f"no such unit: {name}")
@@ -97,7 +98,7 @@ def build_app(manager: Any, guard: Guard, feed: Any, model: Any, name: str) -> S
     async def events(request: Request) -> None:
         stream = await request.respond(content_type="text/event-stream",
                                        headers={"Cache-Control": "no-store"})
-        changes = manager.subscribe()
+        changes = supervisor.subscribe()
         logs = feed.subscribe()
         next_log = asyncio.ensure_future(logs.get())
         next_change = asyncio.ensure_future(changes.get())
@@ -122,7 +123,7 @@ def build_app(manager: Any, guard: Guard, feed: Any, model: Any, name: str) -> S
         finally:
             next_log.cancel()
             next_change.cancel()
-            manager.unsubscribe(changes)
+            supervisor.unsubscribe(changes)
             feed.unsubscribe(logs)
 
     return app

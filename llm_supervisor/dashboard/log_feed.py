@@ -15,6 +15,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from llm_supervisor.plugins.view import SupervisorView
+from llm_supervisor.runtimes.logs import UnitLog
+
 KEEP_LINES = 2000
 RESYNC_S = 1.0
 """How often the runners are compared with those followed (a reload replaces them)."""
@@ -35,8 +38,8 @@ class LogLine:
 
 
 class LogFeed:
-    def __init__(self, manager: Any, keep: int = KEEP_LINES):
-        self.manager = manager
+    def __init__(self, supervisor: SupervisorView, keep: int = KEEP_LINES):
+        self.supervisor = supervisor
         self.lines: deque[LogLine] = deque(maxlen=keep)
         self._followed: dict[str, tuple[object, asyncio.Task[None]]] = {}
         self._listeners: set[asyncio.Queue[LogLine]] = set()
@@ -60,36 +63,45 @@ class LogFeed:
 
     def _backfill(self, per_unit: int = 50) -> None:
         earlier: list[LogLine] = []
-        for runner in self.manager.runners.values():
+        for name, unit_log in self._logs().items():
             try:
-                mtime = runner.log.path.stat().st_mtime
-                lines = runner.log.read_file_tail(per_unit)
+                mtime = unit_log.path.stat().st_mtime
+                lines = unit_log.read_file_tail(per_unit)
             except OSError:
                 continue
-            earlier.extend(LogLine(mtime, runner.unit.short_name, line) for line in lines)
+            earlier.extend(LogLine(mtime, _short(name), line) for line in lines)
         earlier.sort(key=lambda line: line.at)  # stable: each unit's lines keep their order
         self.lines.extend(earlier)
 
     def _resync(self) -> None:
-        current = {name: runner for name, runner in self.manager.runners.items()}
+        current = self._logs()
         for name, (log, task) in list(self._followed.items()):
-            runner = current.get(name)
-            if runner is None or runner.log is not log:
+            if current.get(name) is not log:
                 task.cancel()
                 del self._followed[name]
-        for name, runner in current.items():
+        for name, unit_log in current.items():
             if name not in self._followed:
-                task = asyncio.create_task(self._follow(runner), name=f"log-feed:{name}")
-                self._followed[name] = (runner.log, task)
+                task = asyncio.create_task(self._follow(name, unit_log), name=f"log-feed:{name}")
+                self._followed[name] = (unit_log, task)
+
+    def _logs(self) -> dict[str, UnitLog]:
+        """Every service's log, by full unit name."""
+        found = {}
+        for name, unit in self.supervisor.units().items():
+            if unit.is_service:
+                unit_log = self.supervisor.unit_log(name)
+                if unit_log is not None:
+                    found[name] = unit_log
+        return found
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(RESYNC_S)
             self._resync()
 
-    async def _follow(self, runner: Any) -> None:
-        unit = runner.unit.short_name
-        async for text in runner.log.follow():
+    async def _follow(self, name: str, unit_log: UnitLog) -> None:
+        unit = _short(name)
+        async for text in unit_log.follow():
             self.add(LogLine(time.time(), unit, text))
 
     def add(self, line: LogLine) -> None:
@@ -112,3 +124,7 @@ class LogFeed:
 
     def unsubscribe(self, queue: asyncio.Queue[LogLine]) -> None:
         self._listeners.discard(queue)
+
+
+def _short(name: str) -> str:
+    return name.removesuffix(".service")

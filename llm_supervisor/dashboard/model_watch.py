@@ -11,15 +11,16 @@ from typing import Any
 import httpx
 
 from llm_supervisor.model_server.metrics_reader import RateTracker, parse
+from llm_supervisor.plugins.view import SupervisorView
 
 POLL_S = 2.0
 MODEL_UNIT = "model-service.service"
 
 
 class ModelWatch:
-    def __init__(self, manager: Any):
-        self.manager = manager
-        self.base = f"http://127.0.0.1:{manager.settings.model_service_port}"
+    def __init__(self, supervisor: SupervisorView):
+        self.supervisor = supervisor
+        self.base = f"http://127.0.0.1:{supervisor.settings.model_service_port}"
         self.rates = RateTracker()
         self.latest: dict[str, Any] = {"health": None, "metrics": None}
         self._task: asyncio.Task[None] | None = None
@@ -34,8 +35,8 @@ class ModelWatch:
                 await self._task
 
     def _unit_up(self) -> bool:
-        runner = self.manager.runners.get(MODEL_UNIT)
-        return runner is not None and str(runner.state) in ("starting", "running")
+        status = self.supervisor.unit_status(MODEL_UNIT)
+        return status is not None and status["state"] in ("starting", "running")
 
     async def _poll(self) -> None:
         async with httpx.AsyncClient(timeout=2.0) as client:

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from llm_supervisor.dashboard.app import build_app
 from llm_supervisor.dashboard.log_feed import LogFeed
 from llm_supervisor.dashboard.model_watch import ModelWatch
 from llm_supervisor.dashboard.security import Guard, new_token
 from llm_supervisor.plugins.hookspecs import hookimpl
+from llm_supervisor.plugins.view import SupervisorView
 
 if TYPE_CHECKING:
     from sanic import Sanic
@@ -30,7 +32,7 @@ log = structlog.get_logger("llm_supervisor.dashboard")
 
 class DashboardPlugin:
     def __init__(self) -> None:
-        self.manager: Any = None
+        self.supervisor: SupervisorView | None = None
         self.feed: LogFeed | None = None
         self.model: ModelWatch | None = None
         self.server: Any = None
@@ -39,22 +41,20 @@ class DashboardPlugin:
         self._starting: asyncio.Task[None] | None = None
 
     @hookimpl
-    def supervisor_started(self, manager: Any) -> None:
-        self.manager = manager
-        self.feed = LogFeed(manager)
+    def supervisor_started(self, supervisor: SupervisorView) -> None:
+        self.supervisor = supervisor
+        self.feed = LogFeed(supervisor)
         self.feed.start()
-        self.model = ModelWatch(manager)
+        self.model = ModelWatch(supervisor)
         self.model.start()
-        if manager.settings.dashboard_port:
-            self._starting = asyncio.ensure_future(self._serve(manager))
+        if supervisor.settings.dashboard_port:
+            self._starting = asyncio.ensure_future(self._serve(supervisor))
 
-    async def _serve(self, manager: Any) -> None:
-        from llm_supervisor.dashboard.app import build_app
-
-        settings = manager.settings
+    async def _serve(self, supervisor: SupervisorView) -> None:
+        settings = supervisor.settings
         host, port = settings.bind_address, settings.dashboard_port
         guard = Guard(host, port, new_token())
-        app = build_app(manager, guard, self.feed, self.model,
+        app = build_app(supervisor, guard, self.feed, self.model,
                         name=f"llm_supervisord_dashboard_{os.getpid()}")
         try:
             server = await app.create_server(host=host, port=port, return_asyncio_server=True)
@@ -74,7 +74,7 @@ class DashboardPlugin:
         log.info("dashboard_started", url=self.url)
 
     @hookimpl
-    def supervisor_stopping(self, manager: Any) -> None:
+    def supervisor_stopping(self, supervisor: SupervisorView) -> None:
         """Stop listening now (the daemon is going away); the rest finishes in the background."""
         if self.server is not None:
             self.server.close()
@@ -94,7 +94,7 @@ class DashboardPlugin:
                 await part.close()
 
     @hookimpl
-    def control_routes(self, app: Sanic, manager: Any) -> None:
+    def control_routes(self, app: Sanic, supervisor: SupervisorView) -> None:
         from sanic import Request, response
 
         @app.get("/dashboard")

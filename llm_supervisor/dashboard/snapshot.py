@@ -1,33 +1,32 @@
 """What the dashboard shows, as JSON (``/api/units``, ``/api/overview`` and the page's live
-``snapshot`` events): built from the manager's own state, never from a second copy of it."""
+``snapshot`` events): built from the supervisor's own state (its :class:`SupervisorView`),
+never from a second copy of it."""
 
 from __future__ import annotations
 
 from typing import Any
 
-GATEWAY_PLUGIN = "llm_supervisor.plugins.builtin.gateway"
+from llm_supervisor.plugins.view import SupervisorView
 
 
-def units(manager: Any) -> list[dict[str, Any]]:
-    return manager.status()
+def units(supervisor: SupervisorView) -> list[dict[str, Any]]:
+    return supervisor.statuses()
 
 
-def gateway_routes(manager: Any) -> list[dict[str, Any]]:
-    plugins = getattr(manager, "plugins", None)
-    plugin = plugins.get_plugin(GATEWAY_PLUGIN) if plugins is not None else None
-    routes = getattr(plugin, "routes", None) or []
-    by_unit = {runner.name: runner for runner in manager.runners.values()}
+def gateway_routes(supervisor: SupervisorView) -> list[dict[str, Any]]:
+    """The gateway's routes (``gateway_info`` hook) with the health of each upstream unit."""
+    info = supervisor.gateway_info() or {}
+    health = {status["unit"]: status["health"] for status in supervisor.statuses()}
     result = []
-    for route in routes:
-        data = route.as_dict()
-        data["healthy"] = [str(by_unit[name].health) for name in data.get("units", [])
-                           if name in by_unit]
+    for route in info.get("routes") or []:
+        data = dict(route)
+        data["healthy"] = [health[name] for name in data.get("units", []) if name in health]
         result.append(data)
     return result
 
 
-def links(manager: Any) -> dict[str, str]:
-    settings = manager.settings
+def links(supervisor: SupervisorView) -> dict[str, str]:
+    settings = supervisor.settings
     host = "127.0.0.1" if settings.bind_address in ("0.0.0.0", "::", "") else \
         settings.bind_address
     found = {"gateway": f"http://{host}:{settings.gateway_port}/",
@@ -37,10 +36,10 @@ def links(manager: Any) -> dict[str, str]:
     return found
 
 
-def overview(manager: Any, model: dict[str, Any], logs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"model": model, "routes": gateway_routes(manager), "links": links(manager),
+def overview(supervisor: SupervisorView, model: dict[str, Any], logs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"model": model, "routes": gateway_routes(supervisor), "links": links(supervisor),
             "logs": logs}
 
 
-def full(manager: Any, model: dict[str, Any], logs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"units": units(manager), **overview(manager, model, logs)}
+def full(supervisor: SupervisorView, model: dict[str, Any], logs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"units": units(supervisor), **overview(supervisor, model, logs)}

@@ -4,23 +4,24 @@ Every hook is called with keyword arguments only, so a specification can grow ne
 without breaking plugins that do not ask for them. Hooks run on the daemon's event loop: a hook
 must return quickly (hand long work to a thread). A hook that raises is logged and isolated; it
 never takes the daemon down (see :mod:`llm_supervisor.plugins.manager`). ``unit`` is always a
-:class:`llm_supervisor.units.model.Unit`; ``manager`` the daemon's
-:class:`llm_supervisor.supervisor.manager.Manager`.
+:class:`llm_supervisor.units.model.Unit`; ``supervisor`` the daemon's
+:class:`~llm_supervisor.plugins.view.SupervisorView` (units, status, events, start/stop: never
+the manager's internals). Hooks are fired from one place, :mod:`llm_supervisor.supervisor.events`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from llm_supervisor.plugins.types import Diagnosis, Progress, RepairResult
+from llm_supervisor.plugins.view import SupervisorView
+from llm_supervisor.supervisor.outcomes import Diagnosis, Progress, RepairResult
+from llm_supervisor.units.model import Unit
 
-if TYPE_CHECKING:  # annotations only: the daemon's modules import this one
+if TYPE_CHECKING:  # annotation only: Sanic is imported where the control API is built
     from sanic import Sanic
-
-    from llm_supervisor.supervisor.manager import Manager
-    from llm_supervisor.units.model import Unit
 
 PROJECT = "llm_supervisor"
 
@@ -29,12 +30,12 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def supervisor_started(manager: Manager) -> None:
+def supervisor_started(supervisor: SupervisorView) -> None:
     """After the daemon has loaded its units and opened its control socket."""
 
 
 @hookspec
-def supervisor_stopping(manager: Manager) -> None:
+def supervisor_stopping(supervisor: SupervisorView) -> None:
     """When the daemon begins its shutdown, before any unit is stopped."""
 
 
@@ -100,5 +101,17 @@ def gateway_routes(units: list[Unit]) -> list[dict[str, Any]] | None:
 
 
 @hookspec
-def control_routes(app: Sanic, manager: Manager) -> None:
+def unit_rotation_changed(unit: Unit, serving: bool) -> Awaitable[None] | None:
+    """A rolling restart took ``unit`` out of the gateway's rotation (``serving`` False) or put it
+    back. Return an awaitable when applying it takes time (the gateway reloading): the rolling
+    restart waits for it, so no new request reaches an instance once it is out."""
+
+
+@hookspec(firstresult=True)
+def gateway_info() -> dict[str, Any] | None:
+    """What the gateway serves now: program, version, URL, routes (dashboard, ``/gateway``)."""
+
+
+@hookspec
+def control_routes(app: Sanic, supervisor: SupervisorView) -> None:
     """Register extra HTTP routes on the control socket's Sanic ``app``."""

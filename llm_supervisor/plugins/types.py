@@ -1,31 +1,9 @@
-"""Values exchanged through hooks (kept free of daemon internals so plugins can import them)."""
+"""Values exchanged through hooks, for plugin authors: ``Diagnosis``, ``RepairResult``,
+``Progress`` (defined with the supervisor that acts on them), and the ``SupervisorView``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from llm_supervisor.plugins.view import SupervisorView
+from llm_supervisor.supervisor.outcomes import Diagnosis, Progress, RepairResult
 
-
-@dataclass(frozen=True)
-class Diagnosis:
-    """What a plugin recognised in a failure, e.g. ``kind="weights_load_failed"``."""
-
-    kind: str
-    summary: str
-    plugin: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RepairResult:
-    ok: bool
-    message: str
-    # True when further attempts are pointless (budget spent, source broken): the unit fails.
-    give_up: bool = False
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-class Progress(Protocol):
-    """What ``repair_unit`` gets to report progress: ``progress(0.5, "fetching weights")``."""
-
-    def __call__(self, fraction: float, message: str = "") -> None: ...
+__all__ = ["Diagnosis", "Progress", "RepairResult", "SupervisorView"]

@@ -1,43 +1,41 @@
 """The manager: which units exist, which are wanted, in what order they start and stop.
 
-Per-unit life is in :mod:`unit_runner`; this module holds them together: loading and reloading
-unit files, targets and dependencies, the environment handed to programs, the records that let a
-restarted daemon find what its predecessor left running, and the fan-out of every event to hooks
-and control-socket listeners.
+Per-unit life is in :mod:`.runner`; this module holds the runners together: loading unit files
+(reloading: :mod:`.reloading`), targets and dependencies, the records that let a restarted daemon
+find what its predecessor left running (:mod:`.recovery`), and the consequences of each
+transition. Hooks and events leave through :mod:`.events`. Plugins see the manager through the
+:class:`~llm_supervisor.plugins.view.SupervisorView` methods at the end of the class.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
 
 from llm_supervisor.config import Settings
-from llm_supervisor.plugins.manager import Plugins
-from llm_supervisor.plugins.types import Diagnosis, RepairResult
 from llm_supervisor.runtimes.logs import UnitLog
-from llm_supervisor.runtimes.process.identity import OWNER_MARKER, UNIT_MARKER
 from llm_supervisor.runtimes.selection import RuntimeSelector
+from llm_supervisor.supervisor import dependencies
+from llm_supervisor.supervisor.events import Events, HookSource
 from llm_supervisor.supervisor.health import Prober
 from llm_supervisor.supervisor.records import RECORDS_NAME, load_records, save_records
+from llm_supervisor.supervisor.recovery import recover_previous
+from llm_supervisor.supervisor.reloading import reload_units
 from llm_supervisor.supervisor.resources import ResourceSampler
 from llm_supervisor.supervisor.rolling import (
     RollingRestartFailed,
-    roll,
-    rolled_on_reload,
     rolling_repair,
     rolling_restart,
 )
 from llm_supervisor.supervisor.rotation import Rotation
 from llm_supervisor.supervisor.runner import UnitRunner
 from llm_supervisor.supervisor.state import Health, UnitState
-from llm_supervisor.supervisor.unit_env import pass_env_patterns, passed_through
+from llm_supervisor.supervisor.unit_env import unit_environment
 from llm_supervisor.units import graph
 from llm_supervisor.units.checks import cycle_error
-from llm_supervisor.units.env_file import read_env_file
 from llm_supervisor.units.loader import LoadResult, instantiate, load_directory
 from llm_supervisor.units.model import Unit, normalise_name
 from llm_supervisor.units.replicas import add_replicas
@@ -53,48 +51,52 @@ class Manager:
     """Holds the units' runners and is their :class:`RunnerOwner`: every transition a runner makes
     comes back here, and entering ``failed`` carries its consequences (:meth:`transition`)."""
 
-    def __init__(self, settings: Settings, plugins: Plugins):
-        self.settings = settings
+    def __init__(self, settings: Settings, plugins: HookSource):
+        self._settings = settings
         self.plugins = plugins
+        self.events = Events(plugins)
         self.prober = Prober()
         self.resources = ResourceSampler()  # CPU/memory per unit (status, metrics)
         self.runtimes = RuntimeSelector(settings)
-        self.rotation = Rotation()  # units the gateway must not send to (rolling restarts)
+        # Units the gateway must not send to (rolling restarts); the gateway applies changes.
+        self.rotation = Rotation(self._rotation_changed)
         self.loaded = LoadResult()
         self.runners: dict[str, UnitRunner] = {}
         self.target: str = settings.default_target
         self.target_error = ""  # the last target asked for has no unit file: nothing started
         self.cycles: list[list[str]] = []
         self.purge_on_exit = False
-        self._changed = asyncio.Event()
         self._reload_lock = asyncio.Lock()
-        self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
         self._cascades: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
         self._records_path = settings.state_dir / RECORDS_NAME
         self._previous_records: dict[str, dict[str, Any]] = self._read_records()
 
     # ------------------------------------------------------------------ loading
-    def _load(self) -> LoadResult:
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def load_units(self) -> LoadResult:
+        """The unit files, the replicas the settings ask for, and the units plugins add."""
         result = load_directory(self.settings.units_dir, self.settings.expansion_vars())
         add_replicas(result, self.settings.expansion_vars(), self.settings.model_replicas)
-        for extra in self.plugins.hook.add_units():
-            for unit in extra:
-                result.units.setdefault(unit.name, unit)
+        for unit in self.events.add_units():
+            result.units.setdefault(unit.name, unit)
         for error in result.errors:
             log.error("unit_file_error", **error.as_dict())
         return result
 
     def load(self) -> None:
-        self.loaded = self._load()
+        self.loaded = self.load_units()
         for unit in self.loaded.units.values():
             if unit.is_service:
-                self._add_runner(unit)
+                self.add_runner(unit)
 
-    def _add_runner(self, unit: Unit) -> UnitRunner:
+    def add_runner(self, unit: Unit) -> UnitRunner:
         log_path = self.settings.log_dir / f"{unit.short_name}.log"
         unit_log = UnitLog(log_path, self.settings.log_max_bytes, self.settings.log_backups)
         runner = UnitRunner(unit, self, self.runtimes.for_unit(unit), unit_log,
-                            self.plugins.hook, self.prober)
+                            self.events, self.prober)
         self.runners[unit.name] = runner
         return runner
 
@@ -103,7 +105,7 @@ class Manager:
         if full in self.loaded.units:
             return full
         if instantiate(self.loaded, full, self.settings.expansion_vars()) is not None:
-            self._add_runner(self.loaded.units[full])
+            self.add_runner(self.loaded.units[full])
             return full
         raise UnitNotFound(name)
 
@@ -141,7 +143,7 @@ class Manager:
             services, self.cycles = self.transaction(self.target)
         except Exception as exc:  # a unit-graph bug must not take the daemon down: report it
             log.exception("target_start_failed", target=self.target, error=str(exc))
-            self._notify({"type": "error", "target": self.target, "message": str(exc)})
+            self.events.notify({"type": "error", "target": self.target, "message": str(exc)})
             return
         for name in sorted(services):
             self.runners[name].start(f"pulled in by {self.target}")
@@ -154,7 +156,7 @@ class Manager:
             f"started; create it (a [Unit] section is enough) and `llm-supervisorctl reload`, "
             f"or start another target")
         log.error("target_not_found", target=self.target, message=self.target_error)
-        self._notify({"type": "error", "target": self.target, "message": self.target_error})
+        self.events.notify({"type": "error", "target": self.target, "message": self.target_error})
         for runner in self.runners.values():
             if self.target in runner.unit.wanted_by and not runner.wanted:
                 runner.set_state(runner.state, f"not started: {self.target_error}")
@@ -241,41 +243,15 @@ class Manager:
     async def stop_all(self, reason: str = "daemon shutting down") -> None:
         await self.stop_units(set(self.runners), reason)
 
-    async def wait_for_dependencies(self, runner: UnitRunner, stop: asyncio.Event) -> str | None:
-        """Wait until every After= unit that is coming up is ready. Returns a reason to fail when
-        a Requires= unit failed or was skipped, else None."""
-        unit = runner.unit
-        announced = False
-        while not stop.is_set():
-            waiting = []
-            for dep in unit.after:
-                other = self.runners.get(dep)
-                if other is None or other.ready:
-                    continue
-                if other.settled_down or not other.wanted:
-                    if dep in unit.requires and other.state in (UnitState.FAILED,
-                                                                UnitState.SKIPPED):
-                        return f"required unit {other.unit.short_name} is {other.state}"
-                    continue
-                waiting.append(other.unit.short_name)
-            for dep in unit.requires:
-                other = self.runners.get(dep)
-                if other is None:
-                    return f"required unit {dep} does not exist"
-                if other.state in (UnitState.FAILED, UnitState.SKIPPED) and dep not in waiting:
-                    return f"required unit {other.unit.short_name} is {other.state}"
-            if not waiting:
-                return None
-            if not announced:
-                runner.set_state(UnitState.STARTING, "waiting for " + ", ".join(waiting))
-                announced = True
-            changed = self._changed
-            stop_wait = asyncio.ensure_future(stop.wait())
-            change_wait = asyncio.ensure_future(changed.wait())
-            await asyncio.wait({stop_wait, change_wait}, return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
-            change_wait.cancel()
-        return None
+    async def wait_for_dependencies(self, runner: UnitRunner,
+                                    stop: asyncio.Event) -> dependencies.Verdict:
+        """Wait until every After= unit that is coming up is ready (:mod:`.dependencies`)."""
+
+        def announce(waiting: list[str]) -> None:
+            runner.set_state(UnitState.STARTING, "waiting for " + ", ".join(waiting))
+
+        return await dependencies.wait_for(runner.unit, self.runners, stop,
+                                           self.events.next_change, announce)
 
     async def reset(self) -> dict[str, Any]:
         """``llm-supervisorctl reset`` (the old reset_and_run.sh): stop everything, remove what
@@ -283,8 +259,7 @@ class Manager:
         await self.stop_all("reset requested")
         removed = await self.runtimes.remove_owned(purge=False)
         for runner in self.runners.values():
-            runner.pacer.reset()
-            runner.restarts = 0
+            runner.reset_failures()
         await self.start_target(self.target)
         return {"removed": removed, "target": self.target}
 
@@ -306,57 +281,7 @@ class Manager:
         Reloads run one at a time (SIGHUP and ``POST /reload`` share the lock): two at once
         would both stop and remove the same changed units."""
         async with self._reload_lock:
-            return await self._reload()
-
-    async def _reload(self) -> dict[str, Any]:
-        fresh = self._load()
-        old_units = self.loaded.units
-        broken_paths = {Path(e.path) for e in fresh.errors}
-        for name, unit in old_units.items():
-            if name not in fresh.units and unit.path in broken_paths:
-                fresh.units[name] = unit
-        added = sorted(n for n in fresh.units if n not in old_units)
-        removed = sorted(n for n in old_units if n not in fresh.units)
-        changed = sorted(n for n in fresh.units if n in old_units
-                         and fresh.units[n].fingerprint() != old_units[n].fingerprint())
-        for name in fresh.units:
-            if name not in added and name not in changed:
-                fresh.units[name] = old_units[name]
-        # Changed replicas are replaced one at a time at the end (rolling), not stopped here.
-        rolled = rolled_on_reload(changed, fresh.units, self.runners)
-        affected = {n for n in (*removed, *changed) if n in self.runners} - set(rolled)
-        was_wanted = {n for n in affected if self.runners[n].wanted}
-        await self.stop_units(affected, "unit file changed")
-        for name in affected:
-            self.runners.pop(name).log.close()
-        self.loaded = fresh
-        for name in (*changed, *added):
-            if fresh.units[name].is_service and name not in rolled:
-                self._add_runner(fresh.units[name])
-        wanted, self.cycles = self.transaction(self.target)
-        for name in sorted((was_wanted - set(removed)) | (set(added) & wanted)):
-            self.runners[name].start("unit file changed")
-        summary = {"changed": changed, "added": added, "removed": removed,
-                   "errors": [str(e) for e in fresh.errors]}
-        log.info("reloaded", **summary)
-        self._notify({"type": "reload", **summary})
-        if self.target_error and self.target in fresh.units:  # the missing target file is there
-            await self.start_target(self.target)
-        if rolled:
-            try:
-                await roll(self, rolled, self._replace_runner, "unit file changed")
-            except RollingRestartFailed as exc:
-                summary["errors"].append(str(exc))
-        return summary
-
-    async def _replace_runner(self, name: str) -> UnitRunner:
-        """A reload's rolling step: stop the old definition of ``name``, start the new one."""
-        old = self.runners[name]
-        await old.stop("unit file changed")
-        old.log.close()
-        runner = self._add_runner(self.loaded.units[name])
-        runner.start("unit file changed")
-        return runner
+            return await reload_units(self)
 
     def condition_runtime(self, unit: Unit) -> str:
         return self.runtimes.condition_runtime(unit)
@@ -364,14 +289,7 @@ class Manager:
     # ------------------------------------------------------------------ environment
     def environment_for(self, unit: Unit) -> dict[str, str]:
         """What the unit's program gets; the order and the allow-list are in :mod:`unit_env`."""
-        env = passed_through(os.environ, pass_env_patterns(self.settings.unit_env_passthrough))
-        env.update(self.settings.expansion_vars())
-        for path, optional in unit.environment_files:
-            env.update(read_env_file(Path(path), optional))
-        env.update(unit.environment)
-        env[UNIT_MARKER] = unit.name
-        env[OWNER_MARKER] = str(self.settings.state_dir.resolve())
-        return env
+        return unit_environment(self.settings, unit)
 
     # ------------------------------------------------------------------ records
     def _read_records(self) -> dict[str, dict[str, Any]]:
@@ -384,24 +302,7 @@ class Manager:
 
     async def recover_previous(self) -> None:
         """Clean up (process runtime) or re-adopt (docker) what a previous daemon left."""
-        for name, record in self._previous_records.items():
-            runner = self.runners.get(name)
-            if runner is None:
-                continue
-            # The record says which runtime made it: a unit moved from docker to process (or
-            # back) still has its old instance cleaned up by the runtime that owns it.
-            runtime = (self.runtimes.docker() if record.get("runtime") == "docker"
-                       else self.runtimes.process)
-            try:
-                instance = await runtime.recover(runner.unit, record, runner.log)
-                if instance is not None and runtime is runner.runtime:
-                    runner.adopt_recovered(instance)
-                elif instance is not None:
-                    await instance.stop(runner.unit.kill_signal, runner.unit.timeout_stop_sec)
-            except Exception as exc:  # one unit's leftovers must not stop the daemon starting
-                log.error("recover_failed", unit=name, record=record, error=str(exc),
-                          error_type=type(exc).__name__)
-                runner.log.note(f"could not recover what the previous daemon left: {exc}")
+        await recover_previous(self.runners, self.runtimes, self._previous_records)
         self._previous_records = {}
         self.records_changed()
 
@@ -410,13 +311,10 @@ class Manager:
                    reason: str) -> None:
         """Every state change of every unit. Entering ``failed``, whatever the cause, fires
         ``unit_failed`` and stops (and fails) the wanted units that Requires= it."""
-        self.plugins.hook.unit_state_changed(unit=runner.unit, old=str(old), new=str(new),
-                                             reason=reason)
-        self._notify({"type": "state", "unit": runner.unit.short_name, "from": str(old),
-                      "to": str(new), "reason": reason})
+        self.events.state_changed(runner.unit, old, new, reason)
         if new != UnitState.FAILED:
             return
-        self.plugins.hook.unit_failed(unit=runner.unit, reason=reason)
+        self.events.failed(runner.unit, reason)
         for name in sorted(self._dependents(runner.name)):
             dependent = self.runners[name]
             if dependent.wanted:
@@ -431,44 +329,65 @@ class Manager:
 
     def health_changed(self, runner: UnitRunner, health: Health, detail: str,
                        latency: float | None) -> None:
-        self.plugins.hook.unit_health_changed(unit=runner.unit, health=str(health),
-                                              detail=detail, latency_s=latency)
-        self._notify({"type": "health", "unit": runner.unit.short_name, "health": str(health),
-                      "detail": detail})
+        self.events.health_changed(runner.unit, health, detail, latency)
 
-    def repair_finished(self, runner: UnitRunner, diagnosis: Diagnosis,
-                        result: RepairResult) -> None:
-        log.info("repair_finished", unit=runner.name, diagnosis=diagnosis.kind, ok=result.ok,
-                 message=result.message)
-        self._notify({"type": "repair", "unit": runner.unit.short_name, "ok": result.ok,
-                      "message": result.message})
-
-    def _notify(self, event: dict[str, Any]) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-        for queue in self._listeners:
-            if queue.qsize() < 1000:
-                queue.put_nowait(event)
-
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._listeners.add(queue)
-        return queue
-
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
-        self._listeners.discard(queue)
+    async def _rotation_changed(self, name: str, serving: bool) -> None:
+        unit = self.loaded.units.get(name)
+        if unit is not None:
+            await self.events.rotation_changed(unit, serving)
 
     # ------------------------------------------------------------------ status
-    def unit_status(self, runner: UnitRunner) -> dict[str, Any]:
+    def status_of(self, runner: UnitRunner) -> dict[str, Any]:
         """The runner's status with its CPU and memory use (``cpu_percent``, ``memory_bytes``)."""
         return {**runner.status(), **self.resources.usage(runner)}
 
     def status(self) -> list[dict[str, Any]]:
-        return [self.unit_status(self.runners[name]) for name in sorted(self.runners)]
+        return [self.status_of(self.runners[name]) for name in sorted(self.runners)]
 
     def errors(self) -> list[dict[str, Any]]:
         return [e.as_dict() for e in self.loaded.errors] + [
             cycle_error(self.loaded.units, cycle).as_dict() for cycle in self.cycles]
+
+    # ------------------------------------------------------------------ the plugins' view
+    # (llm_supervisor.plugins.view.SupervisorView; start_unit, stop_unit, restart_unit and
+    # environment_for are above)
+    def units(self) -> Mapping[str, Unit]:
+        return self.loaded.units
+
+    def unit_status(self, name: str) -> dict[str, Any] | None:
+        runner = self.runners.get(normalise_name(name))
+        return None if runner is None else self.status_of(runner)
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return self.status()
+
+    def is_up(self, name: str) -> bool:
+        runner = self.runners.get(normalise_name(name))
+        return runner is not None and runner.state in (UnitState.RUNNING, UnitState.STARTING) \
+            and runner.instance is not None
+
+    def runtime_of(self, name: str) -> str | None:
+        runner = self.runners.get(normalise_name(name))
+        return None if runner is None else runner.runtime.name
+
+    def in_rotation(self, name: str) -> bool:
+        return self.rotation.serves(normalise_name(name))
+
+    def unit_log(self, name: str) -> UnitLog | None:
+        runner = self.runners.get(normalise_name(name))
+        return None if runner is None else runner.log
+
+    def gateway_routes(self, units: list[Unit]) -> list[list[dict[str, Any]] | None]:
+        return self.events.gateway_routes(units)
+
+    def gateway_info(self) -> dict[str, Any] | None:
+        return self.events.gateway_info()
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        return self.events.subscribe()
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self.events.unsubscribe(queue)
 
     async def close(self) -> None:
         await self.prober.close()

@@ -15,19 +15,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-import pluggy
 import structlog
 
-from llm_supervisor.plugins.types import Diagnosis, RepairResult
 from llm_supervisor.runtimes.base import ExitStatus, Instance, Runtime, RuntimeError_
 from llm_supervisor.runtimes.logs import UnitLog
 from llm_supervisor.supervisor.backoff import RestartPacer
+from llm_supervisor.supervisor.conditions import unmet_condition
+from llm_supervisor.supervisor.dependencies import Outcome, Verdict
+from llm_supervisor.supervisor.events import Events
 from llm_supervisor.supervisor.health import Prober
-from llm_supervisor.supervisor.state import TERMINAL, Health, UnitState
+from llm_supervisor.supervisor.health_watch import watch_health
+from llm_supervisor.supervisor.repair_flow import RepairAlreadyRunning, RepairFlow
+from llm_supervisor.supervisor.state import TERMINAL, Health, UnitState, check_transition
 from llm_supervisor.units.model import Unit
+
+__all__ = ["RepairAlreadyRunning", "RunnerOwner", "UnitRunner"]
 
 log = structlog.get_logger("llm_supervisor.unit_runner")
 
@@ -41,8 +46,8 @@ class RunnerOwner(Protocol):
     def condition_runtime(self, unit: Unit) -> str:
         """The runtime ``ConditionRuntime=`` compares with (process or docker)."""
 
-    async def wait_for_dependencies(self, runner: UnitRunner, stop: asyncio.Event) -> str | None:
-        """Wait for the units it runs After=; a reason to fail when a required one cannot come."""
+    async def wait_for_dependencies(self, runner: UnitRunner, stop: asyncio.Event) -> Verdict:
+        """Wait for the units it runs After=; what to do when a required one cannot come."""
 
     def records_changed(self) -> None:
         """An instance started or ended: persist what runs (may raise OSError: disk full)."""
@@ -53,18 +58,6 @@ class RunnerOwner(Protocol):
     def health_changed(self, runner: UnitRunner, health: Health, detail: str,
                        latency: float | None) -> None:
         """The unit's health changed."""
-
-    def repair_finished(self, runner: UnitRunner, diagnosis: Diagnosis,
-                        result: RepairResult) -> None:
-        """A repair (automatic or by hand) ended with ``result``."""
-
-
-class RepairAlreadyRunning(Exception):
-    """A second repair of the same unit was asked for while one runs (the control API: 409)."""
-
-    def __init__(self, unit: str):
-        super().__init__(f"a repair of {unit} is already running; wait for it to finish "
-                         f"(`llm-supervisorctl status {unit}` shows its progress)")
 
 
 @dataclass
@@ -81,12 +74,12 @@ class _Outcome:
 
 class UnitRunner:
     def __init__(self, unit: Unit, owner: RunnerOwner, runtime: Runtime, log: UnitLog,
-                 hooks: pluggy.HookRelay, prober: Prober):
+                 events: Events, prober: Prober):
         self.unit = unit
         self.owner = owner
         self.runtime = runtime
         self.log = log
-        self.hooks = hooks
+        self.events = events
         self.prober = prober
         self.state = UnitState.INACTIVE
         self.health = Health.NONE if unit.health is None else Health.UNKNOWN
@@ -106,8 +99,7 @@ class UnitRunner:
         self._recovered: Instance | None = None
         self._stop_reason = "stopped"
         self._env: dict[str, str] | None = None
-        # One repair per unit at a time: two would delete each other's work directories.
-        self._repair_lock = asyncio.Lock()
+        self.repairs = RepairFlow(self, events)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -144,6 +136,15 @@ class UnitRunner:
         elif self.state not in TERMINAL:
             self.set_state(UnitState.INACTIVE, reason)
 
+    def clear_start_limit(self) -> None:
+        """Forget past starts: the start limit and the backoff begin again."""
+        self.pacer.reset()
+
+    def reset_failures(self) -> None:
+        """``reset``: as if the unit had never failed (start limit, backoff, restart count)."""
+        self.pacer.reset()
+        self.restarts = 0
+
     def adopt_recovered(self, instance: Instance) -> None:
         """Use an instance a runtime re-adopted after a daemon restart instead of spawning."""
         self._recovered = instance
@@ -168,10 +169,12 @@ class UnitRunner:
 
     # ------------------------------------------------------------------ state machine
     def set_state(self, state: UnitState, reason: str) -> None:
-        """The one place a transition happens; the owner carries its consequences (entering
-        ``failed``: the ``unit_failed`` hook once, dependents stopped). Setting the state a unit
-        is already in only updates the reason."""
+        """The one place a transition happens, checked against the table of allowed transitions
+        (:data:`~.state.ALLOWED`); the owner carries its consequences (entering ``failed``: the
+        ``unit_failed`` hook once, dependents stopped). Setting the state a unit is already in
+        only updates the reason."""
         old = self.state
+        check_transition(old, state, self.name)
         self.reason = reason
         if state == old:
             return
@@ -179,7 +182,7 @@ class UnitRunner:
         self.since = time.time()
         self.owner.transition(self, old, state, reason)
 
-    def _set_health(self, health: Health, detail: str, latency: float | None) -> None:
+    def set_health(self, health: Health, detail: str, latency: float | None) -> None:
         changed = health != self.health
         self.health = health
         self.health_detail = detail
@@ -222,20 +225,19 @@ class UnitRunner:
         while self.wanted:
             # Conditions first (as systemd): a unit whose program is missing says so itself
             # instead of reporting the state of what it waits for.
-            unmet = self._unmet_condition()
+            unmet = unmet_condition(self.unit, self.owner.condition_runtime)
             if unmet:
                 self.set_state(UnitState.SKIPPED, unmet)
                 return
-            blocker = await self.owner.wait_for_dependencies(self, self._stop_requested)
-            if not self.wanted:
+            verdict = await self.owner.wait_for_dependencies(self, self._stop_requested)
+            if not self.wanted or verdict.outcome == Outcome.STOPPED:
                 break
-            if blocker is not None:
+            if verdict.outcome != Outcome.READY:
                 # A required unit skipped by its condition skips this one too; one that failed
                 # fails it.
-                if blocker.endswith(f"is {UnitState.SKIPPED}"):
-                    self.set_state(UnitState.SKIPPED, blocker)
-                    return
-                self.set_state(UnitState.FAILED, blocker)
+                final = (UnitState.SKIPPED if verdict.outcome == Outcome.SKIPPED
+                         else UnitState.FAILED)
+                self.set_state(final, verdict.reason)
                 return
             if self.pacer.limit_hit():
                 why = (f"start limit hit: {self.unit.start_limit_burst} starts within "
@@ -250,7 +252,7 @@ class UnitRunner:
             if not self.wanted:
                 break
             if outcome.status is not None and not outcome.status.clean:
-                repaired = await self._try_repair(outcome.status)
+                repaired = await self.repairs.after_exit(outcome.status)
                 if repaired is False:
                     return
                 if repaired:
@@ -267,7 +269,7 @@ class UnitRunner:
                 await asyncio.wait_for(self._stop_requested.wait(), delay)
             self.restarts += 1
             reason = f"automatic restart #{self.restarts} ({outcome.reason})"
-        self._set_health(Health.NONE if self.unit.health is None else Health.UNKNOWN, "", None)
+        self.set_health(Health.NONE if self.unit.health is None else Health.UNKNOWN, "", None)
         if self.state not in TERMINAL:
             self.set_state(UnitState.INACTIVE, self._stop_reason)
 
@@ -281,28 +283,9 @@ class UnitRunner:
             return outcome.abnormal
         return False
 
-    def _unmet_condition(self) -> str | None:
-        hint = f"; {self.unit.install_hint}" if self.unit.install_hint else ""
-        for condition in self.unit.conditions:
-            if condition.kind == "runtime":
-                actual = self.owner.condition_runtime(self.unit)
-                if (actual == condition.value) == condition.negate:
-                    wanted = f"{'!' if condition.negate else ''}{condition.value}"
-                    return (f"condition unmet: the runtime is {actual} (ConditionRuntime={wanted};"
-                            " LLM_SUPERVISOR_RUNTIME or Runtime= picks it)")
-                continue
-            if condition.kind == "path_exists":
-                what = f"path {condition.value} {'exists' if condition.negate else 'does not exist'}"
-            else:
-                what = (f"{condition.value} is installed" if condition.negate else
-                        f"{condition.value} not found on PATH")
-            if condition.present_on_host() == condition.negate:
-                return f"condition unmet: {what}{hint}"
-        return None
-
     async def _run_once(self, reason: str) -> _Outcome:
         self.set_state(UnitState.STARTING, reason)
-        self.hooks.unit_starting(unit=self.unit, attempt=self.restarts + 1)
+        self.events.starting(self.unit, self.restarts + 1)
         try:
             env = self.owner.environment_for(self.unit)
             self._env = env  # an exec: health check runs with the unit's environment
@@ -324,7 +307,7 @@ class UnitRunner:
         self.instance = instance
         self.pid = instance.pid
         self.owner.records_changed()
-        self.hooks.unit_started(unit=self.unit, pid=instance.pid)
+        self.events.started(self.unit, instance.pid)
         if self.unit.health is None:
             self.set_state(UnitState.RUNNING, "started")
         return await self._watch(instance)
@@ -335,7 +318,8 @@ class UnitRunner:
         watchers: set[asyncio.Task[Any]] = {exited, stop}
         health = None
         if self.unit.health is not None:
-            health = asyncio.create_task(self._monitor_health())
+            health = asyncio.create_task(watch_health(self, self.prober, self.events,
+                                                      self._env))
             watchers.add(health)
         try:
             done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
@@ -367,128 +351,17 @@ class UnitRunner:
         self.last_exit = status
         self.owner.records_changed()
         if self.unit.health is not None:
-            self._set_health(Health.UNKNOWN, self.health_detail, None)
+            self.set_health(Health.UNKNOWN, self.health_detail, None)
         tail = self.log.last(50)
         self.log.note(f"{status.describe() if status else 'ended'}")
-        self.hooks.unit_exited(unit=self.unit, exit_code=status.code if status else None,
-                               signal=status.signal if status else None, log_tail=tail)
+        self.events.exited(self.unit, status.code if status else None,
+                           status.signal if status else None, tail)
 
-    async def _monitor_health(self) -> str:
-        """Probe until the unit must be restarted; return the reason."""
-        spec = self.unit.health
-        assert spec is not None
-        started = time.monotonic()
-        failures = 0
-        in_start_period = True
-        poll = 0.05  # quick first probes while starting, then the configured interval
-        while True:
-            await asyncio.sleep(poll)
-            result = await self.prober.probe(spec, self._env)
-            self.hooks.unit_health_checked(unit=self.unit, ok=result.ok,
-                                           latency_s=result.latency_s)
-            elapsed = time.monotonic() - started
-            if result.ok:
-                failures = 0
-                in_start_period = False
-                self._set_health(Health.HEALTHY, result.detail, result.latency_s)
-                if self.state == UnitState.STARTING:
-                    self.set_state(UnitState.RUNNING, "healthy")
-                poll = spec.interval
-                continue
-            if in_start_period and elapsed < spec.start_period:
-                self.health_detail = result.detail
-            else:
-                in_start_period = False
-                failures += 1
-                self.health_detail = result.detail
-                if failures >= spec.retries:
-                    self._set_health(Health.UNHEALTHY, result.detail, result.latency_s)
-                    return f"unhealthy: {failures} failed checks ({result.detail})"
-            if self.state == UnitState.STARTING and elapsed > max(self.unit.timeout_start_sec,
-                                                                   spec.start_period):
-                return (f"not healthy within {self.unit.timeout_start_sec:g}s "
-                        f"(last check: {result.detail})")
-            poll = spec.interval if self.health == Health.HEALTHY else min(poll * 2, spec.interval)
-
-    async def _try_repair(self, status: ExitStatus) -> bool | None:
-        """None: no plugin recognised the failure. True: repaired, restart now. False: gave up."""
-        if self._repair_lock.locked():
-            return None  # a repair by hand is under way; it restarts the unit itself
-        diagnosis = self.hooks.diagnose_failure(unit=self.unit, exit_code=status.code,
-                                                log_tail=self.log.last(200))
-        if diagnosis is None:
-            return None
-        async with self._repair_lock:
-            result = await self._run_repair(diagnosis)
-        if result is None:
-            return None
-        if result.ok:
-            return True
-        if result.give_up:
-            self.set_state(UnitState.FAILED, f"repair gave up: {result.message}")
-            return False
-        return None
-
-    async def _run_repair(self, diagnosis: Diagnosis) -> RepairResult | None:
-        """State ``repairing`` while the ``repair_unit`` hook runs in a worker thread, with its
-        progress shown in status; returns the plugin's RepairResult (None: nobody repairs)."""
-        self.set_state(UnitState.REPAIRING, diagnosis.summary)
-        self.repair_progress = 0.0
-        loop = asyncio.get_running_loop()
-
-        def progress(fraction: float, message: str = "") -> None:
-            self.repair_progress = fraction
-            if message:
-                loop.call_soon_threadsafe(self._note_repair_progress, message)
-
-        try:
-            result = await asyncio.to_thread(self._repair_hook, diagnosis, progress)
-        finally:
-            self.repair_progress = None
-        if result is not None:
-            self.owner.repair_finished(self, diagnosis, result)
-            if result.ok:
-                self.pacer.reset()
-        return result
-
-    def _repair_hook(self, diagnosis: Diagnosis, progress: Any) -> RepairResult | None:
-        return self.hooks.repair_unit(unit=self.unit, diagnosis=diagnosis, progress=progress)
-
-    def _note_repair_progress(self, message: str) -> None:
-        self.reason = message
-        self.log.note(f"repair: {message}")
-
+    # ------------------------------------------------------------------ repairs (.repair_flow)
     @property
     def repair_running(self) -> bool:
-        return self._repair_lock.locked()
+        return self.repairs.running
 
     async def repair_by_hand(self, verify_only: bool = False) -> dict[str, Any] | None:
-        """``llm-supervisorctl repair``: stop, repair through the plugins, start again (the old
-        ``fix_model_service.sh``). With ``verify_only`` nothing is stopped or changed.
-
-        Raises :class:`RepairAlreadyRunning` at once (no queueing) while another repair of this
-        unit, automatic or by hand, runs."""
-        diagnosis = Diagnosis(kind="manual", summary="repair requested by hand",
-                              details={"verify_only": verify_only})
-        if verify_only:
-            result = await asyncio.to_thread(self._repair_hook, diagnosis,
-                                             lambda fraction, message="": None)
-            return None if result is None else _as_dict(result)
-        if self._repair_lock.locked():
-            raise RepairAlreadyRunning(self.unit.short_name)
-        async with self._repair_lock:
-            # Taken without yielding, before stop(): no automatic repair can start in between.
-            await self.stop("stopped for repair")
-            result = await self._run_repair(diagnosis)
-        if result is None:
-            self.set_state(UnitState.INACTIVE, "no plugin can repair this unit")
-            return None
-        if result.ok:
-            self.start("restart after repair")
-        else:
-            self.set_state(UnitState.FAILED, f"repair failed: {result.message}")
-        return _as_dict(result)
-
-
-def _as_dict(result: RepairResult) -> dict[str, Any]:
-    return asdict(result)
+        """``llm-supervisorctl repair`` (:meth:`RepairFlow.by_hand`)."""
+        return await self.repairs.by_hand(verify_only)

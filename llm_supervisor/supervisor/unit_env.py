@@ -17,8 +17,15 @@ into ``LLM_SUPERVISOR_PASS_ENV`` (comma-separated; ``*`` patterns allowed: ``MY_
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Iterable, Mapping
 from functools import cache
+from pathlib import Path
+
+from llm_supervisor.config import Settings
+from llm_supervisor.runtimes.process.identity import OWNER_MARKER, UNIT_MARKER
+from llm_supervisor.units.env_file import read_env_file
+from llm_supervisor.units.model import Unit
 
 DEFAULT_PASS_ENV: tuple[str, ...] = (
     # The basics every program expects.
@@ -46,6 +53,8 @@ DEFAULT_PASS_ENV: tuple[str, ...] = (
 def model_server_names() -> tuple[str, ...]:
     """Every variable the shipped model server reads its settings from (``DTYPE``, ``DEVICE``,
     ``MAX_BATCH_SIZE``, ...), so ``DTYPE=float32 llm-supervisord start`` keeps working."""
+    # Imported on first use: building the model server's settings model costs the daemon's
+    # start-up time, and only units need the answer.
     from pydantic import AliasChoices
 
     from llm_supervisor.model_server.settings import ModelServerSettings
@@ -72,3 +81,15 @@ def passed_through(environ: Mapping[str, str], patterns: Iterable[str]) -> dict[
     globs = [p for p in patterns if p not in exact]
     return {name: value for name, value in environ.items()
             if name in exact or any(fnmatch.fnmatchcase(name, g) for g in globs)}
+
+
+def unit_environment(settings: Settings, unit: Unit) -> dict[str, str]:
+    """What ``unit``'s programs get, in the order the module docstring gives (later wins)."""
+    env = passed_through(os.environ, pass_env_patterns(settings.unit_env_passthrough))
+    env.update(settings.expansion_vars())
+    for path, optional in unit.environment_files:
+        env.update(read_env_file(Path(path), optional))
+    env.update(unit.environment)
+    env[UNIT_MARKER] = unit.name
+    env[OWNER_MARKER] = str(settings.state_dir.resolve())
+    return env

@@ -9,30 +9,28 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from llm_supervisor.desktop.info import novnc_info
 from llm_supervisor.plugins.hookspecs import hookimpl
+from llm_supervisor.plugins.view import SupervisorView
 
 if TYPE_CHECKING:
     from sanic import Sanic
-
-    from llm_supervisor.supervisor.manager import Manager
 
 NOVNC_UNIT = "novnc.service"
 
 
 class DesktopPlugin:
     @hookimpl
-    def control_routes(self, app: Sanic, manager: Manager) -> None:
+    def control_routes(self, app: Sanic, supervisor: SupervisorView) -> None:
         from sanic import Request, response
-
-        from llm_supervisor.desktop.info import novnc_info
 
         @app.get("/novnc")
         async def novnc(request: Request) -> response.HTTPResponse:
-            data = await asyncio.to_thread(novnc_info, manager.settings)
-            runner = manager.runners.get(NOVNC_UNIT)
-            if runner is not None:
-                data["state"] = str(runner.state)
-                data["reason"] = runner.reason
+            data = await asyncio.to_thread(novnc_info, supervisor.settings)
+            status = supervisor.unit_status(NOVNC_UNIT)
+            if status is not None:
+                data["state"] = status["state"]
+                data["reason"] = status["reason"]
             return response.json(data)
 
 

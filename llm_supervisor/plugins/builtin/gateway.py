@@ -5,7 +5,10 @@
   unit starts, then re-renders whenever units change (reload, new template instances). A running
   Caddy gets the new config through its admin API (``POST /load``, no restart); Traefik's file
   provider watches its directory, so writing the file is the reload.
-- ``control_routes``: ``GET /gateway`` (program, listen address, routes, files).
+- ``unit_rotation_changed``: a rolling restart took a replica out or put it back; the returned
+  awaitable ends once the gateway acts on it.
+- ``gateway_info`` and ``control_routes`` (``GET /gateway``): program, listen address, routes,
+  files.
 
 Each daemon gets its own :class:`GatewayPlugin` (``make_plugin``); its state lives there.
 """
@@ -22,12 +25,13 @@ from llm_supervisor.gateway.files import write_all
 from llm_supervisor.gateway.options import GatewayOptions
 from llm_supervisor.gateway.routes import Route, merge_routes, routes_from_units, serving_or_all
 from llm_supervisor.plugins.hookspecs import hookimpl
+from llm_supervisor.plugins.view import SupervisorView
+from llm_supervisor.units.model import Unit
 
 if TYPE_CHECKING:
-    from sanic import Sanic
+    from collections.abc import Awaitable
 
-    from llm_supervisor.supervisor.manager import Manager
-    from llm_supervisor.units.model import Unit
+    from sanic import Sanic
 
 log = structlog.get_logger("llm_supervisor.gateway")
 
@@ -38,10 +42,10 @@ CADDY_CHECK_MARGIN_S = 0.5
 
 
 class GatewayPlugin:
-    """Per-daemon state: the manager, the last routes written, the watcher task."""
+    """Per-daemon state: the supervisor's view, the last routes written, the watcher task."""
 
     def __init__(self) -> None:
-        self.manager: Manager | None = None
+        self.supervisor: SupervisorView | None = None
         self.options: GatewayOptions | None = None
         self.routes: list[Route] = []
         self.task: asyncio.Task[None] | None = None
@@ -52,17 +56,17 @@ class GatewayPlugin:
         self._applying = asyncio.Lock()
 
     def program(self) -> str:
-        return self.manager.settings.resolved_gateway_program if self.manager else "caddy"
+        return self.supervisor.settings.resolved_gateway_program if self.supervisor else "caddy"
 
     def sync(self) -> bool:
         """Recompute routes and rewrite files; True when the Caddy config changed."""
-        assert self.manager is not None and self.options is not None
-        units = list(self.manager.loaded.units.values())
-        routes = merge_routes(self.manager.plugins.hook.gateway_routes(units=units))
+        assert self.supervisor is not None and self.options is not None
+        units = list(self.supervisor.units().values())
+        routes = merge_routes(self.supervisor.gateway_routes(units))
         serving = [unit for unit in units if self._in_rotation(unit.name)]
         if len(serving) < len(units):  # Traefik only, see _in_rotation
             routes = serving_or_all(
-                routes, merge_routes(self.manager.plugins.hook.gateway_routes(units=serving)))
+                routes, merge_routes(self.supervisor.gateway_routes(serving)))
         result = write_all(routes, self.options)
         if routes != self.routes or any(result["changed"].values()):
             log.info("gateway_config_written", program=self.program(),
@@ -70,8 +74,8 @@ class GatewayPlugin:
                      directory=str(self.options.directory))
         self.routes = routes
         self._caddy_config = result["caddy_config"]
-        in_docker = [unit for name, unit in self.manager.loaded.units.items()
-                     if _runs_in_docker(self.manager, name)]
+        in_docker = [unit for name, unit in self.supervisor.units().items()
+                     if self.supervisor.runtime_of(name) == "docker"]
         if in_docker:  # the gateway container's config: upstreams are container names
             docker_mode.write(routes, self.options, docker_mode.published_ports(in_docker))
         return result["changed"]["caddy"]
@@ -82,9 +86,8 @@ class GatewayPlugin:
         every proxied request in flight on a config load (caddyserver/caddy#5663), so Caddy's
         config keeps every replica and its active health check takes a draining or loading one
         out (``expect_body`` ready, :mod:`..gateway.caddy`)."""
-        assert self.manager is not None
-        rotation = getattr(self.manager, "rotation", None)
-        return self.program() != "traefik" or rotation is None or rotation.serves(name)
+        assert self.supervisor is not None
+        return self.program() != "traefik" or self.supervisor.in_rotation(name)
 
     async def apply_now(self) -> None:
         """After a rolling restart took a replica out or put it back: return once the gateway
@@ -101,9 +104,9 @@ class GatewayPlugin:
                                 + self.options.health_timeout_s + CADDY_CHECK_MARGIN_S)
 
     def gateway_running(self) -> bool:
-        runner = self.manager.runners.get(GATEWAY_UNIT) if self.manager else None
-        return runner is not None and str(runner.state) in ("running", "starting") and \
-            runner.pid is not None
+        status = self.supervisor.unit_status(GATEWAY_UNIT) if self.supervisor else None
+        return status is not None and status["state"] in ("running", "starting") and \
+            status["pid"] is not None
 
     async def push_to_caddy(self) -> None:
         """Load the current config into a running Caddy. A Caddy that is not up yet reads the file
@@ -122,9 +125,9 @@ class GatewayPlugin:
         self._pushed = self._caddy_config
         log.info("gateway_reloaded", program="caddy", routes=len(self.routes))
 
-    async def watch(self, manager: Manager) -> None:
+    async def watch(self, supervisor: SupervisorView) -> None:
         """Re-render on every reload, and on state changes (template instances appear then)."""
-        queue = manager.subscribe()
+        queue = supervisor.subscribe()
         try:
             while True:
                 event = await queue.get()
@@ -141,61 +144,62 @@ class GatewayPlugin:
                                    and event.get("to") == "running"):
                         await self.push_to_caddy()
         finally:
-            manager.unsubscribe(queue)
+            supervisor.unsubscribe(queue)
 
     @hookimpl
     def gateway_routes(self, units: list[Unit]) -> list[dict[str, Any]]:
         return routes_from_units(units)
 
     @hookimpl
-    def supervisor_started(self, manager: Manager) -> None:
-        self.manager = manager
-        self.options = GatewayOptions.from_settings(manager.settings)
+    def supervisor_started(self, supervisor: SupervisorView) -> None:
+        self.supervisor = supervisor
+        self.options = GatewayOptions.from_settings(supervisor.settings)
         self._pushed = None
         self.sync()
         # The file Caddy starts from is the current config, so there is nothing to push yet.
         self._pushed = self._caddy_config
-        self.task = asyncio.get_running_loop().create_task(self.watch(manager),
+        self.task = asyncio.get_running_loop().create_task(self.watch(supervisor),
                                                            name="gateway-config")
-        if getattr(manager, "rotation", None) is not None:
-            manager.rotation.on_change(self.apply_now)
 
     @hookimpl
-    def supervisor_stopping(self, manager: Manager) -> None:
+    def supervisor_stopping(self, supervisor: SupervisorView) -> None:
         if self.task is not None:
             self.task.cancel()
             self.task = None
-        if getattr(manager, "rotation", None) is not None:
-            manager.rotation.forget(self.apply_now)
 
     @hookimpl
-    def control_routes(self, app: Sanic, manager: Manager) -> None:
+    def unit_rotation_changed(self, unit: Unit, serving: bool) -> Awaitable[None] | None:
+        return self.apply_now() if self.options is not None else None
+
+    @hookimpl
+    def gateway_info(self) -> dict[str, Any] | None:
+        if self.supervisor is None:
+            return None
+        settings = self.supervisor.settings
+        options = GatewayOptions.from_settings(settings)
+        return {
+            "program": settings.resolved_gateway_program,
+            "url": f"http://{_display_host(options.listen_host)}:{options.port}/",
+            # Caddy's admin API is a Unix socket (0700 directory); Traefik's is TCP.
+            "admin_url": (f"unix:{options.admin_socket}"
+                          if settings.resolved_gateway_program == "caddy" else options.admin_url),
+            "routes": [route.as_dict() for route in self.routes],
+            "files": {"caddy": str(options.caddy_config),
+                      "traefik_static": str(options.traefik_static),
+                      "traefik_dynamic": str(options.traefik_dynamic)},
+        }
+
+    @hookimpl
+    def control_routes(self, app: Sanic, supervisor: SupervisorView) -> None:
         from sanic import Request, response
 
         @app.get("/gateway")
         async def gateway_info(request: Request) -> response.HTTPResponse:
-            options = GatewayOptions.from_settings(manager.settings)
-            return response.json({
-                "program": manager.settings.resolved_gateway_program,
-                "url": f"http://{_display_host(options.listen_host)}:{options.port}/",
-                # Caddy's admin API is a Unix socket (0700 directory); Traefik's is TCP.
-                "admin_url": (f"unix:{options.admin_socket}"
-                              if manager.settings.resolved_gateway_program == "caddy"
-                              else options.admin_url),
-                "routes": [route.as_dict() for route in self.routes],
-                "files": {"caddy": str(options.caddy_config),
-                          "traefik_static": str(options.traefik_static),
-                          "traefik_dynamic": str(options.traefik_dynamic)},
-            })
+            return response.json(self.gateway_info() or {})
 
 
 def make_plugin() -> GatewayPlugin:
     return GatewayPlugin()
-
-
-def _runs_in_docker(manager: Manager, name: str) -> bool:
-    runner = manager.runners.get(name)
-    return runner is not None and type(runner.runtime).__name__ == "DockerRuntime"
 
 
 def _display_host(host: str) -> str:

@@ -15,18 +15,17 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from llm_supervisor.plugins.hookspecs import hookimpl
+from llm_supervisor.plugins.view import SupervisorView
 from llm_supervisor.supervisor.state import Health, UnitState
+from llm_supervisor.units.model import Unit
 
 if TYPE_CHECKING:
     from sanic import Sanic
 
-    from llm_supervisor.supervisor.manager import Manager
-    from llm_supervisor.units.model import Unit
-
 
 class _UnitCollector(Collector):
-    def __init__(self, manager: Manager) -> None:
-        self.manager = manager
+    def __init__(self, supervisor: SupervisorView) -> None:
+        self.supervisor = supervisor
 
     def collect(self) -> Iterator[Metric]:
         state = GaugeMetricFamily("llm_supervisor_unit_state", "1 for the unit's current state",
@@ -42,17 +41,17 @@ class _UnitCollector(Collector):
         memory = GaugeMetricFamily("llm_supervisor_unit_memory_bytes",
                                    "Resident memory of the unit's process tree or container",
                                    labels=["unit"])
-        for runner in self.manager.runners.values():
+        for status in self.supervisor.statuses():
+            name = status["unit"]
             for value in UnitState:
-                state.add_metric([runner.name, value.value], 1.0 if runner.state == value else 0.0)
-            if runner.health != Health.NONE:
-                health.add_metric([runner.name], 1.0 if runner.health == Health.HEALTHY else 0.0)
-            restarts.add_metric([runner.name], float(runner.restarts))
-            usage = self.manager.resources.usage(runner)
-            if usage["cpu_percent"] is not None:
-                cpu.add_metric([runner.name], float(usage["cpu_percent"]))
-            if usage["memory_bytes"] is not None:
-                memory.add_metric([runner.name], float(usage["memory_bytes"]))
+                state.add_metric([name, value.value], 1.0 if status["state"] == value else 0.0)
+            if status["health"] != Health.NONE:
+                health.add_metric([name], 1.0 if status["health"] == Health.HEALTHY else 0.0)
+            restarts.add_metric([name], float(status["restarts"]))
+            if status.get("cpu_percent") is not None:
+                cpu.add_metric([name], float(status["cpu_percent"]))
+            if status.get("memory_bytes") is not None:
+                memory.add_metric([name], float(status["memory_bytes"]))
         yield state
         yield health
         yield restarts
@@ -75,10 +74,10 @@ class MetricsPlugin:
         return generate_latest(self.registry)
 
     @hookimpl
-    def control_routes(self, app: Sanic, manager: Manager) -> None:
+    def control_routes(self, app: Sanic, supervisor: SupervisorView) -> None:
         from sanic import Request, response
 
-        self.registry.register(_UnitCollector(manager))
+        self.registry.register(_UnitCollector(supervisor))
 
         @app.get("/metrics")
         async def prometheus(request: Request) -> response.HTTPResponse:

@@ -26,6 +26,7 @@ import structlog
 
 from llm_supervisor.plugins.hookspecs import hookimpl
 from llm_supervisor.plugins.types import Diagnosis, Progress, RepairResult
+from llm_supervisor.plugins.view import SupervisorView
 from llm_supervisor.repair import detect, engine, verify
 from llm_supervisor.repair.budget import Budget
 from llm_supervisor.repair.context import RepairContext
@@ -33,7 +34,6 @@ from llm_supervisor.repair.store import Store, store_for
 from llm_supervisor.units.replicas import group_of
 
 if TYPE_CHECKING:
-    from llm_supervisor.supervisor.manager import Manager
     from llm_supervisor.units.model import Unit
 
 log = structlog.get_logger("llm_supervisor.repair")
@@ -41,7 +41,7 @@ log = structlog.get_logger("llm_supervisor.repair")
 
 class ModelRepairPlugin:
     def __init__(self) -> None:
-        self.manager: Manager | None = None
+        self.supervisor: SupervisorView | None = None
         self.budget = Budget()
         self._filling: set[str] = set()  # units whose store is being filled right now
         # Replicas share one model directory: their repairs run one after the other (the
@@ -56,21 +56,21 @@ class ModelRepairPlugin:
     def _environment(self, unit: Unit) -> dict[str, str]:
         """The environment the unit's program gets (falls back to the daemon's settings when an
         ``EnvironmentFile=`` cannot be read)."""
-        if self.manager is None:
+        if self.supervisor is None:
             return {**os.environ, **unit.environment}
         try:
-            return dict(self.manager.environment_for(unit))
+            return dict(self.supervisor.environment_for(unit))
         except Exception:
-            return {**os.environ, **self.manager.settings.expansion_vars(), **unit.environment}
+            return {**os.environ, **self.supervisor.settings.expansion_vars(), **unit.environment}
 
     def _context(self, unit: Unit) -> RepairContext | None:
         return RepairContext.for_unit(unit, self._environment(unit))
 
     @hookimpl
-    def supervisor_started(self, manager: Manager) -> None:
-        self.manager = manager
+    def supervisor_started(self, supervisor: SupervisorView) -> None:
+        self.supervisor = supervisor
         # The budget survives daemon restarts.
-        self.budget.attach(manager.settings.state_dir / "repair-budget.json")
+        self.budget.attach(supervisor.settings.state_dir / "repair-budget.json")
 
     @hookimpl
     def diagnose_failure(self, unit: Unit, exit_code: int | None,

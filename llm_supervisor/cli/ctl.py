@@ -6,12 +6,14 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from llm_supervisor.cli import export as export_cli
 from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
 from llm_supervisor.cli.common import add_location_options, settings_from, socket_from
+from llm_supervisor.daemon.commands import BY_VERB
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--live", action="store_true", help="refresh until Ctrl-C")
     for name in ("start", "stop"):
-        sub.add_parser(name, help=f"{name} a unit or target").add_argument("unit")
+        sub.add_parser(name, help=BY_VERB[name].help).add_argument("unit")
     restart = sub.add_parser("restart", help="restart a unit or target")
     restart.add_argument("unit")
     restart.add_argument("--rolling", action="store_true",
@@ -45,16 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     add_monitor_arguments(sub.add_parser(
         "monitor", help="the old monitor.sh: --summary --model --api --network --novnc "
                         "--containers --logs, --live [SECONDS]"))
-    sub.add_parser("reload", help="re-read unit files; restart only changed units")
-    sub.add_parser("reset", help="stop everything, remove what we own, start again")
+    for name in ("reload", "reset"):
+        sub.add_parser(name, help=BY_VERB[name].help)
     shutdown = sub.add_parser("shutdown", help="stop every unit and the daemon")
     shutdown.add_argument("--purge", action="store_true",
                           help="also remove volumes, caches and logs we own")
     shutdown.add_argument("--yes", action="store_true", help="do not ask before purging")
-    sub.add_parser("plugins", help="list loaded plugins and their hooks")
-    sub.add_parser("events", help="stream state changes")
-    sub.add_parser("reopen-logs", help="reopen log files (after external rotation)")
-    sub.add_parser("errors", help="unit-file errors the daemon found")
+    for name in ("plugins", "events", "reopen-logs", "errors"):
+        sub.add_parser(name, help=BY_VERB[name].help)
     doctor = sub.add_parser("doctor", help="can the stack run here? each problem with its fix")
     doctor.add_argument("--units-dir", type=Path)
     novnc = sub.add_parser("novnc", help="the test desktop's noVNC URL and password")
@@ -74,7 +74,7 @@ def _status(client: ControlClient, args: argparse.Namespace) -> int:
     def fetch() -> list[dict[str, Any]]:
         if args.unit:
             return [client.get(f"/units/{args.unit}")]
-        return client.get("/units")
+        return _send(client, "status")
 
     if args.json:
         units = fetch()
@@ -95,7 +95,7 @@ def _status(client: ControlClient, args: argparse.Namespace) -> int:
                 return 0
     units = fetch()
     print_status(units)
-    errors = [] if args.unit else client.get("/errors")
+    errors = [] if args.unit else _send(client, "errors")
     for error in errors:
         print(f"unit file error: {_format_error(error)}", file=sys.stderr)
     return 0
@@ -143,11 +143,11 @@ def _logs(client: ControlClient, args: argparse.Namespace) -> int:
         print("llm-supervisorctl logs: name a UNIT, or --all", file=sys.stderr)
         return 2
     if not args.follow:
-        sys.stdout.write(client.request("GET", f"/units/{args.unit}/logs",
+        sys.stdout.write(client.request("GET", BY_VERB["logs"].path(args.unit),
                                         params={"tail": args.lines}).text)
         return 0
     try:
-        for line in client.stream_lines(f"/units/{args.unit}/logs",
+        for line in client.stream_lines(BY_VERB["logs"].path(args.unit),
                                         {"tail": args.lines, "follow": 1}):
             print(line, flush=True)
     except KeyboardInterrupt:
@@ -170,7 +170,7 @@ def _plugins(client: ControlClient) -> int:
     table = Table(box=None, header_style="bold")
     for column in ("PLUGIN", "FROM", "HOOKS"):
         table.add_column(column, overflow="fold")
-    for plugin in client.get("/plugins"):
+    for plugin in _send(client, "plugins"):
         origin = "built-in" if plugin["builtin"] else (plugin["distribution"] or "entry point")
         table.add_row(escape(plugin["name"]), escape(origin), escape(", ".join(plugin["hooks"])))
     make_console().print(table)
@@ -209,95 +209,126 @@ def _repair_result(body: str) -> dict[str, Any] | None:
     return result if isinstance(result, dict) and "ok" in result else None
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.command == "verify":
-        return _verify(args)
-    if args.command == "export":
-        return export_cli.run(args)
-    if args.command == "images":
-        from llm_supervisor.cli.images import build as build_images
+def _send(client: ControlClient, verb: str, unit: str | None = None,
+          params: dict[str, Any] | None = None) -> Any:
+    """The request of ``verb`` from the command table (:mod:`llm_supervisor.daemon.commands`)."""
+    command = BY_VERB[verb]
+    if command.method == "POST":
+        return client.post(command.path(unit), params=params)
+    return client.get(command.path(unit), params=params)
 
-        return build_images(args.units, args.quiet)
-    if args.command == "novnc":
-        return _novnc(args)
-    if args.command == "doctor":
-        from llm_supervisor.cli.doctor import report, run_checks
 
-        return report(run_checks(settings_from(args)))
-    client = ControlClient(socket_from(args), timeout=600)
-    command = args.command
-    if command == "status":
-        return _status(client, args)
-    if command in ("start", "stop"):
-        result = client.post(f"/units/{args.unit}/{command}")
-        names = result.get("started") or result.get("stopped") or []
-        print(f"{command}: {', '.join(n.removesuffix('.service') for n in names) or 'nothing'}")
-        return 0
-    if command == "restart" and args.rolling:
-        result = client.post(f"/units/{args.unit}/restart", params={"rolling": 1})
+def _start_stop(client: ControlClient, args: argparse.Namespace) -> int:
+    result = _send(client, args.command, args.unit)
+    names = result.get("started") or result.get("stopped") or []
+    print(f"{args.command}: {', '.join(n.removesuffix('.service') for n in names) or 'nothing'}")
+    return 0
+
+
+def _restart(client: ControlClient, args: argparse.Namespace) -> int:
+    if args.rolling:
+        result = _send(client, "restart", args.unit, {"rolling": 1})
         for unit in result["instances"]:
             print(f"restart: {unit['name'].removesuffix('.service')} is {unit['state']} "
                   f"({unit['health']})")
         return 0
-    if command == "restart":
-        unit = client.post(f"/units/{args.unit}/restart")
-        print(f"restart: {unit['name']} is {unit['state']}")
-        return 0
-    if command == "repair":
-        try:
-            result = client.post(f"/units/{args.unit}/repair",
-                                 params={"verify_only": "1" if args.verify_only else "0"})
-        except ControlError as exc:
-            # A repair that ran but did not succeed (or found problems) is HTTP 500 whose body
-            # is the RepairResult itself: show it like a success, not as raw JSON.
-            result = _repair_result(str(exc))
-            if result is None:
-                print(f"repair failed: {exc}", file=sys.stderr)
-                return 1
-        print(result.get("message", ""))
-        for problem in result.get("details", {}).get("problems", []):
-            print(f"  {problem}")
-        return 0 if result.get("ok") else 1
-    if command == "logs":
-        return _logs(client, args)
-    if command == "monitor":
-        from llm_supervisor.cli import monitor
+    unit = _send(client, "restart", args.unit)
+    print(f"restart: {unit['name']} is {unit['state']}")
+    return 0
 
-        return monitor.run(client, settings_from(args), args)
-    if command == "reload":
-        summary = client.post("/reload")
-        for key in ("changed", "added", "removed"):
-            if summary[key]:
-                print(f"{key}: {', '.join(summary[key])}")
-        for error in summary["errors"]:
-            print(f"unit file error: {error}", file=sys.stderr)
-        print("reloaded" + (" (nothing changed)" if not any(
-            summary[k] for k in ("changed", "added", "removed")) else ""))
-        return 1 if summary["errors"] else 0
-    if command == "reset":
-        print(json.dumps(client.post("/reset"), indent=2))
-        return 0
-    if command == "shutdown":
-        return _shutdown(args)
-    if command == "plugins":
-        return _plugins(client)
-    if command == "reopen-logs":
-        client.post("/reopen-logs")
-        print("log files reopened")
-        return 0
-    if command == "errors":
-        for error in client.get("/errors"):
-            print(_format_error(error))
-        return 0
-    if command == "events":
-        try:
-            for line in client.stream_lines("/events"):
-                if line.startswith("data: "):
-                    print(line[6:], flush=True)
-        except KeyboardInterrupt:
-            pass
-        return 0
-    raise AssertionError(command)
+
+def _repair(client: ControlClient, args: argparse.Namespace) -> int:
+    try:
+        result = _send(client, "repair", args.unit,
+                       {"verify_only": "1" if args.verify_only else "0"})
+    except ControlError as exc:
+        # A repair that ran but did not succeed (or found problems) is HTTP 500 whose body
+        # is the RepairResult itself: show it like a success, not as raw JSON.
+        result = _repair_result(str(exc))
+        if result is None:
+            print(f"repair failed: {exc}", file=sys.stderr)
+            return 1
+    print(result.get("message", ""))
+    for problem in result.get("details", {}).get("problems", []):
+        print(f"  {problem}")
+    return 0 if result.get("ok") else 1
+
+
+def _reload(client: ControlClient, args: argparse.Namespace) -> int:
+    summary = _send(client, "reload")
+    for key in ("changed", "added", "removed"):
+        if summary[key]:
+            print(f"{key}: {', '.join(summary[key])}")
+    for error in summary["errors"]:
+        print(f"unit file error: {error}", file=sys.stderr)
+    print("reloaded" + (" (nothing changed)" if not any(
+        summary[k] for k in ("changed", "added", "removed")) else ""))
+    return 1 if summary["errors"] else 0
+
+
+def _reset(client: ControlClient, args: argparse.Namespace) -> int:
+    print(json.dumps(_send(client, "reset"), indent=2))
+    return 0
+
+
+def _reopen_logs(client: ControlClient, args: argparse.Namespace) -> int:
+    _send(client, "reopen-logs")
+    print("log files reopened")
+    return 0
+
+
+def _errors(client: ControlClient, args: argparse.Namespace) -> int:
+    for error in _send(client, "errors"):
+        print(_format_error(error))
+    return 0
+
+
+def _events(client: ControlClient, args: argparse.Namespace) -> int:
+    try:
+        for line in client.stream_lines(BY_VERB["events"].path()):
+            if line.startswith("data: "):
+                print(line[6:], flush=True)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _monitor(client: ControlClient, args: argparse.Namespace) -> int:
+    from llm_supervisor.cli import monitor
+
+    return monitor.run(client, settings_from(args), args)
+
+
+def _images(args: argparse.Namespace) -> int:
+    from llm_supervisor.cli.images import build as build_images
+
+    return build_images(args.units, args.quiet)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from llm_supervisor.cli.doctor import report, run_checks
+
+    return report(run_checks(settings_from(args)))
+
+
+# Verbs answered here, without the daemon (or around it: shutdown waits for it to go).
+LOCAL: dict[str, Callable[[argparse.Namespace], int]] = {
+    "verify": _verify, "export": export_cli.run, "images": _images, "novnc": _novnc,
+    "doctor": _doctor, "shutdown": _shutdown,
+}
+# Verbs that talk to the daemon; each sends the table's request for its verb.
+REMOTE: dict[str, Callable[[ControlClient, argparse.Namespace], int]] = {
+    "status": _status, "start": _start_stop, "stop": _start_stop, "restart": _restart,
+    "repair": _repair, "logs": _logs, "monitor": _monitor, "reload": _reload, "reset": _reset,
+    "plugins": lambda client, args: _plugins(client), "reopen-logs": _reopen_logs,
+    "errors": _errors, "events": _events,
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command in LOCAL:
+        return LOCAL[args.command](args)
+    return REMOTE[args.command](ControlClient(socket_from(args), timeout=600), args)
 
 
 def main(argv: list[str] | None = None) -> int:

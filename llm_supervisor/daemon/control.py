@@ -1,12 +1,7 @@
 """The control API: HTTP/JSON on a Unix socket created with mode 0600.
 
-``curl --unix-socket SOCK http://localhost/units`` works. Routes (README, "Control socket")::
-
-    GET  /units                      GET  /units/{name}
-    POST /units/{name}/{start|stop|restart|repair}    (repair?verify_only=1, restart?rolling=1)
-    GET  /units/{name}/logs?tail=N&follow=1
-    POST /reload   POST /reset   POST /shutdown?purge=1   POST /reopen-logs
-    GET  /events (SSE)   GET /errors   GET /plugins   GET /ping
+``curl --unix-socket SOCK http://localhost/units`` works. The routes are the table of
+:mod:`.commands` (README, "Control socket"), each answered by a :class:`ControlHandlers` method.
 
 Plugins add theirs through the ``control_routes`` hook: ``GET /metrics`` (built-in metrics),
 ``GET /gateway`` (gateway), ``GET /novnc`` (desktop).
@@ -28,6 +23,7 @@ from sanic.server.async_server import AsyncioServer
 
 from llm_supervisor.core.errors import SupervisorError
 from llm_supervisor.core.logging_setup import reopen_daemon_log
+from llm_supervisor.daemon.commands import COMMANDS
 from llm_supervisor.supervisor.manager import Manager, UnitNotFound
 from llm_supervisor.supervisor.repair_flow import RepairAlreadyRunning
 from llm_supervisor.supervisor.rolling import RollingRestartFailed
@@ -42,6 +38,122 @@ class SocketPathError(SupervisorError):
 
 def _error(status: int, message: str, kind: str = "error") -> response.HTTPResponse:
     return response.json({"error": {"type": kind, "message": message}}, status=status)
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.args.get(name, "0") in ("1", "true", "yes")
+
+
+class ControlHandlers:
+    """The daemon's side of every command in :data:`~.commands.COMMANDS`, one method each."""
+
+    def __init__(self, manager: Manager, request_shutdown: Callable[[str], None]):
+        self.manager = manager
+        self.request_shutdown = request_shutdown
+
+    async def ping(self, request: Request) -> response.HTTPResponse:
+        manager = self.manager
+        return response.json({"ok": True, "pid": os.getpid(), "target": manager.target,
+                              "target_error": manager.target_error or None})
+
+    async def units(self, request: Request) -> response.HTTPResponse:
+        return response.json(self.manager.status())
+
+    async def unit(self, request: Request, name: str) -> response.HTTPResponse:
+        runner = self.manager.runner(name)
+        return response.json({**self.manager.status_of(runner), "log_tail": runner.log.last(20)})
+
+    async def start(self, request: Request, name: str) -> response.HTTPResponse:
+        return response.json({"started": self.manager.start_unit(name)})
+
+    async def stop(self, request: Request, name: str) -> response.HTTPResponse:
+        return response.json({"stopped": await self.manager.stop_unit(name)})
+
+    async def restart(self, request: Request, name: str) -> response.HTTPResponse:
+        manager = self.manager
+        if _flag(request, "rolling"):
+            try:
+                restarted = await manager.restart_rolling(name)
+            except RollingRestartFailed as exc:
+                return _error(500, str(exc), "rolling_restart_failed")
+            return response.json({
+                **manager.status_of(manager.runner(name)), "rolling": True,
+                "instances": [manager.status_of(manager.runners[n]) for n in restarted]})
+        await manager.restart_unit(name)
+        return response.json(manager.status_of(manager.runner(name)))
+
+    async def repair(self, request: Request, name: str) -> response.HTTPResponse:
+        manager = self.manager
+        runner = manager.runner(name)
+        verify_only = _flag(request, "verify_only")
+        if not verify_only and len(instances(manager.loaded.units, runner.name)) > 1:
+            try:  # replicas: drained out of the gateway first, the others restarted after
+                result = await manager.repair_rolling(name)
+            except RollingRestartFailed as exc:
+                return _error(500, str(exc), "rolling_restart_failed")
+        else:
+            result = await runner.repair_by_hand(verify_only=verify_only)
+        if result is None:
+            return _error(501, f"no plugin can repair {runner.unit.short_name}", "no_repairer")
+        return response.json(result, status=200 if result.get("ok") else 500)
+
+    async def logs(self, request: Request, name: str) -> response.BaseHTTPResponse | None:
+        runner = self.manager.runner(name)
+        try:
+            tail = int(request.args.get("tail", "100"))
+        except ValueError:
+            return _error(400, "tail must be an integer", "bad_request")
+        lines = runner.log.read_file_tail(tail)
+        if not _flag(request, "follow"):
+            return response.text("".join(line + "\n" for line in lines))
+        stream = await request.respond(content_type="text/plain; charset=utf-8")
+        follower = runner.log.follow()
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            if lines:
+                await stream.send("".join(line + "\n" for line in lines))
+            async for line in follower:
+                await stream.send(line + "\n")
+        await follower.aclose()
+        return None
+
+    async def events(self, request: Request) -> None:
+        stream = await request.respond(content_type="text/event-stream")
+        queue = self.manager.subscribe()
+        try:
+            await stream.send(": connected\n\n")
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), 15)
+                except TimeoutError:
+                    await stream.send(": keep-alive\n\n")
+                    continue
+                await stream.send(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n")
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self.manager.unsubscribe(queue)
+
+    async def reload(self, request: Request) -> response.HTTPResponse:
+        return response.json(await self.manager.reload())
+
+    async def reset(self, request: Request) -> response.HTTPResponse:
+        return response.json(await self.manager.reset())
+
+    async def shutdown(self, request: Request) -> response.HTTPResponse:
+        self.manager.purge_on_exit = _flag(request, "purge")
+        self.request_shutdown("shutdown requested over the control socket")
+        return response.json({"ok": True})
+
+    async def reopen_logs(self, request: Request) -> response.HTTPResponse:
+        reopen_all_logs(self.manager)
+        return response.json({"ok": True})
+
+    async def errors(self, request: Request) -> response.HTTPResponse:
+        return response.json(self.manager.errors())
+
+    async def plugins(self, request: Request) -> response.HTTPResponse:
+        describe = getattr(self.manager.plugins, "describe", None)
+        return response.json(describe() if describe is not None else [])
 
 
 def build_app(manager: Manager, request_shutdown: Callable[[str], None]) -> Sanic:
@@ -63,121 +175,10 @@ def build_app(manager: Manager, request_shutdown: Callable[[str], None]) -> Sani
     async def cycle(request: Request, exc: DependencyCycleError) -> response.HTTPResponse:
         return _error(409, str(exc), "dependency_cycle")
 
-    @app.get("/ping")
-    async def ping(request: Request) -> response.HTTPResponse:
-        return response.json({"ok": True, "pid": os.getpid(), "target": manager.target,
-                              "target_error": manager.target_error or None})
-
-    @app.get("/units")
-    async def units(request: Request) -> response.HTTPResponse:
-        return response.json(manager.status())
-
-    @app.get("/units/<name>")
-    async def unit(request: Request, name: str) -> response.HTTPResponse:
-        runner = manager.runner(name)
-        return response.json({**manager.status_of(runner), "log_tail": runner.log.last(20)})
-
-    @app.post("/units/<name>/start")
-    async def start(request: Request, name: str) -> response.HTTPResponse:
-        return response.json({"started": manager.start_unit(name)})
-
-    @app.post("/units/<name>/stop")
-    async def stop(request: Request, name: str) -> response.HTTPResponse:
-        return response.json({"stopped": await manager.stop_unit(name)})
-
-    @app.post("/units/<name>/restart")
-    async def restart(request: Request, name: str) -> response.HTTPResponse:
-        if request.args.get("rolling", "0") in ("1", "true", "yes"):
-            try:
-                restarted = await manager.restart_rolling(name)
-            except RollingRestartFailed as exc:
-                return _error(500, str(exc), "rolling_restart_failed")
-            return response.json({
-                **manager.status_of(manager.runner(name)), "rolling": True,
-                "instances": [manager.status_of(manager.runners[n]) for n in restarted]})
-        await manager.restart_unit(name)
-        return response.json(manager.status_of(manager.runner(name)))
-
-    @app.post("/units/<name>/repair")
-    async def repair(request: Request, name: str) -> response.HTTPResponse:
-        runner = manager.runner(name)
-        verify_only = request.args.get("verify_only", "0") in ("1", "true", "yes")
-        if not verify_only and len(instances(manager.loaded.units, runner.name)) > 1:
-            try:  # replicas: drained out of the gateway first, the others restarted after
-                result = await manager.repair_rolling(name)
-            except RollingRestartFailed as exc:
-                return _error(500, str(exc), "rolling_restart_failed")
-        else:
-            result = await runner.repair_by_hand(verify_only=verify_only)
-        if result is None:
-            return _error(501, f"no plugin can repair {runner.unit.short_name}", "no_repairer")
-        return response.json(result, status=200 if result.get("ok") else 500)
-
-    @app.get("/units/<name>/logs")
-    async def logs(request: Request, name: str) -> response.BaseHTTPResponse | None:
-        runner = manager.runner(name)
-        try:
-            tail = int(request.args.get("tail", "100"))
-        except ValueError:
-            return _error(400, "tail must be an integer", "bad_request")
-        lines = runner.log.read_file_tail(tail)
-        if request.args.get("follow", "0") not in ("1", "true", "yes"):
-            return response.text("".join(line + "\n" for line in lines))
-        stream = await request.respond(content_type="text/plain; charset=utf-8")
-        follower = runner.log.follow()
-        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-            if lines:
-                await stream.send("".join(line + "\n" for line in lines))
-            async for line in follower:
-                await stream.send(line + "\n")
-        await follower.aclose()
-        return None
-
-    @app.get("/events")
-    async def events(request: Request) -> None:
-        stream = await request.respond(content_type="text/event-stream")
-        queue = manager.subscribe()
-        try:
-            await stream.send(": connected\n\n")
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), 15)
-                except TimeoutError:
-                    await stream.send(": keep-alive\n\n")
-                    continue
-                await stream.send(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n")
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            manager.unsubscribe(queue)
-
-    @app.post("/reload")
-    async def reload(request: Request) -> response.HTTPResponse:
-        return response.json(await manager.reload())
-
-    @app.post("/reset")
-    async def reset(request: Request) -> response.HTTPResponse:
-        return response.json(await manager.reset())
-
-    @app.post("/shutdown")
-    async def shutdown(request: Request) -> response.HTTPResponse:
-        manager.purge_on_exit = request.args.get("purge", "0") in ("1", "true", "yes")
-        request_shutdown("shutdown requested over the control socket")
-        return response.json({"ok": True})
-
-    @app.post("/reopen-logs")
-    async def reopen_logs(request: Request) -> response.HTTPResponse:
-        reopen_all_logs(manager)
-        return response.json({"ok": True})
-
-    @app.get("/errors")
-    async def errors(request: Request) -> response.HTTPResponse:
-        return response.json(manager.errors())
-
-    @app.get("/plugins")
-    async def plugins(request: Request) -> response.HTTPResponse:
-        return response.json(manager.plugins.describe())
-
+    handlers = ControlHandlers(manager, request_shutdown)
+    for command in COMMANDS:
+        app.add_route(getattr(handlers, command.handler), command.route,
+                      methods=[command.method], name=command.handler)
     manager.events.control_routes(app, manager)
     return app
 

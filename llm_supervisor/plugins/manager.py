@@ -124,7 +124,8 @@ class Plugins(pluggy.PluginManager):
                 if impl.plugin is plugin:
                     isolate = _isolated_wrapper if impl.wrapper or impl.hookwrapper else \
                         _isolated_call
-                    impl.function = isolate(impl.function, impl.plugin_name, caller.name)
+                    impl.function = isolate(  # type: ignore[misc]  # pluggy marks it Final; wrapped on purpose
+                        impl.function, impl.plugin_name, caller.name)
         return registered
 
     def describe(self) -> list[dict[str, Any]]:

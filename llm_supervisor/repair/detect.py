@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_supervisor.core.exit_codes import WEIGHTS_LOAD_FAILED
-from llm_supervisor.plugins.types import Diagnosis
+from llm_supervisor.supervisor.outcomes import Diagnosis
 
 PLUGIN_NAME = "model_repair"
 KINDS = frozenset({"weights_load_failed", "weights_signature", "model_files_damaged"})

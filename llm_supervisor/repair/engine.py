@@ -17,7 +17,6 @@ import structlog
 from llm_supervisor.model_server.sources.hub import select_hub_files
 from llm_supervisor.model_server.weights import manifest as manifest_mod
 from llm_supervisor.model_server.weights.manifest import Problem
-from llm_supervisor.plugins.types import Diagnosis, RepairResult
 from llm_supervisor.repair import fetch, perms
 from llm_supervisor.repair.budget import Budget
 from llm_supervisor.repair.context import (
@@ -36,6 +35,7 @@ from llm_supervisor.repair.verify import (
     from_manifest,
     verify,
 )
+from llm_supervisor.supervisor.outcomes import Diagnosis, RepairResult
 
 log = structlog.get_logger("llm_supervisor.repair")
 

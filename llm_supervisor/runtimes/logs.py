@@ -13,7 +13,7 @@ import asyncio
 import codecs
 import os
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import structlog
@@ -147,7 +147,7 @@ class UnitLog:
                 break
         return lines[-count:]
 
-    async def follow(self) -> AsyncIterator[str]:
+    async def follow(self) -> AsyncGenerator[str, None]:
         follower = _Follower()
         self._followers.add(follower)
         try:

@@ -27,7 +27,8 @@ MAX_QUEUED = 1000  # a listener that stops reading loses events beyond this, nev
 class HookSource(Protocol):
     """What the supervisor needs of the plugin manager: its hook relay."""
 
-    hook: pluggy.HookRelay
+    @property
+    def hook(self) -> pluggy.HookRelay: ...
 
 
 class Events:

@@ -13,6 +13,7 @@ from llm_supervisor.units.ini import Entry, RawUnitFile, UnitFileError
 from llm_supervisor.units.model import (
     UNIT_SUFFIXES,
     Condition,
+    ConditionKind,
     ContainerSpec,
     HealthSpec,
     RouteSpec,
@@ -119,10 +120,11 @@ def build_unit(
                 is not None else None, instance=instance)
     for key, value in fields(unit_values).items():
         setattr(unit, key, value)
+    kinds: tuple[tuple[ConditionKind, str], ...] = (
+        ("runtime", "_cond_runtime"), ("path_exists", "_cond_path"), ("executable", "_cond_exec"))
     unit.conditions = [
         Condition(kind, value.lstrip("!"), value.startswith("!"))
-        for kind, attr in (("runtime", "_cond_runtime"), ("path_exists", "_cond_path"),
-                           ("executable", "_cond_exec"))
+        for kind, attr in kinds
         for value in unit_values.get(attr, [])
     ]
     for key, value in fields(service).items():

@@ -22,9 +22,12 @@ RUNTIMES = ("process", "docker")
 UNIT_SUFFIXES = (".service", ".target")
 
 
+ConditionKind = Literal["path_exists", "executable", "runtime"]
+
+
 @dataclass(frozen=True)
 class Condition:
-    kind: Literal["path_exists", "executable", "runtime"]
+    kind: ConditionKind
     value: str
     negate: bool = False
 

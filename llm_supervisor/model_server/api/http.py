@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from sanic import Request
-from sanic.exceptions import SanicException
 
 from llm_supervisor.model_server.api.schemas import describe
+from llm_supervisor.model_server.errors import APIError  # noqa: F401  (re-exported for the routes)
 
 STATUS_TYPES = {
     400: "bad_request",
@@ -24,16 +24,6 @@ STATUS_TYPES = {
     503: "unavailable",
 }
 """Error ``type`` for Sanic's own errors, by status."""
-
-
-class APIError(SanicException):
-    """An error answered as ``{"error": {"type", "message"}}``."""
-
-    def __init__(
-        self, status: int, error_type: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message, status_code=status, headers=headers)
-        self.error_type = error_type
 
 
 def error_body(error_type: str, message: str) -> dict[str, Any]:

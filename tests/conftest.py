@@ -9,7 +9,7 @@ import pytest
 
 from tests.daemon_harness import Daemon
 
-pytest_plugins = ["tests.model_fixtures"]
+pytest_plugins = ["tests.model_fixtures", "tests.docker_engine"]
 
 
 @pytest.fixture

@@ -6,20 +6,18 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
+from typing import Any
 
 import pytest
 
-from tests.cli.cli_programs import busybox_image, docker_client
 from tests.daemon_harness import Daemon, wait_for
 
 pytestmark = pytest.mark.slow
 
 
-def test_container_unit_resources_and_network(cli_daemon: Daemon):
-    client = docker_client()
-    if client is None:
-        pytest.skip("no docker engine answers here (the docker runtime tests start one)")
-    image = busybox_image(client)
+def test_container_unit_resources_and_network(cli_daemon: Daemon, docker_client: Any,
+                                              busybox_image: str):
+    client, image = docker_client, busybox_image
     network = f"llm-cli-test-{uuid.uuid4().hex[:8]}"
     cli_daemon.write_unit("burner.service", (
         "[Service]\nRuntime=docker\nTimeoutStopSec=3\n"

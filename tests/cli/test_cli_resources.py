@@ -8,12 +8,13 @@ import re
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 from llm_supervisor.supervisor.resources import ContainerSampler, ProcessTreeSampler, container_usage
-from tests.cli.cli_programs import busybox_image, docker_client, hungry_tree_unit, sleeper_unit
+from tests.cli.cli_programs import hungry_tree_unit, sleeper_unit
 from tests.daemon_harness import Daemon, wait_for
 
 MB = 1024 * 1024
@@ -87,11 +88,9 @@ def test_cpu_percent_is_the_rate_between_two_looks():
 
 
 @pytest.mark.slow
-def test_container_stats_through_the_engine(tmp_path: Path):
-    client = docker_client()
-    if client is None:
-        pytest.skip("no docker engine answers here (the docker runtime tests start one)")
-    tag = busybox_image(client)
+def test_container_stats_through_the_engine(tmp_path: Path, docker_client: Any,
+                                           busybox_image: str):
+    client, tag = docker_client, busybox_image
     container = client.containers.run(
         tag, ["sh", "-c", "head -c 60000000 /dev/zero | cat > /dev/shm/x 2>/dev/null; "
               "yes > /dev/null"],

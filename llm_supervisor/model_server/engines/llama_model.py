@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_supervisor.model_server.progress import LoadProgress
+from llm_supervisor.model_server.weights import manifest as manifest_mod
 from llm_supervisor.model_server.weights.loaded import (
     LoadedModel,
     WeightsLoadError,
@@ -233,7 +234,6 @@ def find_gguf(path: Path) -> Path | None:
 
 
 def _manifest_files(model_dir: Path) -> list[str]:
-    from llm_supervisor.model_server.weights import manifest as manifest_mod
 
     try:
         data = manifest_mod.read_manifest(model_dir)

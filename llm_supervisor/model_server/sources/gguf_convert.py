@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from llm_supervisor.model_server.progress import CountingBar
 from llm_supervisor.model_server.sources.offline import (
     OFFLINE_PACKAGE,
     OFFLINE_REPO_ID,
@@ -100,7 +101,6 @@ def _gguf_tensor_progress(callback: Callable[[float], None]) -> Iterator[None]:
     if original is None:
         yield
         return
-    from llm_supervisor.model_server.progress import CountingBar
 
     def factory(*args: Any, **kwargs: Any) -> CountingBar:
         kwargs.pop("disable", None)

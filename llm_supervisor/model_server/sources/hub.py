@@ -10,6 +10,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
+from llm_supervisor.model_server.progress import CountingBar
 from llm_supervisor.model_server.sources.staging import install_dir, staging_dir
 from llm_supervisor.model_server.sources.types import FORMAT_GGUF, HubUnavailable, ProgressFn
 from llm_supervisor.model_server.weights import manifest as manifest_mod
@@ -95,7 +96,6 @@ def fetch_from_hub(
             file=getattr(bar, "desc", ""),
         )
 
-    from llm_supervisor.model_server.progress import CountingBar
 
     class _Bar(CountingBar):
         def __init__(self, *args: Any, **kwargs: Any) -> None:

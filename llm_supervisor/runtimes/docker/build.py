@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from llm_supervisor.runtimes.base import RuntimeError_
+from llm_supervisor.runtimes.docker.wheelhouse import ensure_wheelhouse
 from llm_supervisor.units.model import Unit
 
 HOST_WHEELS_DIR = ".host-wheels"
@@ -136,7 +137,6 @@ def with_host_wheels(plan: BuildPlan, output: Callable[[str], None]) -> BuildPla
     """The plan with ``.host-wheels/`` in its context when its Dockerfile asks for it."""
     if not plan.wants_host_wheels or HOST_WHEELS_DIR in plan.extra_dirs:
         return plan
-    from llm_supervisor.runtimes.docker.wheelhouse import ensure_wheelhouse
 
     wheels = ensure_wheelhouse(plan.context, output)
     return BuildPlan(plan.context, plan.dockerfile, plan.ignore_file, plan.buildargs, plan.tag,

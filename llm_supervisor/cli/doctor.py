@@ -160,7 +160,8 @@ def check_ports(settings: Any, ours: set[int]) -> list[Check]:
         wanted["GATEWAY_ADMIN_PORT"] = settings.gateway_admin_port
     checks = []
     for name, port in wanted.items():
-        host = "127.0.0.1" if name in ("MODEL_SERVICE_PORT", "VNC_PORT") else settings.bind_address
+        host = "127.0.0.1" if name in ("MODEL_SERVICE_PORT", "VNC_PORT") else \
+            settings.dashboard_bind_address if name == "DASHBOARD_PORT" else settings.bind_address
         try:
             free = port_free(host, port)
         except PermissionError:

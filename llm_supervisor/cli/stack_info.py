@@ -59,10 +59,13 @@ def stack_info(client: ControlClient, settings: Any) -> StackInfo:
         except OSError:
             novnc = {}
     dashboard_port = getattr(settings, "dashboard_port", 0)
+    dashboard_host = display_host(getattr(settings, "dashboard_bind_address", "127.0.0.1"))
+    dashboard_url = _get(client, "/dashboard").get("url") or (
+        f"http://{dashboard_host}:{dashboard_port}/" if dashboard_port else None)
     return StackInfo(
         gateway_url=gateway_url,
         model_url=f"http://127.0.0.1:{settings.model_service_port}/",
-        dashboard_url=f"http://{host}:{dashboard_port}/" if dashboard_port else None,
+        dashboard_url=dashboard_url,
         gateway=gateway,
         novnc=novnc,
         gateway_port=urlsplit(gateway_url).port or 80,

@@ -130,9 +130,15 @@ class Settings(BaseSettings):
     # stays free for the operator dashboard.
     gateway_admin_port: int = Field(default=8081, validation_alias=_alias("GATEWAY_ADMIN_PORT"))
     novnc_port: int = Field(default=6080, validation_alias=_alias("NOVNC_PORT"))
-    # The operator dashboard (llm_supervisor/dashboard), served by the daemon on BIND_ADDRESS;
-    # 0 turns it off.
+    # The operator dashboard (llm_supervisor/dashboard), served by the daemon; 0 turns it off.
     dashboard_port: int = Field(default=8080, ge=0, validation_alias=_alias("DASHBOARD_PORT"))
+    # Its own address (BIND_ADDRESS does not open it): beyond loopback, peers other than the
+    # daemon's user need HTTP basic auth (password in STATE_DIR/dashboard.password, 0600).
+    dashboard_bind_address: str = Field(default="127.0.0.1",
+                                        validation_alias=_alias("DASHBOARD_BIND_ADDRESS"))
+    # Live streams (open dashboard pages) served at once; one more gets HTTP 503.
+    dashboard_max_streams: int = Field(default=16, ge=1,
+                                       validation_alias=_alias("DASHBOARD_MAX_STREAMS"))
     # The test desktop's browser: auto is chromium when installed, else firefox(-esr).
     browser: Literal["auto", "chromium", "firefox"] = Field(
         default="auto", validation_alias=_alias("BROWSER"))

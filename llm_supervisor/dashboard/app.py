@@ -4,21 +4,25 @@
     GET  /api/units         every unit, the same objects as ``status --json``
     GET  /api/overview      model, gateway routes, links, last log lines
     GET  /api/events        server-sent events: ``snapshot`` (units + overview) on connect, on
-                            every state/health change and every 2 s; ``log`` per output line
+                            every state/health change and every 2 s, one shared by all streams
+                            (:mod:`.live`); ``log`` per output line; 503 past the stream cap
     POST /api/units/NAME/start|stop|restart   (X-Dashboard-Token required)
+
+Every request must come from the daemon's user (or root) on this machine, or, when the dashboard
+is opened beyond loopback, carry the basic-auth password (:mod:`.security`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from importlib import resources
 from typing import Any
 
 from sanic import Request, Sanic, response
 
 from llm_supervisor.dashboard import snapshot
-from llm_supervisor.dashboard.security import TOKEN_HEADER, Guard
+from llm_supervisor.dashboard.live import LiveHub, TooManyStreams, sse
+from llm_supervisor.dashboard.security import BASIC_USER, TOKEN_HEADER, Guard
 from llm_supervisor.plugins.view import SupervisorView
 
 REFRESH_S = 2.0
@@ -34,23 +38,44 @@ def page_html(token: str) -> str:
     return text.replace("__DASHBOARD_TOKEN__", token)
 
 
-def build_app(supervisor: SupervisorView, guard: Guard, feed: Any, model: Any, name: str) -> Sanic:
+def _peer_is_ours(request: Request, guard: Guard) -> bool:
+    """Looked up once per connection (the 4-tuple cannot change while it is open)."""
+    info = request.conn_info
+    if info is None or not isinstance(info.sockname, tuple) or info.peername is None:
+        return False
+    known = getattr(info.ctx, "peer_is_ours", None)
+    if known is None:
+        known = info.ctx.peer_is_ours = guard.peer_is_ours(
+            (info.peername[0], info.peername[1]), (info.sockname[0], info.sockname[1]))
+    return bool(known)
+
+
+def build_app(supervisor: SupervisorView, guard: Guard, feed: Any, model: Any, name: str,
+              max_streams: int = 16) -> Sanic:
     app = Sanic(name, configure_logging=False)
     app.config.MOTD = False
     app.config.ACCESS_LOG = False
     app.config.RESPONSE_TIMEOUT = 3600
+    # TouchUp rewrites Sanic's shared protocol class in place; a second app in the daemon (the
+    # control API is the first) then fails at startup (KeyError 'send').
+    app.config.TOUCHUP = False
     page = page_html(guard.token)
-
-    def current(logs: int = LOG_LINES) -> dict[str, Any]:
-        return snapshot.full(supervisor, model.latest, [line.as_dict() for line in feed.tail(logs)])
+    live = LiveHub(supervisor, feed, lambda: snapshot.full(supervisor, model.latest, []),
+                   interval=REFRESH_S, max_streams=max_streams)
+    app.ctx.live = live
 
     @app.on_request
     async def only_our_host(request: Request) -> response.HTTPResponse | None:
-        info = request.conn_info
-        if info is not None and not guard.peer_allowed(info.client_ip, info.client_port,
-                                                       info.server_port):
-            return _error(403, "this dashboard serves only the user running llm-supervisord "
-                               "(and root); use `llm-supervisorctl status` as that user")
+        if not _peer_is_ours(request, guard) and \
+                not guard.credentials_valid(request.headers.get("authorization")):
+            if guard.password is None:
+                return _error(403, "this dashboard serves only the user running "
+                                   "llm-supervisord (and root); use `llm-supervisorctl status` "
+                                   "as that user")
+            refused = _error(401, f"log in as {BASIC_USER} with the password in the daemon's "
+                                  "STATE_DIR/dashboard.password")
+            refused.headers["WWW-Authenticate"] = 'Basic realm="llm-supervisord", charset="UTF-8"'
+            return refused
         if not guard.host_allowed(request.headers.get("host")):
             return _error(421, "this dashboard answers only to its own address "
                                "(DNS-rebinding protection)")
@@ -95,35 +120,28 @@ def build_app(supervisor: SupervisorView, guard: Guard, feed: Any, model: Any, n
         return response.json({"ok": True, "action": action, "units": done})
 
     @app.get("/api/events")
-    async def events(request: Request) -> None:
-        stream = await request.respond(content_type="text/event-stream",
-                                       headers={"Cache-Control": "no-store"})
-        changes = supervisor.subscribe()
-        logs = feed.subscribe()
-        next_log = asyncio.ensure_future(logs.get())
-        next_change = asyncio.ensure_future(changes.get())
+    async def events(request: Request) -> response.HTTPResponse | None:
         try:
-            await stream.send(f"event: snapshot\ndata: {json.dumps(current())}\n\n")
+            queue = live.subscribe()
+        except TooManyStreams as exc:
+            refused = _error(503, str(exc))
+            refused.headers["Retry-After"] = "10"
+            return refused
+        try:
+            stream = await request.respond(content_type="text/event-stream",
+                                           headers={"Cache-Control": "no-store"})
+            logs = [line.as_dict() for line in feed.tail(LOG_LINES)]
+            await stream.send(sse("snapshot", {**live.snapshot(), "logs": logs}))
             while True:
-                done, _ = await asyncio.wait({next_log, next_change}, timeout=REFRESH_S,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if next_log in done:
-                    line = next_log.result()
-                    await stream.send(f"event: log\ndata: {json.dumps(line.as_dict())}\n\n")
-                    next_log = asyncio.ensure_future(logs.get())
-                if next_change in done or not done:
-                    if next_change in done:
-                        event = next_change.result()
-                        await stream.send(f"event: {event.get('type', 'change')}\n"
-                                          f"data: {json.dumps(event)}\n\n")
-                        next_change = asyncio.ensure_future(changes.get())
-                    await stream.send(f"event: snapshot\ndata: {json.dumps(current(0))}\n\n")
+                await stream.send(await queue.get())
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            next_log.cancel()
-            next_change.cancel()
-            supervisor.unsubscribe(changes)
-            feed.unsubscribe(logs)
+            live.unsubscribe(queue)
+        return None
+
+    @app.before_server_stop
+    async def stop_live(app: Sanic) -> None:
+        await live.close()
 
     return app

@@ -1,8 +1,10 @@
 """Built-in plugin: the operator dashboard and the merged log feed.
 
 - ``supervisor_started``: follow every unit's output (:mod:`.log_feed`), poll the model service
-  (:mod:`.model_watch`), serve the dashboard on ``BIND_ADDRESS:DASHBOARD_PORT`` (0: off). A port
-  already taken is a warning, never a reason for the daemon to stop.
+  (:mod:`.model_watch`), serve the dashboard on ``DASHBOARD_BIND_ADDRESS:DASHBOARD_PORT`` (0: off;
+  the address is 127.0.0.1 unless the operator opens it, whatever ``BIND_ADDRESS`` says; opened
+  beyond loopback it asks other peers for a basic-auth password kept in a 0600 file, and says so
+  at start). A port already taken is a warning, never a reason for the daemon to stop.
 - ``control_routes``: ``GET /logs?tail=N[&follow=1][&format=json]`` on the control socket
   (``llm-supervisorctl logs --all [-f]``) and ``GET /dashboard`` (its URL).
 """
@@ -20,7 +22,13 @@ import structlog
 from llm_supervisor.dashboard.app import build_app
 from llm_supervisor.dashboard.log_feed import LogFeed
 from llm_supervisor.dashboard.model_watch import ModelWatch
-from llm_supervisor.dashboard.security import Guard, new_token
+from llm_supervisor.dashboard.security import (
+    BASIC_USER,
+    Guard,
+    ensure_password,
+    is_loopback_bind,
+    new_token,
+)
 from llm_supervisor.plugins.hookspecs import hookimpl
 from llm_supervisor.plugins.view import SupervisorView
 
@@ -36,8 +44,10 @@ class DashboardPlugin:
         self.feed: LogFeed | None = None
         self.model: ModelWatch | None = None
         self.server: Any = None
+        self.app: Any = None
         self.url: str | None = None
         self.error: str | None = None
+        self.auth: dict[str, str] | None = None
         self._starting: asyncio.Task[None] | None = None
 
     @hookimpl
@@ -52,10 +62,17 @@ class DashboardPlugin:
 
     async def _serve(self, supervisor: SupervisorView) -> None:
         settings = supervisor.settings
-        host, port = settings.bind_address, settings.dashboard_port
-        guard = Guard(host, port, new_token())
+        host, port = settings.dashboard_bind_address, settings.dashboard_port
+        password = None
+        if not is_loopback_bind(host):
+            password_file = ensure_password(settings.state_dir)
+            password = password_file.read_text().strip()
+            self.auth = {"user": BASIC_USER, "password_file": str(password_file)}
+        guard = Guard(host, port, new_token(), password)
         app = build_app(supervisor, guard, self.feed, self.model,
-                        name=f"llm_supervisord_dashboard_{os.getpid()}")
+                        name=f"llm_supervisord_dashboard_{os.getpid()}",
+                        max_streams=settings.dashboard_max_streams)
+        self.app = app
         try:
             server = await app.create_server(host=host, port=port, return_asyncio_server=True)
             assert server is not None
@@ -68,10 +85,19 @@ class DashboardPlugin:
                          "DASHBOARD_PORT to a free port (0 turns the dashboard off)"
             log.warning("dashboard_unavailable", error=self.error)
             return
+        except Exception as exc:  # never lost in a task nobody awaits: said, and shown by status
+            self.error = f"the dashboard failed to start ({type(exc).__name__}: {exc})"
+            log.error("dashboard_unavailable", error=self.error)
+            return
         self.server = server
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         self.url = f"http://{shown}:{port}/"
-        log.info("dashboard_started", url=self.url)
+        if self.auth is not None:
+            log.warning("dashboard_open_beyond_loopback", url=self.url, bind=host,
+                        note="peers other than this daemon's user need HTTP basic auth",
+                        **self.auth)
+        else:
+            log.info("dashboard_started", url=self.url)
 
     @hookimpl
     def supervisor_stopping(self, supervisor: SupervisorView) -> None:
@@ -89,6 +115,8 @@ class DashboardPlugin:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 2)
             self.server = None
+        if self.app is not None:
+            await self.app.ctx.live.close()
         for part in (self.feed, self.model):
             if part is not None:
                 await part.close()
@@ -99,7 +127,7 @@ class DashboardPlugin:
 
         @app.get("/dashboard")
         async def dashboard(request: Request) -> response.HTTPResponse:
-            return response.json({"url": self.url, "error": self.error})
+            return response.json({"url": self.url, "error": self.error, "auth": self.auth})
 
         @app.get("/logs")
         async def merged_logs(request: Request) -> response.BaseHTTPResponse | None:

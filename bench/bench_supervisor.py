@@ -1,13 +1,23 @@
-"""llm-supervisord vs supervisord vs circus on the same trivial HTTP program, same machine, same run.
+"""llm-supervisord against supervisord (and circus) on this machine, in one run; prints figures,
+ratios against the peer measured in the same run, and each target's verdict:
 
-Prints medians and ratios: SIGKILL → answering HTTP again, CLI ``status`` wall time, control-socket
-round trip, daemon RSS, and the time for 200 units to become healthy (llm-supervisord).
+- **the shipped stack**: our daemon runs the shipped unit files; then supervisord runs the very
+  same programs (argv, cwd, environment, user read from /proc; stack_programs.py). Each
+  supervisor's own RSS (target ≤ 1.5×) and ``…ctl status`` wall time (target ≤ 0.5×);
+- **restart**: one HTTP program SIGKILLed, time until it answers again, measured from outside;
+- **1,000 units** (busybox httpd each, TCP checks): time to all healthy (≤ 10 s), ``status`` of
+  all of them through the socket and the CLI (≤ 100 ms), the daemon's idle CPU (≤ 2 % of a core);
+- **imports**: ``python -X importtime`` of the daemon (while it ran the stack) and of
+  ``llm-supervisorctl status``, summed per package, and the memory the daemon's heaviest
+  third-party imports add on their own (importcost.py).
 
-    .venv/bin/python bench/bench_supervisor.py [--runs 10] [--units 200]
+    .venv/bin/python bench/bench_supervisor.py [--only stack|restart|many|imports ...]
+        [--runs 10] [--status-runs 15] [--units 1000] [--idle 10]
 
-supervisord and circus come from the ``bench`` extra (``pip install -e '.[bench]'``); a missing
-one is reported and left out. Each supervisor is configured to restart at once (supervisord
-``autorestart=true startsecs=0``, circus defaults, ours ``RestartSec=0``).
+supervisord 4.3 (and circus) come from the ``bench`` extra (``pip install -e '.[bench]'``); a
+missing one is reported and left out. Each is set up as its docs recommend for the job
+(supervisord ``autorestart=true``, and ``startsecs=0`` for the restart race; circus defaults;
+ours ``RestartSec=0`` there).
 """
 
 from __future__ import annotations
@@ -24,9 +34,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
+import importcost
 import psutil
+import stack_programs
+from stack_programs import StackResult
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAM = ROOT / "tests" / "programs" / "tiny_http.py"
@@ -148,8 +162,12 @@ def bench_ours(runs: int) -> dict[str, float]:
                        lambda: client.get("/units"))
 
 
-def bench_ours_many(count: int) -> dict[str, float]:
-    """``count`` units, each a light HTTP server with a TCP check: start → all healthy."""
+def bench_ours_many(count: int, status_runs: int, idle_s: float) -> dict[str, Any]:
+    """``count`` units, each a light HTTP server with a TCP check: start → all healthy; then
+    ``status`` of all of them (CLI wall and the socket's ``GET /units``), the daemon's idle CPU
+    over ``idle_s`` seconds and its RSS."""
+    from llm_supervisor.cli.client import ControlClient
+
     busybox = shutil.which("busybox")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -159,24 +177,33 @@ def bench_ours_many(count: int) -> dict[str, float]:
         www = work / "www"
         www.mkdir()
         ports: set[int] = set()
-        while len(ports) < count:  # free_port() can hand out the same port twice in 200 calls
+        while len(ports) < count:  # free_port() can hand out the same port twice in many calls
             ports.add(free_port())
         for index, port in enumerate(sorted(ports)):
             command = (f"{busybox} httpd -f -p 127.0.0.1:{port} -h {www}" if busybox else
                        f"{sys.executable} -m http.server {port} --bind 127.0.0.1")
-            write_unit(units, f"u{index:03d}", command, f"tcp://127.0.0.1:{port}")
+            write_unit(units, f"u{index:04d}", command, f"tcp://127.0.0.1:{port}")
         started = time.perf_counter()
         proc, env = start_ours(work)
-        from llm_supervisor.cli.client import ControlClient
-
-        client = ControlClient(work / "state" / "supervisor.sock")
+        client = ControlClient(work / "state" / "supervisor.sock", timeout=120)
         try:
-            elapsed = wait_until(lambda: sum(u["health"] == "healthy" for u in client.get("/units"))
-                                 == count, 120, poll=0.1)
-            elapsed = time.perf_counter() - started
-            return {"healthy": elapsed, "rss": rss_mb(proc.pid),
+            wait_until(lambda: sum(u["health"] == "healthy" for u in client.get("/units"))
+                       == count, 300, poll=0.1)
+            healthy = time.perf_counter() - started
+            time.sleep(2)  # let the start-up burst pass before sampling idle CPU
+            daemon = psutil.Process(proc.pid)
+            cpu_before, idle_started = daemon.cpu_times(), time.perf_counter()
+            time.sleep(idle_s)
+            cpu_after, idle_took = daemon.cpu_times(), time.perf_counter() - idle_started
+            busy = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+            return {"healthy": healthy, "rss": rss_mb(proc.pid),
+                    "idle_cpu_pct": 100 * busy / idle_took,
+                    "status_cli": timed([str(BIN / "llm-supervisorctl"), "status"], env,
+                                        status_runs),
+                    "status_socket": round_trip_p50(lambda: client.get("/units"), status_runs),
                     "program": "busybox httpd" if busybox else "python http.server"}
         finally:
+            client.close()
             proc.send_signal(signal.SIGTERM)
             proc.wait(120)
 
@@ -236,30 +263,121 @@ numprocesses = 1
                                           f"tcp://127.0.0.1:{endpoint}", "status"])
 
 
+def bench_stack(status_runs: int) -> tuple[StackResult, StackResult | None, str]:
+    """(ours, supervisord or None, our daemon's -X importtime stderr) on the shipped stack."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        ours, programs = stack_programs.ours(work / "ours", status_runs)
+        (work / "peer").mkdir()
+        peer = stack_programs.supervisord(work / "peer", programs, status_runs)
+        return ours, peer, (work / "ours" / "daemon.stderr").read_text(errors="replace")
+
+
+def cli_import_profile(socket_env: dict[str, str]) -> str:
+    """``llm-supervisorctl status`` under ``-X importtime`` (against a live daemon)."""
+    return subprocess.run([sys.executable, "-X", "importtime", "-m", "llm_supervisor.cli.ctl",
+                           "status"], env=socket_env, capture_output=True, text=True,
+                          timeout=60).stderr
+
+
+def ratio(ours: float, peer: float, target: float, unit: str = "") -> str:
+    value = ours / peer
+    verdict = "meets" if value <= target else "MISSES"
+    return f"{value:.2f}× ({ours:.3f}{unit} vs {peer:.3f}{unit}; target ≤ {target}×: {verdict})"
+
+
+def verdict(value: float, target: float) -> str:
+    return "meets" if value <= target else "MISSES"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--units", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=10, help="kills per supervisor (restart)")
+    parser.add_argument("--status-runs", type=int, default=15, help="status calls per median")
+    parser.add_argument("--units", type=int, default=1000)
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU sampling")
+    parser.add_argument("--only", choices=["stack", "restart", "many", "imports"], action="append",
+                        help="run only these parts (repeatable); default: all")
     args = parser.parse_args()
-    results = {"llm-supervisord": bench_ours(args.runs), "supervisord": bench_supervisord(args.runs),
-               "circus": bench_circus(args.runs)}
-    many = bench_ours_many(args.units)
-    base = results["supervisord"]
-    print(f"\n{'':18}{'restart→HTTP':>14}{'ctl status':>12}{'socket p50':>12}{'daemon RSS':>12}")
-    for name, result in results.items():
-        if result is None:
-            print(f"{name:18}  not installed (pip install -e '.[bench]')")
-            continue
-        print(f"{name:18}{result['restart']:>13.3f}s{result['status']:>11.3f}s"
-              f"{result['rtt'] * 1000:>10.2f}ms{result['rss']:>10.1f}MB")
-    ours = results["llm-supervisord"]
-    if base:
-        print(f"\nratios llm-supervisord / supervisord: restart {ours['restart'] / base['restart']:.2f}×"
-              f" (target ≤ 0.7×), status {ours['status'] / base['status']:.2f}×,"
-              f" socket round trip {ours['rtt'] / base['rtt']:.2f}×")
-    print(f"targets: socket p50 {ours['rtt'] * 1000:.2f} ms (≤ 5 ms), RSS {ours['rss']:.1f} MB (≤ 60 MB)")
-    print(f"{args.units} units ({many['program']}) healthy in {many['healthy']:.2f} s (target ≤ 10 s);"
-          f" daemon RSS then {many['rss']:.1f} MB")
+    parts = set(args.only or ["stack", "restart", "many", "imports"])
+    lines: list[str] = []
+
+    if "stack" in parts or "imports" in parts:
+        ours, peer, daemon_stderr = bench_stack(args.status_runs)
+        lines.append(f"== the shipped stack: {len(ours.programs)} programs "
+                     f"({', '.join(ours.programs)})")
+        for result in (ours, peer):
+            if result is None:
+                lines.append("supervisord       not installed (pip install -e '.[bench]')")
+                continue
+            lines.append(f"{result.supervisor:18}daemon RSS {result.rss_mb:6.1f} MB   "
+                         f"ctl status {result.status_s * 1000:6.1f} ms   "
+                         f"{len(result.running)}/{len(result.programs)} running"
+                         + (f"   ({result.note})" if result.note else ""))
+        if peer is not None:
+            lines.append(f"ratio RSS:    {ratio(ours.rss_mb, peer.rss_mb, 1.5, ' MB')}")
+            lines.append(f"ratio status: {ratio(ours.status_s, peer.status_s, 0.5, ' s')}")
+        if "imports" in parts:
+            lines += import_report(daemon_stderr)
+
+    if "restart" in parts:
+        results = {"llm-supervisord": bench_ours(args.runs),
+                   "supervisord": bench_supervisord(args.runs), "circus": bench_circus(args.runs)}
+        lines.append(f"\n== restart: one HTTP program, SIGKILL → answering again (median of "
+                     f"{args.runs})")
+        lines.append(f"{'':18}{'restart→HTTP':>14}{'ctl status':>12}{'socket p50':>12}"
+                     f"{'daemon RSS':>12}")
+        for name, result in results.items():
+            if result is None:
+                lines.append(f"{name:18}  not installed (pip install -e '.[bench]')")
+                continue
+            lines.append(f"{name:18}{result['restart']:>13.3f}s{result['status']:>11.3f}s"
+                         f"{result['rtt'] * 1000:>10.2f}ms{result['rss']:>10.1f}MB")
+        base, mine = results["supervisord"], results["llm-supervisord"]
+        if base:
+            lines.append(f"ratio restart: {ratio(mine['restart'], base['restart'], 0.7, ' s')}")
+
+    if "many" in parts:
+        many = bench_ours_many(args.units, args.status_runs, args.idle)
+        lines.append(f"\n== {args.units} units ({many['program']}, TCP checks every 2 s)")
+        lines.append(f"all healthy in      {many['healthy']:8.2f} s    (target ≤ 10 s: "
+                     f"{verdict(many['healthy'], 10)})")
+        lines.append(f"status, socket      {many['status_socket'] * 1000:8.1f} ms   (GET /units, "
+                     f"median; target ≤ 100 ms: {verdict(many['status_socket'], 0.1)})")
+        lines.append(f"status, CLI wall    {many['status_cli'] * 1000:8.1f} ms   "
+                     f"(llm-supervisorctl status, median; target ≤ 100 ms: "
+                     f"{verdict(many['status_cli'], 0.1)})")
+        lines.append(f"idle CPU            {many['idle_cpu_pct']:8.2f} %    (of one core over "
+                     f"{args.idle:.0f} s; target ≤ 2 %: {verdict(many['idle_cpu_pct'], 2)})")
+        lines.append(f"daemon RSS          {many['rss']:8.1f} MB")
+    print("\n".join(lines))
+
+
+def import_report(daemon_stderr: str) -> list[str]:
+    """Where the daemon's and the CLI's start-up time goes, and what the big imports weigh."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "units").mkdir()
+        (work / "units" / "stack.target").write_text("[Unit]\n")
+        proc, env = start_ours(work)
+        try:
+            cli_stderr = cli_import_profile(env)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    daemon = importcost.parse(daemon_stderr)
+    cli = importcost.parse(cli_stderr)
+    lines = ["\n== python -X importtime (self time summed per top-level package)"]
+    lines += importcost.render("daemon (shipped stack)", daemon)
+    lines += importcost.render("CLI (llm-supervisorctl status)", cli)
+    heavy = [name for name, _ in daemon.by_package
+             if name not in sys.stdlib_module_names and name != "llm_supervisor"][:10]
+    heavy += ["llm_supervisor.daemon.server", "llm_supervisor.cli.ctl"]  # each whole tree
+    lines.append("memory each import adds alone (peak RSS over a bare interpreter; the daemon's "
+                 "heaviest third-party packages, then our daemon's and CLI's whole trees):")
+    for name, mb in importcost.memory_per_package(heavy):
+        lines.append(f"  {name:28}{mb:>8.1f} MB")
+    return lines
 
 
 if __name__ == "__main__":

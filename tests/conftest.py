@@ -1,4 +1,5 @@
-"""Shared pytest fixtures. Model fixtures live in model_fixtures.py (a pytest plugin)."""
+"""Shared pytest fixtures. Model fixtures live in model_fixtures.py (a pytest plugin); the order
+and grouping of a parallel run (``pytest -n 2 --dist loadgroup``) in parallel_groups.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from tests.daemon_harness import Daemon
 
-pytest_plugins = ["tests.model_fixtures", "tests.docker_engine"]
+pytest_plugins = ["tests.model_fixtures", "tests.docker_engine", "tests.parallel_groups"]
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ OTHER_PACKAGES: dict[str, str] = {
     "busybox-static": "the docker tests' images (a busybox rootfs, no registry) and export tests",
     "cmake": "building llama-cpp-python (the llama.cpp engine) from source",
     "g++": "building llama-cpp-python from source",
+    "ccache": "compiler cache for that build: a rebuild (new options, new venv) takes seconds",
 }
 
 

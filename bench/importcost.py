@@ -1,0 +1,77 @@
+"""What imports cost: ``python -X importtime`` output summed per package, and the memory each
+big package adds on its own (a fresh interpreter's RSS with and without it).
+
+Used by bench_supervisor.py for the daemon (its stderr while it ran) and the CLI (one
+``status``). Time is the "self" column summed over every module of a package, so the rows add up
+to the total; memory is measured one package at a time, so shared dependencies (pydantic under
+pydantic_settings, for example) count in each row that pulls them in.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+
+LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class ImportProfile:
+    total_ms: float  # sum of every module's self time
+    by_package: list[tuple[str, float]]  # (top-level package, ms), largest first
+    ours_by_room: list[tuple[str, float]]  # (llm_supervisor.<room>, ms), largest first
+    modules: int
+
+
+def parse(stderr: str) -> ImportProfile:
+    packages: Counter[str] = Counter()
+    rooms: Counter[str] = Counter()
+    modules = 0
+    for line in stderr.splitlines():
+        match = LINE.match(line)
+        if not match:
+            continue
+        modules += 1
+        self_ms = int(match.group(1)) / 1000
+        name = match.group(4)
+        packages[name.split(".")[0]] += self_ms
+        if name.startswith("llm_supervisor."):
+            rooms[".".join(name.split(".")[:2])] += self_ms
+    return ImportProfile(sum(packages.values()), packages.most_common(), rooms.most_common(),
+                         modules)
+
+
+def rss_after_mb(imports: str) -> float:
+    """A fresh interpreter's RSS after ``<imports>`` (MB). Not ru_maxrss: Linux keeps the peak
+    across fork+exec, so a child of a big process would report its parent's size."""
+    code = (f"{imports}\nimport os\n"
+            "print(int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=120)
+    return int(out.stdout.split()[-1]) / 1e6
+
+
+def memory_per_package(packages: list[str]) -> list[tuple[str, float]]:
+    """(package, MB over a bare interpreter) for each importable package, largest first."""
+    bare = rss_after_mb("pass")
+    costs = []
+    for package in packages:
+        try:
+            costs.append((package, rss_after_mb(f"import {package}") - bare))
+        except subprocess.CalledProcessError:
+            continue  # a module that only imports inside its package (e.g. a __main__)
+    return sorted(costs, key=lambda item: -item[1])
+
+
+def render(title: str, profile: ImportProfile, top: int = 12) -> list[str]:
+    lines = [f"{title}: {profile.modules} modules, {profile.total_ms:.0f} ms of import time"]
+    for name, ms in profile.by_package[:top]:
+        lines.append(f"  {name:28}{ms:>8.1f} ms  {100 * ms / profile.total_ms:>4.0f} %")
+    if profile.ours_by_room:
+        rooms = ", ".join(f"{name.split('.', 1)[1]} {ms:.0f}" for name, ms in
+                          profile.ours_by_room[:8])
+        lines.append(f"  of which llm_supervisor by room (ms): {rooms}")
+    return lines

@@ -40,8 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_supervisor.core import nofollow
 from llm_supervisor.model_server.weights import manifest as manifest_mod
-from llm_supervisor.repair import nofollow, perms
+from llm_supervisor.repair import perms
 from llm_supervisor.repair.context import hub_revision
 from llm_supervisor.repair.store import Store
 from llm_supervisor.repair.verify import Expected, check_file

@@ -68,14 +68,16 @@ def _start_background(settings: Settings, target: str | None) -> int:
     # New: private. Existing: left as the operator made it (the daemon warns if others can write).
     settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = settings.state_dir / "daemon.log"
-    argv = [sys.executable, "-m", "llm_supervisor.cli.daemon_cli", "start", "--foreground",
+    # -P and cwd=/: the caller's directory (a ./llm_supervisor/ in /tmp) is never on the import
+    # path of a daemon that may run as root.
+    argv = [sys.executable, "-P", "-m", "llm_supervisor.cli.daemon_cli", "start", "--foreground",
             "--log-file", str(log_path)]
     if target:
         argv.append(target)
     with open(log_path, "ab") as log_file:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                                  env=export_to_environment(settings), start_new_session=True,
-                                 close_fds=True)
+                                 close_fds=True, cwd="/")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if child.poll() is not None:

@@ -215,9 +215,9 @@ class GGUFSource(FileSource):
         if self.progress:
             self.progress(0.3, "re-converting the offline SmolLM2 GGUF (about 20 s)")
         try:
-            done = subprocess.run([sys.executable, "-c", _CONVERT, str(dest), self.dtype],
+            done = subprocess.run([sys.executable, "-P", "-c", _CONVERT, str(dest), self.dtype],
                                   capture_output=True, text=True, timeout=self.timeout,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, cwd="/")  # never the caller's dir
         except (OSError, subprocess.TimeoutExpired) as exc:
             self._error = f"conversion failed: {exc}"
             return

@@ -383,7 +383,7 @@ class UnitRunner:
         poll = 0.05  # quick first probes while starting, then the configured interval
         while True:
             await asyncio.sleep(poll)
-            result = await self.prober.probe(spec, self._env)
+            result = await self.prober.probe(spec, self._env, unit=self.unit)
             self.hooks.unit_health_checked(unit=self.unit, ok=result.ok,
                                            latency_s=result.latency_s)
             elapsed = time.monotonic() - started

@@ -225,6 +225,25 @@ def grant(settings: Any, account: pwd.struct_passwd) -> list[Path]:
     return owned
 
 
+FALLBACK_FIX = ("install llm-supervisord where other users can read it (e.g. /opt with the "
+                "system python3, packaging/systemd) and use a state dir outside /root "
+                "(LLM_SUPERVISOR_STATE_DIR=/var/lib/llm-supervisor)")
+
+
+def fallback_reason(settings: Any) -> str | None:
+    """Why a root daemon with these settings runs its units as root instead of the default
+    ``UNIT_USER``, or None (not root, UNIT_USER set on purpose, or nothing in the way): what
+    ``start --wait`` reports in its summary, evaluated as the daemon does."""
+    name = settings.resolved_unit_user
+    if os.geteuid() != 0 or name in ROOT_NAMES or settings.unit_user is not None:
+        return None
+    try:
+        existing: pwd.struct_passwd | None = pwd.getpwnam(name)
+    except KeyError:
+        existing = None
+    return blocked_reason(settings, existing)
+
+
 def prepare(settings: Any) -> str:
     """Called once by the daemon at start, as root; returns the user the units will run as
     (``settings.unit_user`` is set to it, so ``${UNIT_USER}`` expands to it)."""
@@ -238,9 +257,7 @@ def prepare(settings: Any) -> str:
         existing = None
     reason = blocked_reason(settings, existing)
     if reason is not None:
-        fix = ("install llm-supervisord where other users can read it (e.g. /opt with the "
-               "system python3, packaging/systemd) and use a state dir outside /root "
-               "(LLM_SUPERVISOR_STATE_DIR=/var/lib/llm-supervisor)")
+        fix = FALLBACK_FIX
         if explicit:
             raise UnitUserError(f"UNIT_USER={name}: {reason}; {fix}, or set UNIT_USER=root")
         log.warning("units_run_as_root", unit_user=name, reason=reason, fix=fix,

@@ -25,6 +25,8 @@ OTHER_PACKAGES: dict[str, str] = {
     "busybox-static": "the docker tests' images (a busybox rootfs, no registry) and export tests",
     "cmake": "building llama-cpp-python (the llama.cpp engine) from source",
     "g++": "building llama-cpp-python from source",
+    "debootstrap": "`images build`: the local Debian base image",
+    "debian-archive-keyring": "`images build`: debootstrap checks the mirror's signatures",
 }
 
 

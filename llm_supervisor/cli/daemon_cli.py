@@ -17,6 +17,7 @@ from llm_supervisor.cli.common import (
     settings_from,
 )
 from llm_supervisor.config import Settings
+from llm_supervisor.config.state_ledger import record_new_entries
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +49,7 @@ def _run_foreground(settings: Settings, target: str | None, log_file: Path | Non
     from llm_supervisor.core.logging_setup import configure_logging
     from llm_supervisor.daemon.server import DaemonError, run_daemon
 
+    record_new_entries(settings.state_dir)  # before anything is created: what purge may remove
     configure_logging(log_file=log_file, max_bytes=settings.log_max_bytes,
                       backups=settings.log_backups)
     try:
@@ -67,15 +69,18 @@ def _start_background(settings: Settings, target: str | None) -> int:
         pass
     # New: private. Existing: left as the operator made it (the daemon warns if others can write).
     settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    record_new_entries(settings.state_dir)  # before daemon.log exists
     log_path = settings.state_dir / "daemon.log"
-    argv = [sys.executable, "-m", "llm_supervisor.cli.daemon_cli", "start", "--foreground",
+    # -P and cwd=/: the caller's directory (a ./llm_supervisor/ in /tmp) is never on the import
+    # path of a daemon that may run as root.
+    argv = [sys.executable, "-P", "-m", "llm_supervisor.cli.daemon_cli", "start", "--foreground",
             "--log-file", str(log_path)]
     if target:
         argv.append(target)
     with open(log_path, "ab") as log_file:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                                  env=export_to_environment(settings), start_new_session=True,
-                                 close_fds=True)
+                                 close_fds=True, cwd="/")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if child.poll() is not None:

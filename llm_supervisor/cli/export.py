@@ -41,6 +41,9 @@ def add_parser(sub: Any) -> None:
                             help="for units built from Build=: IMAGE is PREFIX<service>:latest")
         parser.add_argument("--include-desktop", action="store_true",
                             help="also export the test desktop's units that have a [Container]")
+        parser.add_argument("--secret-env", choices=("auto", "all"), default="auto",
+                            help="Environment= values kept out of the manifests (a Secret / a "
+                                 "0600 env_file): those of keys that look secret (auto), or all")
         if engine == "kubernetes":
             parser.add_argument("--storage", default="20Gi", help="model volume size (20Gi)")
             parser.add_argument("--storage-class", help="model volume's storage class")
@@ -49,6 +52,9 @@ def add_parser(sub: Any) -> None:
             parser.add_argument("--publish-mode", choices=("ingress", "host"), default="ingress",
                                 help="swarm port publishing: the routing mesh (ingress) or "
                                      "each node's own port (host; one gateway task per node)")
+            parser.add_argument("--gateway-host", default="127.0.0.1",
+                                help="address compose.yaml publishes the gateway on (127.0.0.1; "
+                                     "0.0.0.0 opens it to the network)")
             parser.add_argument("--bind-model-dir", action="store_true",
                                 help="the model volume is this machine's MODEL_PATH (must exist "
                                      "on every node)")
@@ -84,11 +90,12 @@ def run(args: argparse.Namespace) -> int:
         if args.engine == "kubernetes":
             written, notes = writer.write_kubernetes(
                 stack, args.output, storage=args.storage, storage_class=args.storage_class,
-                ingress_class=args.ingress_class)
+                ingress_class=args.ingress_class, secret_env=args.secret_env)
         else:
             written, notes = writer.write_compose(
                 stack, args.output, gateway_port=settings.gateway_port,
-                publish_mode=args.publish_mode,
+                publish_mode=args.publish_mode, secret_env=args.secret_env,
+                gateway_host=args.gateway_host,
                 model_dir_bind=settings.effective_model_path if args.bind_model_dir else None)
     except (ExportError, ValueError) as exc:
         print(f"export failed: {exc}", file=sys.stderr)

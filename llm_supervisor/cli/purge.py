@@ -3,9 +3,11 @@
 Everything the daemon created and nothing else: Docker objects carrying this daemon's owner
 label (containers, networks, our images, named volumes) and, inside the state directory only,
 the model cache and converted models, the units' home (hub caches), the repair store, the
-desktop and gateway files, and the logs. A path the user configured outside the state
-directory (``MODEL_PATH=/data/models``) is never touched, and said so. Symlinks are removed as
-links, never followed.
+desktop and gateway files, and the logs — each only when the state directory's record
+(:mod:`llm_supervisor.config.state_ledger`) says the daemon created it, so ``STATE_DIR=$HOME``
+loses nothing of the user's. A path the user configured outside the state directory
+(``MODEL_PATH=/data/models``) is never touched, and said so. Symlinks are removed as links,
+never followed.
 
 The daemon removes the Docker objects and unit logs as it exits (``POST /shutdown?purge=1``);
 the files here, and any Docker object still carrying our labels, are removed by the CLI once
@@ -16,21 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-STATE_DIR_ENTRIES = {
-    "models": "model cache and converted models",
-    "home": "the units' home (Hugging Face hub cache)",
-    "repair-store": "repair store (verified model files)",
-    "repair-budget.json": "repair budget",
-    "desktop": "test desktop files (VNC password, X authority)",
-    "gateway": "gateway configuration",
-    "logs": "unit logs",
-}
+from llm_supervisor.config.state_ledger import STATE_DIR_ENTRIES, created_entries, forget
+
 DAEMON_LOG_PREFIX = "daemon.log"
 
 
@@ -75,12 +71,18 @@ def _docker_objects(settings: Any) -> list[str]:
 def plan(settings: Any, with_docker: bool = True) -> PurgePlan:
     state_dir = Path(settings.state_dir)
     result = PurgePlan(state_dir)
+    ours = created_entries(state_dir)
     for name, why in STATE_DIR_ENTRIES.items():
         path = state_dir / name
-        if path.exists() or path.is_symlink():
+        if not (path.exists() or path.is_symlink()) or name == DAEMON_LOG_PREFIX:
+            continue
+        if name in ours:
             result.paths.append((path, why))
+        else:
+            result.kept.append(f"{path} (there before llm-supervisord; not ours to remove)")
     for path in sorted(state_dir.glob(DAEMON_LOG_PREFIX + "*")):
-        result.paths.append((path, "daemon log"))
+        if DAEMON_LOG_PREFIX in ours:
+            result.paths.append((path, "daemon log"))
     model_path = Path(settings.effective_model_path)
     if not _inside(model_path, state_dir):
         result.kept.append(f"MODEL_PATH {model_path} (configured outside {state_dir})")
@@ -116,6 +118,10 @@ def remove_files(purge_plan: PurgePlan) -> list[str]:
             removed.append(f"kept {path}: {exc.strerror}")
             continue
         removed.append(str(path))
+    gone = {name for name in STATE_DIR_ENTRIES
+            if not os.path.lexists(purge_plan.state_dir / name)}
+    with contextlib.suppress(OSError):
+        forget(purge_plan.state_dir, gone)
     return removed
 
 

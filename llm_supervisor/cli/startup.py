@@ -21,6 +21,7 @@ from llm_supervisor.cli.client import ControlClient
 from llm_supervisor.cli.model_view import describe_model, loading_line
 from llm_supervisor.cli.render import make_console, print_status, status_table
 from llm_supervisor.cli.stack_info import GATEWAY_UNIT, MODEL_UNIT, StackInfo, stack_info
+from llm_supervisor.daemon.unit_user import FALLBACK_FIX, fallback_reason
 
 
 def settled(units: list[dict[str, Any]]) -> bool:
@@ -134,6 +135,16 @@ def print_instructions(console: Console, info: StackInfo, units: dict[str, dict[
     console.print("  [bold]Stop:[/]      llm-supervisord stop")
 
 
+def print_run_as_root(console: Console, settings: Any) -> None:
+    """A root daemon that could not give the units their own user says so here, not only in
+    its log (``units_run_as_root``)."""
+    reason = fallback_reason(settings)
+    if reason is not None:
+        console.print(f"[yellow]units run as root, not {escape(settings.resolved_unit_user)}:[/] "
+                      f"{escape(reason)} — {escape(FALLBACK_FIX)}, or set UNIT_USER=root to "
+                      "say that is intended")
+
+
 def wait_and_report(client: ControlClient, settings: Any, seconds: float) -> int:
     """The end of ``start --wait``: 0 when every wanted unit is up and the smoke test passed."""
     console = make_console()
@@ -157,6 +168,7 @@ def wait_and_report(client: ControlClient, settings: Any, seconds: float) -> int
         console.print(f"[yellow]not everything was up after {seconds:g}s[/] — "
                       "`llm-supervisorctl monitor --live` shows what is still starting")
         code = 1
+    print_run_as_root(console, settings)
     results = smoke_test(info, by_name)
     if results is not None:
         console.print("[bold]Smoke test:[/] " + ", ".join(

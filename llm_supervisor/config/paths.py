@@ -13,7 +13,15 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 SOCKET_NAME = "supervisor.sock"
 
 
+ROOT_STATE_DIR = Path("/var/lib/llm-supervisor")
+
+
 def default_state_dir() -> Path:
+    """Root's is ``/var/lib/llm-supervisor`` (systemd's ``StateDirectory=``): one under
+    ``/root`` (0700) would be out of the unit user's reach and make every unit run as root.
+    Anyone else's follows the XDG base directories."""
+    if os.geteuid() == 0:
+        return ROOT_STATE_DIR
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "llm-supervisor"
 

@@ -171,6 +171,12 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
 
+    @field_validator("state_dir", "units_dir", "socket_path", "model_path")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Relative to where the command ran, once: the daemon and every unit run from ``/``."""
+        return value.absolute() if value is not None else None
+
     @field_validator("unit_env_passthrough", mode="before")
     @classmethod
     def _split_names(cls, value: Any) -> Any:

@@ -25,6 +25,10 @@ def rotate_chain(path: Path, backups: int) -> None:
         path.unlink()
 
 
+LOG_FILE_MODE = 0o640
+LOG_DIR_MODE = 0o750
+
+
 class RotatingFile:
     """``write(bytes)`` appends; past ``max_bytes`` the file is rotated (``backups`` kept).
 
@@ -55,9 +59,18 @@ class RotatingFile:
         return bool(self._episode_error)
 
     def _open(self):  # type: ignore[no-untyped-def]
+        """Logs are the daemon's and its group's only (0640 in a 0750 directory it makes): unit
+        output may hold anything, and the state dir is traversable (0711) by the unit user."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path, "ab", buffering=0)  # noqa: SIM115 - lives as long as we do
+            if not self.path.parent.is_dir():
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=LOG_DIR_MODE)
+                os.chmod(self.path.parent, LOG_DIR_MODE)  # whatever the umask
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                         | os.O_NOFOLLOW, LOG_FILE_MODE)
+            if os.fstat(fd).st_mode & 0o7777 != LOG_FILE_MODE:
+                with contextlib.suppress(OSError):
+                    os.fchmod(fd, LOG_FILE_MODE)  # one made 0644 by an older version
+            handle = open(fd, "ab", buffering=0)  # noqa: SIM115 - lives as long as we do
         except OSError as exc:
             self._failed(exc)
             return None

@@ -26,6 +26,8 @@ OTHER_PACKAGES: dict[str, str] = {
     "cmake": "building llama-cpp-python (the llama.cpp engine) from source",
     "g++": "building llama-cpp-python from source",
     "ccache": "compiler cache for that build: a rebuild (new options, new venv) takes seconds",
+    "debootstrap": "`images build`: the local Debian base image",
+    "debian-archive-keyring": "`images build`: debootstrap checks the mirror's signatures",
 }
 
 

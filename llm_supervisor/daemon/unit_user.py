@@ -15,6 +15,8 @@ See docs/privileges.md.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -22,18 +24,19 @@ import stat
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 import llm_supervisor
+from llm_supervisor.core import nofollow
 from llm_supervisor.core.errors import SupervisorError
 
 log = structlog.get_logger("llm_supervisor.daemon")
 
 ROOT_NAMES = ("root", "0")
+GRANT_MARKER = "unit-user.granted"  # root's record that the trees below were handed over
 
 
 class UnitUserError(SupervisorError):
@@ -121,44 +124,124 @@ def ensure_account(name: str, home: Path) -> pwd.struct_passwd:
     return pwd.getpwnam(name)
 
 
-def _own_tree(top: Path, account: pwd.struct_passwd, mode: int) -> None:
-    top.mkdir(parents=True, exist_ok=True)
-    os.chmod(top, mode)
-    for path in _walk(top):
-        st = path.lstat()
-        if st.st_uid != account.pw_uid or st.st_gid != account.pw_gid:
-            os.lchown(path, account.pw_uid, account.pw_gid)
+def stop_account_processes(uid: int, timeout: float = 5.0) -> int:
+    """SIGKILL every process running as ``uid`` (left over from a daemon that died): nothing of
+    the account may run while root walks the directories it owns. Returns how many."""
+    import psutil
+
+    victims = []
+    for process in psutil.process_iter(["uids"]):
+        uids = process.info["uids"]
+        if uids is not None and uid in (uids.real, uids.effective, uids.saved):
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+                victims.append(process)
+    psutil.wait_procs(victims, timeout=timeout)
+    return len(victims)
 
 
-def _walk(top: Path) -> Iterable[Path]:
-    yield top
-    for root, dirs, files in os.walk(top, followlinks=False):
-        for name in (*dirs, *files):
-            yield Path(root) / name
+def _granted_before(state_fd: int, account: pwd.struct_passwd) -> bool:
+    data = nofollow.read_file_at(state_fd, GRANT_MARKER)
+    try:
+        recorded = json.loads(data or b"null")
+    except ValueError:
+        return False
+    return recorded == {"uid": account.pw_uid, "gid": account.pw_gid}
+
+
+def _own_tops(state_fd: int, tops: list[tuple[str, int]], owner: tuple[int, int],
+              walk: bool) -> None:
+    """Each top directory (a path relative to the state dir) made, given its mode and owner,
+    and with ``walk`` its whole tree handed over by descriptor."""
+    for rel, mode in tops:
+        fd = os.dup(state_fd)
+        try:
+            for part in rel.split("/"):
+                child = nofollow.open_child_dir(fd, part, mode)
+                os.close(fd)
+                fd = child
+            os.fchmod(fd, mode)
+            if walk:
+                nofollow.own_tree(fd, owner)
+            else:
+                os.fchown(fd, *owner)
+        finally:
+            os.close(fd)
 
 
 def grant(settings: Any, account: pwd.struct_passwd) -> list[Path]:
-    """Hand the account the directories the shipped units write. Returns them."""
+    """Hand the account the directories the shipped units write. Returns them.
+
+    Every change goes by descriptor (:mod:`llm_supervisor.core.nofollow`): the account owns
+    these trees and could otherwise swap a directory for a link between a listing and a chown.
+    The whole trees are walked only the first time (or when the account changed: the record
+    ``STATE_DIR/unit-user.granted``), with every process of the account stopped first; later
+    starts fix the top directories alone — whatever the account creates is its own already."""
     state = Path(settings.state_dir)
+    owner = (account.pw_uid, account.pw_gid)
     os.chmod(state, 0o711)
-    owned = [state / "desktop", state / "gateway", state / "home"]
-    for path in owned:
-        _own_tree(path, account, 0o700)
+    tops = [("desktop", 0o700), ("gateway", 0o700), ("home", 0o700)]
     model = Path(settings.effective_model_path)
-    if model.is_relative_to(state):
-        # The parents between the state dir and the model dir (models/) must be enterable too.
-        for parent in reversed(model.relative_to(state).parents):
-            if parent != Path("."):
-                (state / parent).mkdir(exist_ok=True)
-                os.chmod(state / parent, 0o711)
-        _own_tree(model, account, 0o755)
-        owned.append(model)
-    else:
+    model_inside = model.is_relative_to(state) and model != state
+    if model_inside:
+        tops.append((model.relative_to(state).as_posix(), 0o755))
+    state_fd = os.open(state, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        walk = not _granted_before(state_fd, account)
+        if walk:
+            stopped = stop_account_processes(account.pw_uid)
+            if stopped:
+                log.warning("unit_user_processes_stopped", user=account.pw_name, count=stopped)
+        if model_inside:
+            # The directories between the state dir and the model dir (models/) stay root's,
+            # enterable (0711); the model dir itself is the account's.
+            parents = model.relative_to(state).parts[:-1]
+            fd = os.dup(state_fd)
+            try:
+                for part in parents:
+                    child = nofollow.open_child_dir(fd, part, 0o711)
+                    os.close(fd)
+                    fd = child
+                    os.fchmod(fd, 0o711)
+            finally:
+                os.close(fd)
+        _own_tops(state_fd, tops, owner, walk)
+        if walk:
+            nofollow.write_file_at(state_fd, GRANT_MARKER,
+                                   json.dumps({"uid": owner[0], "gid": owner[1]}).encode(),
+                                   mode=0o600)
+    finally:
+        os.close(state_fd)
+    owned = [state / rel for rel, _ in tops]
+    if not model_inside:
         model.mkdir(parents=True, exist_ok=True)
-        if model.stat().st_uid == 0:  # the operator's own dir: only the top, never a whole tree
-            os.chown(model, account.pw_uid, account.pw_gid)
+        fd = os.open(model, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:  # the operator's own dir: only the top, never a whole tree
+            if os.fstat(fd).st_uid == 0:
+                os.fchown(fd, *owner)
+        finally:
+            os.close(fd)
         owned.append(model)
     return owned
+
+
+FALLBACK_FIX = ("install llm-supervisord where other users can read it (e.g. /opt with the "
+                "system python3, packaging/systemd) and use a state dir outside /root "
+                "(LLM_SUPERVISOR_STATE_DIR=/var/lib/llm-supervisor)")
+
+
+def fallback_reason(settings: Any) -> str | None:
+    """Why a root daemon with these settings runs its units as root instead of the default
+    ``UNIT_USER``, or None (not root, UNIT_USER set on purpose, or nothing in the way): what
+    ``start --wait`` reports in its summary, evaluated as the daemon does."""
+    name = settings.resolved_unit_user
+    if os.geteuid() != 0 or name in ROOT_NAMES or settings.unit_user is not None:
+        return None
+    try:
+        existing: pwd.struct_passwd | None = pwd.getpwnam(name)
+    except KeyError:
+        existing = None
+    return blocked_reason(settings, existing)
 
 
 def prepare(settings: Any) -> str:
@@ -174,9 +257,7 @@ def prepare(settings: Any) -> str:
         existing = None
     reason = blocked_reason(settings, existing)
     if reason is not None:
-        fix = ("install llm-supervisord where other users can read it (e.g. /opt with the "
-               "system python3, packaging/systemd) and use a state dir outside /root "
-               "(LLM_SUPERVISOR_STATE_DIR=/var/lib/llm-supervisor)")
+        fix = FALLBACK_FIX
         if explicit:
             raise UnitUserError(f"UNIT_USER={name}: {reason}; {fix}, or set UNIT_USER=root")
         log.warning("units_run_as_root", unit_user=name, reason=reason, fix=fix,

@@ -41,23 +41,28 @@ def read_secret(path: Path) -> str | None:
 
 
 def write_secret() -> int:
-    """The host side: the password file the container mounts read-only."""
+    """The host side: the password file the container mounts read-only. Docker (root) mounts
+    the file itself, so its directory stays root's and 0700: no host user — whoever has the
+    image's uid 10001 here included — can reach it; only the file is the image user's (0400)."""
     # Imported here: this module also runs inside the desktop image, which has no settings
     # library (pydantic-settings); only this host-side command needs it.
     from llm_supervisor.config import load_settings
+    from llm_supervisor.core import nofollow
     from llm_supervisor.desktop.secrets_store import ensure_password
 
     state_dir = load_settings().state_dir
     password = ensure_password(DesktopFiles(state_dir))
     directory = Path(state_dir) / "desktop-container"
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    target = directory / "vnc_password"
-    write_private(target, password.encode() + b"\n")
-    if os.geteuid() == 0:
-        os.chown(target, IMAGE_UID, IMAGE_UID)
-        os.chmod(target, 0o400)
-        os.chmod(directory, 0o755)  # the file's own mode keeps others out
-    print(f"desktop: password file for the container at {target}", file=sys.stderr)
+    fd = nofollow.open_dir_path(directory, 0o700)
+    try:
+        os.fchmod(fd, 0o700)
+        owner = (IMAGE_UID, IMAGE_UID) if os.geteuid() == 0 else None
+        nofollow.write_file_at(fd, "vnc_password", password.encode() + b"\n",
+                               0o400 if owner else 0o600, owner)
+    finally:
+        os.close(fd)
+    print(f"desktop: password file for the container at {directory / 'vnc_password'}",
+          file=sys.stderr)
     return 0
 
 

@@ -7,17 +7,24 @@
 - ``Xauthority``: the MIT-MAGIC-COOKIE-1 that Xvfb requires (``-auth``), so other local users
   cannot connect to the display.
 - ``display``: the X display number Xvfb was started on.
+
+The directory belongs to the unit user, while the daemon (root) reads the password for
+``GET /novnc`` and the Docker desktop's ``ExecStartPre`` writes it: so every read and write here
+goes by a descriptor of the directory (``core/nofollow.py``) and never follows a link planted in
+it — a link is replaced, not read or chmodded through.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from llm_supervisor.core.fsutil import atomic_write_bytes
+from llm_supervisor.core import nofollow
 from llm_supervisor.desktop.vncauth import MAX_PASSWORD_BYTES, rfbauth_bytes
 
 # Unambiguous letters and digits: 8 characters (VNC's limit) from 56 symbols ≈ 46 bits.
@@ -60,15 +67,53 @@ class DesktopFiles:
         return self.directory / "browser-profile"
 
     def ensure_directory(self) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.directory, 0o700)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = nofollow.open_dir_path(self.directory, 0o700)
+        try:
+            os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
         return self.directory
+
+
+@contextlib.contextmanager
+def _parent(path: Path) -> Iterator[int]:
+    """A descriptor of ``path``'s directory, its last component reached without following a
+    link (its own parent is the caller's: the state dir, or a directory of the unit's)."""
+    parent = os.open(path.parent.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = os.open(path.parent.name, nofollow.DIR_FLAGS, dir_fd=parent)
+    finally:
+        os.close(parent)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _owner_of(fd: int) -> tuple[int, int] | None:
+    """Root writes files owned by the directory's owner (the unit user must read them)."""
+    if os.geteuid() != 0:
+        return None
+    st = os.fstat(fd)
+    return st.st_uid, st.st_gid
 
 
 def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` with mode 0600 from the first byte (a 0600 temporary file, then
-    an atomic rename), so the secret is never readable by others, not even briefly."""
-    atomic_write_bytes(path, data, mode=0o600)
+    an atomic rename over whatever was there, a link included), so the secret is never readable
+    by others, not even briefly, and never lands outside the directory."""
+    with _parent(path) as fd:
+        nofollow.write_file_at(fd, path.name, data, 0o600, _owner_of(fd))
+
+
+def read_private(path: Path) -> bytes | None:
+    """The content of the regular file ``path``; None when missing or a link."""
+    try:
+        with _parent(path) as fd:
+            return nofollow.read_file_at(fd, path.name)
+    except OSError:
+        return None
 
 
 def generate_password() -> str:
@@ -76,10 +121,8 @@ def generate_password() -> str:
 
 
 def read_password(files: DesktopFiles) -> str | None:
-    try:
-        return files.password.read_text().strip() or None
-    except FileNotFoundError:
-        return None
+    data = read_private(files.password)
+    return (data.decode(errors="replace").strip() or None) if data is not None else None
 
 
 def ensure_password(files: DesktopFiles) -> str:
@@ -91,14 +134,11 @@ def ensure_password(files: DesktopFiles) -> str:
         password = generate_password()
         write_private(files.password, password.encode() + b"\n")
     expected = rfbauth_bytes(password)
-    try:
-        current = files.rfbauth.read_bytes()
-    except FileNotFoundError:
-        current = b""
-    if current != expected:
+    if read_private(files.rfbauth) != expected:
         write_private(files.rfbauth, expected)
-    for path in (files.password, files.rfbauth):
-        os.chmod(path, 0o600)
+    with _parent(files.password) as fd:
+        for path in (files.password, files.rfbauth):
+            nofollow.chmod_at(fd, path.name, 0o600)
     return password
 
 

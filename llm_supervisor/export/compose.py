@@ -122,6 +122,11 @@ def _volumes(service: Service) -> list[dict[str, Any]]:
     return result
 
 
+def secret_env_file(service: Service) -> str:
+    """The 0600 file (next to the compose file) with the service's secret-looking values."""
+    return f"{service.name}.secret.env"
+
+
 def service_entry(service: Service, *, swarm: bool, publish_mode: PublishMode, base_dir: Path,
                   healthy: set[str], notes: list[str]) -> dict[str, Any]:
     entry: dict[str, Any] = {"image": service.image}
@@ -140,6 +145,8 @@ def service_entry(service: Service, *, swarm: bool, publish_mode: PublishMode, b
         entry["user"] = service.user
     if service.environment:
         entry["environment"] = dict(sorted(service.environment.items()))
+    if service.secret_environment:
+        entry["env_file"] = [f"./{secret_env_file(service)}"]
     published = [p for p in service.ports if not p.loopback_only]
     if published:
         entry["ports"] = [{"target": p.container_port, "published": p.published,
@@ -197,7 +204,7 @@ def gateway_config(routes: list[Route]) -> dict[str, Any]:
 
 
 def gateway_entry(stack: Stack, port: int, publish_mode: PublishMode,
-                  base_dir: Path) -> dict[str, Any]:
+                  base_dir: Path, host: str | None = None) -> dict[str, Any]:
     """The gateway service: the gateway unit's image when it has a [Container] (else Caddy's
     official image), run with the config made from the routes, listening on an unprivileged
     port (its images run as a non-root user)."""
@@ -213,7 +220,7 @@ def gateway_entry(stack: Stack, port: int, publish_mode: PublishMode,
         "environment": {"XDG_CONFIG_HOME": "/tmp/caddy/config", "XDG_DATA_HOME": "/tmp/caddy/data"},
         "configs": [{"source": "gateway-config", "target": GATEWAY_CONFIG_PATH, "mode": 0o444}],
         "ports": [{"target": GATEWAY_CONTAINER_PORT, "published": port, "protocol": "tcp",
-                   "mode": publish_mode}],
+                   "mode": publish_mode, **({"host_ip": host} if host else {})}],
     })
     check = healthcheck(unit) if unit is not None else None
     if check is not None:
@@ -235,9 +242,13 @@ def gateway_entry(stack: Stack, port: int, publish_mode: PublishMode,
 
 def compose_file(stack: Stack, *, swarm: bool, base_dir: Path, gateway_port: int,
                  publish_mode: PublishMode = "ingress",
-                 model_dir_bind: Path | None = None) -> tuple[dict[str, Any], list[str]]:
+                 model_dir_bind: Path | None = None,
+                 gateway_host: str = "127.0.0.1") -> tuple[dict[str, Any], list[str]]:
     """The compose document and notes. ``base_dir`` is where it is written (build contexts are
-    relative to it); ``model_dir_bind`` makes the model volume that host directory."""
+    relative to it); ``model_dir_bind`` makes the model volume that host directory.
+    ``gateway_host``: where compose.yaml publishes the gateway (loopback unless asked; Swarm's
+    routing mesh has no host address). compose.yaml's services get ``no-new-privileges``
+    (Swarm services cannot)."""
     notes: list[str] = []
     healthy = {s.name for s in stack.services if s.check is not None}
     services: dict[str, Any] = {
@@ -249,12 +260,16 @@ def compose_file(stack: Stack, *, swarm: bool, base_dir: Path, gateway_port: int
         if GATEWAY in services:
             raise ValueError(f"a unit is exported as {GATEWAY!r}, the name of the generated "
                              "gateway: rename it")
-        services[GATEWAY] = gateway_entry(stack, gateway_port, publish_mode, base_dir)
+        services[GATEWAY] = gateway_entry(stack, gateway_port, publish_mode, base_dir,
+                                          host=None if swarm else gateway_host)
         if not swarm:
             services[GATEWAY]["depends_on"] = {
                 name: {"condition": "service_healthy" if name in healthy else "service_started"}
                 for name in services[GATEWAY]["depends_on"]}
         document["configs"] = {"gateway-config": {"file": f"./{GATEWAY_CONFIG}"}}
+    if not swarm:
+        for entry in services.values():
+            entry["security_opt"] = ["no-new-privileges:true"]
     document["networks"] = {NETWORK: {"driver": "overlay", "attachable": True} if swarm
                             else {"driver": "bridge"}}
     volumes: dict[str, Any] = {}

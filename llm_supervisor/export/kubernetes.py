@@ -26,6 +26,9 @@ KUBERNETES_VERSION = "1.30"
 IMAGE_UID = 10001  # USER of the images in packaging/docker (app, gateway)
 
 
+SECRET_SUFFIX = "-secret.yaml"
+
+
 def labels(name: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": PART_OF}
 
@@ -122,8 +125,12 @@ def _container(service: Service, notes: list[str]) -> dict[str, Any]:
         container["args"] = list(service.command)  # Command= replaces the image's CMD
     if service.working_dir:
         container["workingDir"] = service.working_dir
-    if service.environment:
-        container["env"] = [{"name": k, "value": v} for k, v in sorted(service.environment.items())]
+    env = [{"name": k, "value": v} for k, v in sorted(service.environment.items())]
+    env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name(service),
+                                                       "key": k}}}
+            for k in sorted(service.secret_environment)]
+    if env:
+        container["env"] = env
     if service.environment_files:
         container["envFrom"] = [{"secretRef": {"name": f"{service.name}-env", "optional": False}}]
     if service.ports:
@@ -146,6 +153,16 @@ def _unique_ports(service: Service) -> list[Any]:
     for port in service.ports:
         seen.setdefault((port.container_port, port.protocol), port)
     return list(seen.values())
+
+
+def secret_name(service: Service) -> str:
+    return f"{service.name}-environment"
+
+
+def secret_manifest(service: Service) -> dict[str, Any]:
+    """The values of the secret-looking ``Environment=`` keys (its file is written 0600)."""
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": _metadata(secret_name(service)),
+            "type": "Opaque", "stringData": dict(sorted(service.secret_environment.items()))}
 
 
 def workload(service: Service, notes: list[str]) -> dict[str, Any]:
@@ -259,6 +276,11 @@ def manifests(stack: Stack, *, storage: str = "20Gi", storage_class: str | None 
         if service.check is not None and service.check.kind == "exec":
             notes.append(f"{service.name}: the exec check runs inside the container here")
         files[f"{service.name}.yaml"] = resources
+        if service.secret_environment:
+            files[f"{service.name}{SECRET_SUFFIX}"] = [secret_manifest(service)]
+            notes.append(f"{service.name}: {', '.join(sorted(service.secret_environment))} "
+                         f"come from the Secret {secret_name(service)} in "
+                         f"{service.name}{SECRET_SUFFIX} (0600): keep it out of version control")
     if stack.routes:
         files["ingress.yaml"] = [ingress(stack, ingress_class)]
         for route in stack.routes:

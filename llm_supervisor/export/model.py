@@ -98,6 +98,8 @@ class Service:
     build_args: dict[str, str] = field(default_factory=dict)
     command: tuple[str, ...] | None = None
     environment: dict[str, str] = field(default_factory=dict)
+    # Values kept out of the manifests (export/secret_env.py): a Secret, or a 0600 env file.
+    secret_environment: dict[str, str] = field(default_factory=dict)
     environment_files: list[str] = field(default_factory=list)
     ports: list[Port] = field(default_factory=list)
     mounts: list[Mount] = field(default_factory=list)

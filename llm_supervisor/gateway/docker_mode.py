@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from llm_supervisor.core import nofollow
 from llm_supervisor.gateway import caddy
-from llm_supervisor.gateway.files import write_if_changed
 from llm_supervisor.gateway.options import GatewayOptions
 from llm_supervisor.gateway.routes import Route
 from llm_supervisor.units.container_values import SpecError, parse_port
@@ -77,9 +77,16 @@ def write(routes: list[Route], options: GatewayOptions,
     """Write the container's config (world-readable: the container runs as uid 10001; routes
     are not secret). True when it changed."""
     path = config_path(options)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o755)
     text = json.dumps(render(container_routes(routes, published), options), indent=2) + "\n"
-    changed = write_if_changed(path, text)
-    os.chmod(path, 0o644)
-    return changed
+    # STATE_DIR/gateway belongs to the unit user: reach docker/ and the file by descriptor,
+    # never through a link planted there (core/nofollow.py).
+    path.parent.parent.mkdir(parents=True, exist_ok=True)
+    fd = nofollow.open_dir_path(path.parent, 0o755)
+    try:
+        os.fchmod(fd, 0o755)
+        if nofollow.read_file_at(fd, path.name) == text.encode():
+            return False
+        nofollow.write_file_at(fd, path.name, text.encode(), 0o644)
+        return True
+    finally:
+        os.close(fd)

@@ -40,9 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_supervisor.core import nofollow
 from llm_supervisor.model_server.sources.offline import OFFLINE_PACKAGE, find_offline_gguf
 from llm_supervisor.model_server.weights import manifest as manifest_mod
-from llm_supervisor.repair import nofollow, perms
+from llm_supervisor.repair import perms
 from llm_supervisor.repair.context import hub_revision
 from llm_supervisor.repair.store import Store
 from llm_supervisor.repair.verify import Expected, check_file
@@ -214,9 +215,9 @@ class GGUFSource(FileSource):
         if self.progress:
             self.progress(0.3, "re-converting the offline SmolLM2 GGUF (about 20 s)")
         try:
-            done = subprocess.run([sys.executable, "-c", _CONVERT, str(dest), self.dtype],
+            done = subprocess.run([sys.executable, "-P", "-c", _CONVERT, str(dest), self.dtype],
                                   capture_output=True, text=True, timeout=self.timeout,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, cwd="/")  # never the caller's dir
         except (OSError, subprocess.TimeoutExpired) as exc:
             self._error = f"conversion failed: {exc}"
             return

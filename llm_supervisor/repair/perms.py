@@ -17,7 +17,7 @@ import os
 import stat
 from pathlib import Path
 
-from llm_supervisor.repair import nofollow
+from llm_supervisor.core import nofollow
 
 FILE_MODE_BITS = 0o644  # added to a model file (never removed): owner rw, everyone r
 DIR_MODE_BITS = 0o755

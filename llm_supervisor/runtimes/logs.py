@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import os
+import stat
 from collections import deque
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -33,6 +35,16 @@ SPLIT_MARKER = " [line continues]"
 log = structlog.get_logger("llm_supervisor.logs")
 
 
+def _tighten_dir(directory: Path) -> None:
+    """The units' log directory (``STATE_DIR/logs``) is the daemon's and its group's (0750),
+    also when an older version made it 0755; other users never read unit output."""
+    with contextlib.suppress(OSError):
+        st = directory.lstat()
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and \
+                stat.S_IMODE(st.st_mode) & 0o027:
+            os.chmod(directory, stat.S_IMODE(st.st_mode) & ~0o027)
+
+
 class UnitLog:
     def __init__(self, path: Path, max_bytes: int = 10 * 1024 * 1024, backups: int = 3,
                  max_line_chars: int = MAX_LINE_CHARS):
@@ -45,6 +57,7 @@ class UnitLog:
         self._partial_len = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._followers: set[_Follower] = set()
+        _tighten_dir(path.parent)
         self._file = RotatingFile(path, max_bytes, backups, on_dropping=self._on_dropping,
                                   resume_note=_resume_note)
 

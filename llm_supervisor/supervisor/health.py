@@ -1,5 +1,8 @@
 """Health probes: ``http://``, ``tcp://HOST:PORT`` and ``exec:COMMAND``.
 
+An exec check runs as its unit's program does: with the unit's ``User=``/``Group=`` (never as
+the daemon's root), from its ``WorkingDirectory=`` or ``/``, with ``PYTHONSAFEPATH=1``.
+
 An HTTP probe passes on 2xx. When the body is JSON with ``status``/``progress`` (as the model
 service answers while loading), the detail says so: ``loading 42%``.
 """
@@ -13,10 +16,13 @@ import shlex
 import signal
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
-from llm_supervisor.units.model import HealthSpec
+from llm_supervisor.runtimes.process import user as process_user
+from llm_supervisor.runtimes.process.safe_start import safe_start
+from llm_supervisor.units.model import HealthSpec, Unit
 
 
 @dataclass(frozen=True)
@@ -67,10 +73,12 @@ class Prober:
             self._tls = httpx.AsyncClient(trust_env=False, follow_redirects=False)
         return self._tls
 
-    async def probe(self, spec: HealthSpec, env: dict[str, str] | None = None) -> ProbeResult:
+    async def probe(self, spec: HealthSpec, env: dict[str, str] | None = None,
+                    unit: Unit | None = None) -> ProbeResult:
+        """``unit``: whose identity and working directory an exec check takes."""
         started = time.perf_counter()
         try:
-            ok, detail = await asyncio.wait_for(self._run(spec, env), spec.timeout)
+            ok, detail = await asyncio.wait_for(self._run(spec, env, unit), spec.timeout)
         except TimeoutError:
             ok, detail = False, f"timed out after {spec.timeout:g}s"
         except Exception as exc:  # noqa: BLE001 - any probe error is a failed check
@@ -79,7 +87,8 @@ class Prober:
             ok, detail = False, _describe_error(exc)
         return ProbeResult(ok, detail, time.perf_counter() - started)
 
-    async def _run(self, spec: HealthSpec, env: dict[str, str] | None) -> tuple[bool, str]:
+    async def _run(self, spec: HealthSpec, env: dict[str, str] | None, unit: Unit | None
+                   ) -> tuple[bool, str]:
         if spec.kind == "http":
             response = await self._client_for(spec.target).get(spec.target)
             described = _describe_json(response)
@@ -92,10 +101,10 @@ class Prober:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
             return True, "port open"
+        argv, cwd, env, switch = _exec_identity(shlex.split(spec.target), env, unit)
         proc = await asyncio.create_subprocess_exec(
-            *shlex.split(spec.target), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
-            start_new_session=True,
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True, **switch,
         )
         try:
             output, _ = await proc.communicate()
@@ -112,3 +121,17 @@ class Prober:
         await self._plain.aclose()
         if self._tls is not None:
             await self._tls.aclose()
+
+
+def _exec_identity(argv: list[str], env: dict[str, str] | None, unit: Unit | None
+                   ) -> tuple[list[str], str, dict[str, str] | None, dict[str, Any]]:
+    """``(argv, cwd, env, popen switch)`` for an exec check: the unit's account (its ambient
+    capabilities too, through setpriv), working directory and safe interpreter settings."""
+    if unit is None:
+        return argv, "/", {**(env if env is not None else os.environ), "PYTHONSAFEPATH": "1"}, {}
+    cwd, started = safe_start(unit, env if env is not None else os.environ)
+    account = process_user.run_as(unit.user, unit.group, unit.ambient_capabilities)
+    if account is None:
+        return argv, cwd, started, {}
+    prefix = process_user.setpriv_prefix(account, [])
+    return [*prefix, *argv], cwd, account.environment(started), account.popen_kwargs()

@@ -44,7 +44,7 @@ async def watch_health(runner: Watched, prober: Prober, events: Events,
     poll = FIRST_POLL_S
     while True:
         await asyncio.sleep(poll)
-        result = await prober.probe(spec, env)
+        result = await prober.probe(spec, env, unit=runner.unit)
         events.health_checked(runner.unit, result.ok, result.latency_s)
         elapsed = time.monotonic() - started
         if result.ok:

@@ -1,6 +1,6 @@
 """Stop like stop.sh: on a terminal (a real pty) ``llm-supervisord stop`` asks whether to delete
-caches and volumes (default no); ``--purge [--yes]`` lists, then removes only what lies in the
-state directory (and our Docker objects); scripts are never asked."""
+caches and volumes (default no); ``--purge [--yes]`` lists, then removes only what the daemon
+created in the state directory (and our Docker objects); scripts are never asked."""
 
 from __future__ import annotations
 
@@ -85,8 +85,8 @@ def _stop_on_a_terminal(daemon: Daemon, answer: str, *extra: str) -> tuple[int, 
 
 def test_stop_on_a_terminal_asks_and_keeps_caches_by_default(tmp_path: Path):
     daemon = _daemon(tmp_path)
-    caches = _caches(daemon.state_dir)
     _start(daemon)
+    caches = _caches(daemon.state_dir)  # made by the running stack (item 11: only ours go)
     code, out = _stop_on_a_terminal(daemon, "")  # Enter: the default, no
     assert code == 0, out
     assert "Also delete the caches and volumes? [y/N]" in out
@@ -100,8 +100,8 @@ def test_stop_on_a_terminal_answered_yes_deletes_only_the_state_dirs_caches(tmp_
     outside.mkdir()
     (outside / "model.gguf").write_bytes(b"GGUF")
     daemon = _daemon(tmp_path, model_path=outside)
-    caches = _caches(daemon.state_dir)
     _start(daemon)
+    caches = _caches(daemon.state_dir)  # made by the running stack (item 11: only ours go)
     code, out = _stop_on_a_terminal(daemon, "y")
     assert code == 0, out
     assert "stopped and purged" in out
@@ -113,8 +113,8 @@ def test_stop_on_a_terminal_answered_yes_deletes_only_the_state_dirs_caches(tmp_
 
 def test_scripts_are_never_asked(tmp_path: Path):
     daemon = _daemon(tmp_path)
-    caches = _caches(daemon.state_dir)
     _start(daemon)
+    caches = _caches(daemon.state_dir)  # made by the running stack (item 11: only ours go)
     refused = _cli(daemon, "stop", "--purge", stdin=subprocess.DEVNULL)
     assert refused.returncode == 2 and "without --yes" in refused.stderr
     assert "[y/N]" not in refused.stdout
@@ -127,7 +127,6 @@ def test_scripts_are_never_asked(tmp_path: Path):
 
 def test_purge_yes_lists_then_removes_volumes_and_caches(tmp_path: Path):
     daemon = _daemon(tmp_path)
-    caches = _caches(daemon.state_dir)
     volume = None
     try:
         import docker
@@ -143,6 +142,7 @@ def test_purge_yes_lists_then_removes_volumes_and_caches(tmp_path: Path):
     except Exception:
         client = None  # no engine here: the file part is still tested
     _start(daemon)
+    caches = _caches(daemon.state_dir)  # made by the running stack (item 11: only ours go)
     try:
         result = _cli(daemon, "stop", "--purge", "--yes", stdin=subprocess.DEVNULL)
         assert result.returncode == 0, result.stdout + result.stderr

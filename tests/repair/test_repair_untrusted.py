@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from llm_supervisor.core.nofollow import UnsafePath
 from llm_supervisor.model_server.weights.manifest import (
     MANIFEST_NAME,
     read_manifest,
@@ -22,7 +23,6 @@ from llm_supervisor.model_server.weights.manifest import (
 from llm_supervisor.plugins.types import Diagnosis
 from llm_supervisor.repair import engine, fetch, perms
 from llm_supervisor.repair.budget import Budget
-from llm_supervisor.repair.nofollow import UnsafePath
 from llm_supervisor.repair.store import Store
 from llm_supervisor.repair.verify import Expected
 from tests.model_fixtures import FakeHub, build_tiny_model, free_port

@@ -35,8 +35,42 @@ CHANGES = [
 ]
 
 
+DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
 def mirror() -> str:
     return os.environ.get("LLM_SUPERVISOR_DEBIAN_MIRROR") or DEFAULT_MIRROR
+
+
+def keyring() -> Path:
+    """The Debian archive keys every downloaded index is checked against (the mirror is plain
+    HTTP: the signature is the only thing that vouches for the packages)."""
+    return Path(os.environ.get("LLM_SUPERVISOR_DEBIAN_KEYRING") or DEFAULT_KEYRING)
+
+
+def _require_keyring(output: Callable[[str], None]) -> Path:
+    """The keyring, installed (``debian-archive-keyring``) when missing and we may; else fail
+    closed: never an unchecked debootstrap."""
+    path = keyring()
+    if not path.is_file() and path == Path(DEFAULT_KEYRING) and os.geteuid() == 0 \
+            and shutil.which("apt-get"):
+        output("installing the Debian archive keyring (apt-get install debian-archive-keyring)")
+        subprocess.run(["apt-get", "install", "-y", "-q", "debian-archive-keyring"],
+                       capture_output=True, text=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    if not path.is_file():
+        raise RuntimeError_(f"the Debian archive keyring {path} is missing, and the base image "
+                            "is never made from unverified packages: `sudo apt-get install "
+                            "debian-archive-keyring` (or point LLM_SUPERVISOR_DEBIAN_KEYRING at "
+                            "your mirror's keyring), or set BASE_IMAGE to a local Debian image")
+    return path
+
+
+def debootstrap_argv(debootstrap: str, rootfs: Path, keys: Path) -> list[str]:
+    """``--force-check-gpg``: a Release file that is unsigned, or signed by a key not in
+    ``keys``, stops debootstrap (its default only warns when it cannot check)."""
+    return [debootstrap, "--variant=minbase", f"--include={','.join(PACKAGES)}",
+            f"--keyring={keys}", "--force-check-gpg", SUITE, str(rootfs), mirror()]
 
 
 def base_exists(client: Any) -> bool:
@@ -76,12 +110,12 @@ def make_base_image(client: Any, output: Callable[[str], None]) -> str:
                             "`sudo llm-supervisorctl images build` once, or set BASE_IMAGE to a "
                             "local Debian bookworm image")
     debootstrap = _debootstrap(output)
+    keys = _require_keyring(output)
     with tempfile.TemporaryDirectory(prefix="llm-supervisord-rootfs-", dir="/var/tmp") as tmp:
         rootfs = Path(tmp) / "rootfs"
         output(f"debootstrap --variant=minbase {SUITE} from {mirror()} (about a minute)")
         proc = subprocess.Popen(
-            [debootstrap, "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE,
-             str(rootfs), mirror()],
+            debootstrap_argv(debootstrap, rootfs, keys),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lines: list[str] = []
         assert proc.stdout is not None
@@ -94,6 +128,11 @@ def make_base_image(client: Any, output: Callable[[str], None]) -> str:
                 output(f"debootstrap: {line}")
         if proc.wait() != 0:
             tail = "\n".join(lines[-6:])
+            if "signature" in tail.lower() or "gpg" in tail.lower() or "key" in tail.lower():
+                raise RuntimeError_(
+                    f"debootstrap refused the Debian mirror {mirror()}: its Release file is not "
+                    f"signed by a key in {keys} (a wrong or tampered mirror, or a keyring that "
+                    f"does not match it); fix the mirror or LLM_SUPERVISOR_DEBIAN_KEYRING:\n{tail}")
             raise RuntimeError_(
                 f"debootstrap could not make the base image: the Debian mirror {mirror()} did not "
                 f"answer or failed; check the network (or set LLM_SUPERVISOR_DEBIAN_MIRROR to a "

@@ -394,7 +394,7 @@ class DockerRuntime(Runtime):
 
         client = await self.client()
         try:
-            plan = plan_container(unit, env, PROJECT_DIR)
+            plan = plan_container(unit, env, PROJECT_DIR, stack=self.owner)
         except SpecError as exc:
             raise RuntimeError_(str(exc)) from exc
         try:

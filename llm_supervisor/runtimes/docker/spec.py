@@ -94,14 +94,25 @@ def container_environment(unit: Unit, env: Mapping[str, str]) -> dict[str, str]:
     return {key: env[key] for key in sorted(wanted) if key in env}
 
 
-def plan_container(unit: Unit, env: Mapping[str, str], base_dir: Path) -> ContainerPlan:
-    """Build the create() arguments for ``unit``; raises :class:`SpecError` on bad values."""
+def stack_name(name: str, stack: str | None) -> str:
+    """A network's or named volume's name in this stack: ``llm-network-<owner>``, so two
+    daemons on one engine never share a network (nor its aliases) or a volume (the display,
+    the X cookie). Docker's own networks and ``container:X`` keep their names."""
+    if stack is None or name in BUILTIN_NETWORKS or name.startswith("container:"):
+        return name
+    return f"{name}-{stack}"
+
+
+def plan_container(unit: Unit, env: Mapping[str, str], base_dir: Path,
+                   stack: str | None = None) -> ContainerPlan:
+    """Build the create() arguments for ``unit``; raises :class:`SpecError` on bad values.
+    ``stack``: the daemon's owner id, suffixed to network and named volume names."""
     spec: ContainerSpec | None = unit.container
     if spec is None:
         raise SpecError("Runtime=docker needs a [Container] section with Image= or Build=")
-    plan = ContainerPlan(network=spec.network or "llm-network")
+    plan = ContainerPlan(network=stack_name(spec.network or "llm-network", stack))
     plan.ports = [parse_port(p) for p in spec.ports]
-    plan.volumes = [parse_volume(v, base_dir) for v in spec.volumes]
+    plan.volumes = [_in_stack(parse_volume(v, base_dir), stack) for v in spec.volumes]
     plan.environment = container_environment(unit, env)
     kwargs: dict[str, Any] = {
         "init": True,  # docker-init as PID 1 forwards signals (a bare `sh` ignores SIGTERM)
@@ -142,6 +153,12 @@ def plan_container(unit: Unit, env: Mapping[str, str], base_dir: Path) -> Contai
             kwargs["networking_config"] = {plan.network: {"Aliases": [unit.short_name]}}
     plan.kwargs = kwargs
     return plan
+
+
+def _in_stack(volume: VolumeMount, stack: str | None) -> VolumeMount:
+    if not volume.named:
+        return volume
+    return VolumeMount(stack_name(volume.source, stack), volume.target, volume.mode, True)
 
 
 def _signal_name(number: int) -> str:

@@ -24,6 +24,7 @@ from llm_supervisor.runtimes.base import ExitStatus, Instance, Runtime, RuntimeE
 from llm_supervisor.runtimes.logs import UnitLog
 from llm_supervisor.runtimes.process import identity
 from llm_supervisor.runtimes.process import user as process_user
+from llm_supervisor.runtimes.process.safe_start import safe_start
 from llm_supervisor.units.model import Unit
 
 logger = structlog.get_logger("llm_supervisor.runtime.process")
@@ -145,7 +146,7 @@ class ProcessRuntime(Runtime):
 
     async def _spawn(self, argv: list[str], unit: Unit, env: Mapping[str, str]
                      ) -> asyncio.subprocess.Process:
-        cwd = unit.working_directory or None
+        cwd, env = safe_start(unit, env)
         _check_program(argv[0], env, cwd)
         prefix, switch = self._exec_prefix(), {}
         account = process_user.run_as(unit.user, unit.group, unit.ambient_capabilities)

@@ -80,6 +80,7 @@ def test_start_with_health_becomes_healthy_with_labels_and_logs(daemon: Daemon,
     assert host_config["RestartPolicy"]["Name"] in ("", "no"), "Docker must not restart it"
     assert status["pid"] == container.attrs["State"]["Pid"]
     # The network was created for us, with our labels.
+    network_name = f"{network_name}-{daemon.owner}"  # named per stack (issue 18 item 8)
     network = daemon.docker.networks.get(network_name)
     assert labels.owned_by(network.attrs["Labels"], daemon.owner)
     aliases = container.attrs["NetworkSettings"]["Networks"][network_name]["Aliases"]

@@ -100,7 +100,7 @@ def test_stack_in_containers_answers_through_the_gateway(stack: tuple[Daemon, in
     model = daemon.container_of("model-service.service")
     gateway = daemon.container_of("gateway.service")
     for container, alias in ((model, "model-service"), (gateway, "gateway")):
-        network = container.attrs["NetworkSettings"]["Networks"]["llm-network"]
+        network = container.attrs["NetworkSettings"]["Networks"][f"llm-network-{daemon.owner}"]
         assert alias in (network.get("Aliases") or []), f"{alias} reachable by its unit name"
         assert container.attrs["Config"]["User"] not in ("", "root", "0")
     # Only the gateway publishes on the host's HTTP port; the model service on loopback only.
@@ -263,7 +263,7 @@ def test_desktop_containers_require_the_password_and_show_the_page(
         daemon.stop()
         for name in (f"lsd-x11-{suffix}", f"lsd-desktop-{suffix}"):
             with contextlib.suppress(Exception):
-                daemon.docker.volumes.get(name).remove(force=True)
+                daemon.docker.volumes.get(f"{name}-{daemon.owner}").remove(force=True)
 
 
 def test_first_start_with_an_empty_model_path_installs_the_offline_model(

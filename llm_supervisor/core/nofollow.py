@@ -1,4 +1,6 @@
-"""File operations below the model directory that never follow a symbolic link.
+"""File operations below a directory another user owns that never follow a symbolic link: the
+one module for them (the repair below the model directory, the root daemon handing
+``STATE_DIR/{desktop,gateway,home}`` to the unit user, secrets written there).
 
 The model directory is writable by whoever runs the model service (a container running as root
 with it mounted read-write), while the repair runs in the supervisor, often as root. A symlink
@@ -139,3 +141,123 @@ def chmod_handle(fd: int, mode: int) -> None:
 def chown_handle(fd: int, owner: tuple[int, int]) -> None:
     """``chown`` the inode behind an ``O_PATH`` descriptor (never a link's target)."""
     os.chown(fd_path(fd), *owner)
+
+
+# --------------------------------------------------------------------- directories another user owns
+def open_child_dir(parent_fd: int, name: str, mode: int = 0o700, *, create: bool = True) -> int:
+    """A descriptor of the directory ``name`` in ``parent_fd``, made when missing; a symbolic
+    link (or anything else) found there is removed first — the link, never its target."""
+    try:
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        if not create:
+            raise
+    else:
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(name, dir_fd=parent_fd)
+    with suppress(FileExistsError):
+        os.mkdir(name, mode, dir_fd=parent_fd)
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+    except OSError as exc:  # swapped for a link since the check
+        raise UnsafePath(exc.errno or errno.ELOOP, f"cannot open {name} safely: {exc}") from exc
+
+
+def open_dir_path(path: Path, mode: int = 0o700) -> int:
+    """A descriptor of ``path`` whose parent the caller trusts (the daemon's own state dir);
+    its last component is reached with :func:`open_child_dir`."""
+    parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+    try:
+        return open_child_dir(parent, path.name, mode)
+    finally:
+        os.close(parent)
+
+
+def own_tree(dir_fd: int, owner: tuple[int, int]) -> int:
+    """Hand the directory behind ``dir_fd`` and everything below it to ``owner``, by descriptor
+    only: subdirectories are opened with ``O_NOFOLLOW`` relative to their parent's descriptor and
+    every other entry (a link included: the link itself) is changed with ``dir_fd=`` and
+    ``follow_symlinks=False``. A directory swapped for a link mid-walk is skipped, so nothing
+    outside the tree is ever reached. Returns how many entries changed owner."""
+    changed = 0
+    st = os.fstat(dir_fd)
+    if (st.st_uid, st.st_gid) != owner:
+        os.fchown(dir_fd, *owner)
+        changed += 1
+    with os.scandir(dir_fd) as entries:
+        names = [entry.name for entry in entries]
+    for name in names:
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                child = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+            except OSError:
+                continue  # now a link, or gone: never followed
+            try:
+                changed += own_tree(child, owner)
+            finally:
+                os.close(child)
+        elif (st.st_uid, st.st_gid) != owner:
+            with suppress(FileNotFoundError):
+                os.chown(name, *owner, dir_fd=dir_fd, follow_symlinks=False)
+                changed += 1
+    return changed
+
+
+def read_file_at(dir_fd: int, name: str, limit: int = 1 << 20) -> bytes | None:
+    """The content of the regular file ``name`` in ``dir_fd``, or None when it is missing, a
+    link or not a regular file (never a link's target)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def write_file_at(dir_fd: int, name: str, data: bytes, mode: int = 0o600,
+                  owner: tuple[int, int] | None = None) -> None:
+    """Replace ``name`` in ``dir_fd`` atomically with a new file of ``mode`` (and ``owner``, as
+    root): a temporary file made with ``O_EXCL`` and renamed over whatever was there, a planted
+    link included (the rename replaces the link itself)."""
+    tmp = f".{name}.{os.getpid()}.{secrets_token()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC, mode,
+                 dir_fd=dir_fd)
+    try:
+        try:
+            os.fchmod(fd, mode)
+            if owner is not None and os.geteuid() == 0:
+                os.fchown(fd, *owner)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+
+
+def chmod_at(dir_fd: int, name: str, mode: int) -> bool:
+    """``chmod`` the entry ``name`` in ``dir_fd`` unless it is a link; False when it is one or
+    is missing."""
+    try:
+        with no_follow_handle(dir_fd, name) as (fd, st):
+            if stat.S_ISLNK(st.st_mode):
+                return False
+            chmod_handle(fd, mode)
+            return True
+    except FileNotFoundError:
+        return False
+
+
+def secrets_token() -> str:
+    return os.urandom(6).hex()

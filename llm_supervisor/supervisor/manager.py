@@ -36,10 +36,12 @@ from llm_supervisor.supervisor.runner import UnitRunner
 from llm_supervisor.supervisor.state import Health, UnitState
 from llm_supervisor.supervisor.unit_env import pass_env_patterns, passed_through
 from llm_supervisor.units import graph
+from llm_supervisor.units.catalog import load_catalog
 from llm_supervisor.units.checks import cycle_error
 from llm_supervisor.units.env_file import read_env_file
 from llm_supervisor.units.loader import LoadResult, instantiate, load_directory
 from llm_supervisor.units.model import Unit, normalise_name
+from llm_supervisor.units.model_units import add_model_units
 from llm_supervisor.units.replicas import add_replicas
 
 log = structlog.get_logger("llm_supervisor.manager")
@@ -77,6 +79,9 @@ class Manager:
     def _load(self) -> LoadResult:
         result = load_directory(self.settings.units_dir, self.settings.expansion_vars())
         add_replicas(result, self.settings.expansion_vars(), self.settings.model_replicas)
+        add_model_units(result, self.settings.expansion_vars(),  # the model catalog (issue 20)
+                        load_catalog(self.settings.model_catalog_dirs),
+                        self.settings.resolved_models_port_base)
         for extra in self.plugins.hook.add_units():
             for unit in extra:
                 result.units.setdefault(unit.name, unit)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from llm_supervisor.units.builder import build_unit
-from llm_supervisor.units.catalog import Catalog, ModelEntry
+from llm_supervisor.units.catalog import DEFAULT_MODEL_UNIT, Catalog, ModelEntry
 from llm_supervisor.units.ini import UnitFileError, parse_unit_text
 from llm_supervisor.units.loader import LoadResult
 
@@ -101,7 +101,10 @@ def render_unit(entry: ModelEntry, port: int, directory: Path) -> str:
 def add_model_units(result: LoadResult, variables: Mapping[str, str], catalog: Catalog,
                     port_base: int) -> list[str]:
     """Add a unit per non-default catalog model to ``result``; returns their names. A unit file
-    of the same name in the units directory wins (the user's own override)."""
+    of the same name in the units directory wins (the user's own override). Nothing when the
+    stack has no model service (``model-service.service``): the catalog extends it."""
+    if DEFAULT_MODEL_UNIT not in result.units:
+        return []
     state_dir = Path(variables["STATE_DIR"])
     ports = assign_ports(catalog, port_base)
     added = []

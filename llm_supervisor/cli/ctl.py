@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_supervisor.cli import export as export_cli
+from llm_supervisor.cli import models as models_cli
 from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
 from llm_supervisor.cli.common import add_location_options, settings_from, socket_from
 
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     novnc = sub.add_parser("novnc", help="the test desktop's noVNC URL and password")
     novnc.add_argument("--json", action="store_true", help="machine-readable output")
     export_cli.add_parser(sub)
+    models_cli.add_parser(sub)
     images = sub.add_parser("images", help="Docker images of the stack (no registry needed)")
     images.add_argument("images_command", choices=["build"],
                         help="build: a local Debian base when none exists, then every image")
@@ -226,6 +228,8 @@ def run(args: argparse.Namespace) -> int:
         return report(run_checks(settings_from(args)))
     client = ControlClient(socket_from(args), timeout=600)
     command = args.command
+    if command == "models":
+        return models_cli.run(client, args)
     if command == "status":
         return _status(client, args)
     if command in ("start", "stop"):

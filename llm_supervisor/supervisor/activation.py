@@ -178,7 +178,7 @@ async def http_ready(upstream: str, timeout: float = 1.0) -> bool:
 
 class Activator:
     def __init__(self, catalog: Catalog, ports: dict[str, int], units: ModelUnits,
-                 estimate: Callable[[ModelEntry], int], budget: int, measured: MeasuredSizes, *,
+                 estimate: Callable[[ModelEntry], tuple[int, int]], budget: int, measured: MeasuredSizes, *,
                  queue_max: int = 64, wait_timeout: float = 120.0,
                  probe: Callable[[str], Awaitable[bool]] = http_ready):
         self.catalog = catalog
@@ -193,7 +193,7 @@ class Activator:
                        for name, entry in catalog.entries.items()}
         self._budget_lock = asyncio.Lock()
         self._changed = asyncio.Event()
-        self._estimates: dict[str, int] = {}
+        self._estimates: dict[str, tuple[int, int]] = {}  # name -> (estimate, floor)
         self._background: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ the request path
@@ -406,18 +406,23 @@ class Activator:
         longer loaded."""
         for st in self.status.values():
             if st.entry.unit_name == unit:
-                if new_state not in ("running", "starting"):
+                if new_state == "running" and not st.loaded:  # healthy: started with the stack,
+                    st.loaded = True                          # by hand, or after a restart
+                    st.last_used = st.last_used or time.monotonic()
+                elif new_state not in ("running", "starting"):
                     st.loaded = False
                 self._notify()
 
     # ------------------------------------------------------------------ memory
     def need(self, entry: ModelEntry) -> int:
-        measured = self.measured.get(entry.name)
-        if measured:
-            return measured
+        """The estimate until the model was measured; then the measured RSS, but never less
+        than its weights + KV cache (pages llama.cpp has allocated but not yet touched are not
+        in the RSS right after a load; they will be once contexts fill)."""
         if entry.name not in self._estimates:
             self._estimates[entry.name] = self.estimate(entry)
-        return self._estimates[entry.name]
+        total, floor = self._estimates[entry.name]
+        measured = self.measured.get(entry.name)
+        return max(measured, floor) if measured else total
 
     def residents(self) -> list[Resident]:
         found = []
@@ -425,16 +430,15 @@ class Activator:
             state = self.units.unit_state(st.entry.unit_name)
             if state in ACTIVE_STATES or st.loading:
                 found.append(Resident(st.name, self.need(st.entry), st.entry.pin,
-                                      st.in_flight + st.grace, loading=not st.loaded,
+                                      st.in_flight + st.grace,
+                                      loading=st.loading or not st.loaded,
                                       last_used=st.last_used))
         return found
 
     def _measure(self, st: ModelStatus) -> None:
         rss = self.units.unit_rss(st.entry.unit_name)
         if rss and st.loaded:
-            previous = self.measured.get(st.name) or 0
-            if rss > previous:
-                self.measured.record(st.name, rss)
+            self.measured.record(st.name, rss)
 
     async def _measure_later(self, st: ModelStatus, delay: float = 1.0) -> None:
         await asyncio.sleep(delay)
@@ -486,6 +490,7 @@ class Activator:
             "unit_state": self.units.unit_state(st.entry.unit_name),
             "memory_bytes": self.measured.get(st.name) if state == "loaded" else None,
             "estimate_bytes": estimate, "measured_bytes": self.measured.get(st.name),
+            "memory_source": "measured" if self.measured.get(st.name) else "estimate",
             "in_flight": st.in_flight, "waiting": st.waiting,
             "last_used": st.last_used_wall, "keep_alive_s": None if math.isinf(keep) else keep,
             "keep_alive_left_s": None if left is None else round(left, 1),

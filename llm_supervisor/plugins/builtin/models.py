@@ -83,19 +83,22 @@ class ManagerUnits:
 
 
 def make_estimator(settings: Any) -> Any:
-    def estimate(entry: ModelEntry) -> int:
+    """(estimate, floor) of a catalog model: from its file when it exists, else from the file
+    it will be made from (the offline GGUF, scaled by bits per weight when requantized)."""
+
+    def estimate(entry: ModelEntry) -> tuple[int, int]:
         context = DEFAULT_N_CTX if entry.is_default else entry.context_size
         where = settings.effective_model_path if entry.is_default else \
             model_dir(entry, settings.state_dir)
         try:
-            return estimate_path(Path(where), context).total
+            found = estimate_path(Path(where), context)
         except (EstimateError, OSError, ValueError, KeyError):
-            pass
-        gguf = find_offline_gguf()
-        if entry.source.kind in ("offline", "default") and gguf is not None:
-            scale = BITS_PER_WEIGHT.get(entry.source.quant or "Q4_1", 5.0) / BITS_PER_WEIGHT["Q4_1"]
-            return estimate_gguf(gguf, context, scale).total
-        return ENGINE_OVERHEAD_BYTES  # unknown until its first load measures it
+            gguf = find_offline_gguf()
+            if entry.source.kind not in ("offline", "default") or gguf is None:
+                return ENGINE_OVERHEAD_BYTES, 0  # unknown until its first load measures it
+            bits = BITS_PER_WEIGHT.get(entry.source.quant or "Q4_1", 5.0)
+            found = estimate_gguf(gguf, context, bits / BITS_PER_WEIGHT["Q4_1"])
+        return found.total, found.weights + found.kv_cache
 
     return estimate
 

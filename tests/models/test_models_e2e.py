@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_harness import wait_for
-from tests.model_fixtures import cached_smollm2_gguf_dir
+from tests.model_fixtures import build_tiny_model, cached_smollm2_gguf_dir
 from tests.models.models_stack import PROMPT, TEST_MODELS, ModelsStack
 
 CATALOG = {**TEST_MODELS, "delta": "[Model]\nSource=offline\nEngine=llama.cpp\n"
@@ -29,8 +29,13 @@ CATALOG = {**TEST_MODELS, "delta": "[Model]\nSource=offline\nEngine=llama.cpp\n"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelsStack]:
-    instance = ModelsStack(tmp_path_factory.mktemp("models-e2e"), cached_smollm2_gguf_dir(),
-                           CATALOG, gateway="caddy")
+    root = tmp_path_factory.mktemp("models-e2e")
+    # The transformers engine too: the tiny random Llama fixture, copied (repair may write).
+    tiny = build_tiny_model(root / "tiny-model")
+    catalog = {**CATALOG, "tiny": f"[Model]\nSource={tiny}\nEngine=transformers\nSlots=2\n"
+                                  "KeepAlive=infinity\n"}
+    instance = ModelsStack(root, cached_smollm2_gguf_dir(), catalog, gateway="caddy",
+                           USE_INT8="false")
     instance.start()
     yield instance
     instance.stop()
@@ -169,3 +174,23 @@ def test_sizes_are_measured_after_load(stack: ModelsStack) -> None:
     metrics = stack.daemon.client.request("GET", "/models/metrics").text()
     assert 'llm_supervisor_model_loads_total{model="alpha"}' in metrics
     assert 'llm_supervisor_model_loaded{model="alpha",state="loaded"} 1.0' in metrics
+
+
+def test_the_transformers_engine_serves_a_catalog_model(stack: ModelsStack) -> None:
+    view = stack.models()["tiny"]
+    assert view["state"] == "unloaded" and view["engine"] == "transformers"
+    status, body = stack.generate("tiny", max_tokens=3)
+    assert status == 200 and body["usage"]["completion_tokens"] >= 1, body
+    health = json.loads(http_get(int(stack.models()["tiny"]["upstream"].rsplit(":", 1)[1]),
+                                 "/api/health"))
+    assert health.get("engine") == "transformers", health
+    assert stack.models()["tiny"]["state"] == "loaded"
+
+
+def http_get(port: int, path: str) -> bytes:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read()
+    finally:
+        conn.close()

@@ -224,8 +224,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
         root = Path(tmp)
         warm = bench_cold_and_warm(root, args.warm)
+        print("warm:", json.dumps(warm), flush=True)  # each part as soon as it is measured
         swap = bench_swap(root, args.swap_requests, warm["cold_load_s"])
+        print("swap:", json.dumps(swap), flush=True)
         fit = bench_fit(root)
+        print("fit:", json.dumps(fit), flush=True)
     rows = [
         ("cold: TTFT of an unloaded model via the router", f"{warm['cold_ttft_s']:.2f} s",
          f"direct cold load {warm['cold_load_s']:.2f} s",
@@ -246,7 +249,6 @@ def main() -> int:
     print("| measure | routed | baseline | ratio | goal |\n|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    print(json.dumps({"warm": warm, "swap": swap, "fit": fit}, indent=1, default=str))
     return 0
 
 

@@ -152,8 +152,10 @@ def test_32_clients_3_unloaded_models_each_loaded_once(stack: ModelsStack) -> No
 
 def test_bad_requests_get_json_errors(stack: ModelsStack) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", stack.router_port, timeout=30)
-    conn.request("POST", "/v1/completions", body=b"x" * 2_000_000,
-                 headers={"Content-Type": "application/json"})
+    conn.putrequest("POST", "/v1/completions")  # announces 2 MB: refused before any is read
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", "2000000")
+    conn.endheaders()
     response = conn.getresponse()
     assert response.status == 413 and "error" in json.loads(response.read())
     conn.close()
@@ -171,7 +173,7 @@ def test_sizes_are_measured_after_load(stack: ModelsStack) -> None:
     assert 50 << 20 < measured < 2 << 30
     saved = json.loads((Path(stack.daemon.state_dir) / "models" / "measured.json").read_text())
     assert saved["alpha"] == measured
-    metrics = stack.daemon.client.request("GET", "/models/metrics").text()
+    metrics = stack.daemon.client.request("GET", "/models/metrics").text
     assert 'llm_supervisor_model_loads_total{model="alpha"}' in metrics
     assert 'llm_supervisor_model_loaded{model="alpha",state="loaded"} 1.0' in metrics
 

@@ -108,6 +108,7 @@ class ModelsPlugin:
         self.activator: Activator | None = None
         self.router: ModelRouter | None = None
         self.error: str | None = None
+        self.replicas = 1
         self._tasks: list[asyncio.Task[Any]] = []
 
     @hookimpl
@@ -115,6 +116,11 @@ class ModelsPlugin:
         if DEFAULT_MODEL_UNIT not in manager.runners:
             return
         settings = manager.settings
+        self.replicas = settings.model_replicas
+        if self.replicas > 1:
+            log.warning("model_router_not_routed", reason="MODEL_REPLICAS > 1: the gateway "
+                        "balances /api and /v1 over the replicas of the default model; catalog "
+                        "models are reachable on MODELS_ROUTER_PORT only")
         catalog = load_catalog(settings.model_catalog_dirs)
         for error in catalog.errors:
             log.error("model_file_error", **error.as_dict())
@@ -161,7 +167,10 @@ class ModelsPlugin:
 
     @hookimpl
     def gateway_routes(self, units: list[Unit]) -> list[dict[str, Any]]:
-        if self.router is None or not any(u.name == DEFAULT_MODEL_UNIT for u in units):
+        # With MODEL_REPLICAS > 1 the gateway keeps balancing /api and /v1 over the replicas
+        # (rolling restarts stay lossless); the router then serves only on its own port.
+        if self.router is None or self.replicas > 1 or \
+                not any(u.name == DEFAULT_MODEL_UNIT for u in units):
             return []
         upstream = f"http://127.0.0.1:{self.router.port}"
         return [{"name": "models", "path_prefix": prefix, "upstreams": [upstream],

@@ -74,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     result = load_directory(settings.units_dir, settings.expansion_vars())
+    # The user's catalog only (MODELS_DIR): the shipped SmolLM2 examples serve offline use here
+    # and are not pushed into a cluster nobody asked them for.
     catalog_units = add_model_units(result, settings.expansion_vars(),
-                                    load_catalog(settings.model_catalog_dirs),
+                                    load_catalog(settings.model_catalog_dirs[-1:]),
                                     settings.resolved_models_port_base)
     problems = [str(error) for error in (*result.errors, *cross_unit_problems(result))]
     if problems:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_supervisor.cli import export as export_cli
+from llm_supervisor.cli import models as models_cli
 from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
 from llm_supervisor.cli.common import add_location_options, settings_from, socket_from
 from llm_supervisor.daemon.commands import BY_VERB
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     novnc = sub.add_parser("novnc", help="the test desktop's noVNC URL and password")
     novnc.add_argument("--json", action="store_true", help="machine-readable output")
     export_cli.add_parser(sub)
+    models_cli.add_parser(sub)
     images = sub.add_parser("images", help="Docker images of the stack (no registry needed)")
     images.add_argument("images_command", choices=["build"],
                         help="build: a local Debian base when none exists, then every image")
@@ -318,7 +320,8 @@ LOCAL: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 # Verbs that talk to the daemon; each sends the table's request for its verb.
 REMOTE: dict[str, Callable[[ControlClient, argparse.Namespace], int]] = {
-    "status": _status, "start": _start_stop, "stop": _start_stop, "restart": _restart,
+    "models": models_cli.run, "status": _status, "start": _start_stop, "stop": _start_stop,
+    "restart": _restart,
     "repair": _repair, "logs": _logs, "monitor": _monitor, "reload": _reload, "reset": _reset,
     "plugins": lambda client, args: _plugins(client), "reopen-logs": _reopen_logs,
     "errors": _errors, "events": _events,

@@ -60,16 +60,31 @@ def add_parser(sub: Any) -> None:
                                      "on every node)")
 
 
+def catalog_note(units: list[str]) -> str:
+    return (f"model catalog: {', '.join(u.removesuffix('.service') for u in units)} exported as "
+            "their own always-on services (replicas 1); loading on demand, KeepAlive= and the "
+            "memory budget stay in llm-supervisord: scale-to-zero there needs an autoscaler "
+            "(e.g. KEDA's HTTP add-on or Knative), and the model router is not exported (send "
+            "each model's requests to its service)")
+
+
 def run(args: argparse.Namespace) -> int:
     from llm_supervisor.cli.common import settings_from
     from llm_supervisor.config.paths import PROJECT_DIR
     from llm_supervisor.export import writer
     from llm_supervisor.export.model import ExportError, build_stack
+    from llm_supervisor.units.catalog import load_catalog
     from llm_supervisor.units.checks import cross_unit_problems
     from llm_supervisor.units.loader import load_directory
+    from llm_supervisor.units.model_units import add_model_units
 
     settings = settings_from(args)
     result = load_directory(settings.units_dir, settings.expansion_vars())
+    # The user's catalog only (MODELS_DIR): the shipped SmolLM2 examples serve offline use here
+    # and are not pushed into a cluster nobody asked them for.
+    catalog_units = add_model_units(result, settings.expansion_vars(),
+                                    load_catalog(settings.model_catalog_dirs[-1:]),
+                                    settings.resolved_models_port_base)
     problems = [str(error) for error in (*result.errors, *cross_unit_problems(result))]
     if problems:
         for problem in problems:
@@ -83,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
                             replicas=args.replicas or settings.model_replicas,
                             images=dict(args.image), image_prefix=args.image_prefix,
                             include_desktop=args.include_desktop)
+        if catalog_units:
+            stack.notes.append(catalog_note(catalog_units))
         if not stack.services:
             print(f"nothing to export: no unit in {settings.units_dir} has a [Container]",
                   file=sys.stderr)

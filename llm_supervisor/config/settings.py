@@ -30,6 +30,7 @@ from llm_supervisor.config.paths import (
     default_state_dir,
     default_units_dir,
 )
+from llm_supervisor.data import shipped_models_dir
 
 FALLBACK_GATEWAY_PORT = 8000
 
@@ -153,6 +154,22 @@ class Settings(BaseSettings):
     # that cannot give this user the interpreter and state dir falls back to root, loudly.
     unit_user: str | None = Field(default=None, validation_alias=_alias("UNIT_USER"))
 
+    # Many models behind one endpoint (docs/models.md): the user's catalog directory (NAME.model
+    # files, on top of the shipped ones), the memory all loaded models may use together
+    # ("8G", "60%" of available RAM; empty = 75 %), the router's loopback port (0 = base port
+    # + 99) and the first port given to catalog models (0 = base port + 100).
+    models_dir: Path | None = Field(default=None, validation_alias=_alias("MODELS_DIR"))
+    model_memory_budget: str = Field(default="", validation_alias=_alias("MODEL_MEMORY_BUDGET"))
+    models_router_port: int = Field(default=0, ge=0, le=65535,
+                                    validation_alias=_alias("MODELS_ROUTER_PORT"))
+    models_port_base: int = Field(default=0, ge=0, le=65535,
+                                  validation_alias=_alias("MODELS_PORT_BASE"))
+    # A request for a model that is not loaded waits at most this long (then 503 + Retry-After);
+    # at most MODEL_QUEUE_MAX requests wait per model (then 503 at once).
+    model_activation_timeout: float = Field(default=120.0, gt=0,
+                                            validation_alias=_alias("MODEL_ACTIVATION_TIMEOUT"))
+    model_queue_max: int = Field(default=64, ge=1, validation_alias=_alias("MODEL_QUEUE_MAX"))
+
     # Free-form variables for ${NAME} expansion in unit files ([vars] in the TOML file).
     vars: dict[str, str] = Field(default_factory=dict)
 
@@ -196,6 +213,20 @@ class Settings(BaseSettings):
     @property
     def effective_model_path(self) -> Path:
         return self.model_path or self.state_dir / "models" / "default"
+
+    @property
+    def model_catalog_dirs(self) -> list[Path]:
+        """The shipped catalog, then the user's (a user file replaces a shipped one by name)."""
+        user = self.models_dir or Path.home() / ".config" / "llm-supervisor" / "models"
+        return [shipped_models_dir(), user]
+
+    @property
+    def resolved_models_router_port(self) -> int:
+        return self.models_router_port or self.model_service_port + 99
+
+    @property
+    def resolved_models_port_base(self) -> int:
+        return self.models_port_base or self.model_service_port + 100
 
     @property
     def resolved_unit_user(self) -> str:

@@ -204,6 +204,8 @@ def build_stack(result: LoadResult, *, model_dir: Path, project_dir: Path, repli
 
 
 def _family(unit: Unit) -> str:
+    if unit.instance is None and "@" in unit.name:  # a catalog model: its own service
+        return unit.short_name.replace("@", "-")
     parts = split_template(unit.name)
     return parts[0].split("@", 1)[0] if parts else unit.short_name
 

@@ -59,7 +59,7 @@ class SupervisorView(Protocol):
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         """Stop receiving events on ``queue``."""
 
-    def start_unit(self, name: str) -> list[str]:
+    def start_unit(self, name: str, reason: str = "start requested") -> list[str]:
         """Start a unit or target and what it pulls in; returns the services started."""
 
     async def stop_unit(self, name: str, reason: str = "stop requested") -> list[str]:

@@ -35,9 +35,11 @@ from llm_supervisor.supervisor.runner import UnitRunner
 from llm_supervisor.supervisor.state import Health, UnitState
 from llm_supervisor.supervisor.unit_env import unit_environment
 from llm_supervisor.units import graph
+from llm_supervisor.units.catalog import load_catalog
 from llm_supervisor.units.checks import cycle_error
 from llm_supervisor.units.loader import LoadResult, instantiate, load_directory
 from llm_supervisor.units.model import Unit, normalise_name
+from llm_supervisor.units.model_units import add_model_units
 from llm_supervisor.units.replicas import add_replicas
 
 log = structlog.get_logger("llm_supervisor.manager")
@@ -80,6 +82,9 @@ class Manager:
         """The unit files, the replicas the settings ask for, and the units plugins add."""
         result = load_directory(self.settings.units_dir, self.settings.expansion_vars())
         add_replicas(result, self.settings.expansion_vars(), self.settings.model_replicas)
+        add_model_units(result, self.settings.expansion_vars(),  # the model catalog (issue 20)
+                        load_catalog(self.settings.model_catalog_dirs),
+                        self.settings.resolved_models_port_base)
         for unit in self.events.add_units():
             result.units.setdefault(unit.name, unit)
         for error in result.errors:
@@ -161,15 +166,14 @@ class Manager:
             if self.target in runner.unit.wanted_by and not runner.wanted:
                 runner.set_state(runner.state, f"not started: {self.target_error}")
 
-    def start_unit(self, name: str) -> list[str]:
+    def start_unit(self, name: str, reason: str = "start requested") -> list[str]:
         """Start a unit (or target) and what it Requires=/Wants=; returns the names started."""
         full = self.resolve(name)
         services, cycles = self.transaction(full)
         if cycles:
             raise graph.DependencyCycleError(cycles[0])
         for service in sorted(services):
-            self.runners[service].start("start requested" if service == full else
-                                        f"pulled in by {full}")
+            self.runners[service].start(reason if service == full else f"pulled in by {full}")
         return sorted(services)
 
     def _dependents(self, name: str) -> set[str]:

@@ -101,7 +101,8 @@ def test_gateway_listens_on_loopback_and_its_admin_api_only_on_a_private_socket(
     info = stack.daemon.client.get("/gateway")
     assert info["program"] == "caddy"
     assert info["admin_url"] == f"unix:{admin}"
-    assert [r["path_prefix"] for r in info["routes"]] == ["/api", "/"]
+    # /api/generate and /v1 go to the model router (many models, one endpoint: docs/models.md).
+    assert [r["path_prefix"] for r in info["routes"]] == ["/api/generate", "/api", "/v1", "/"]
 
 
 def test_other_local_users_cannot_reach_the_admin_socket(stack: Stack) -> None:

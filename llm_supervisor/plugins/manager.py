@@ -31,6 +31,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "llm_supervisor.plugins.builtin.gateway",
     "llm_supervisor.plugins.builtin.desktop",
     "llm_supervisor.plugins.builtin.model_repair",
+    "llm_supervisor.plugins.builtin.heal",
     "llm_supervisor.dashboard.plugin",
 )
 

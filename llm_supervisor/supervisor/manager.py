@@ -369,6 +369,7 @@ class Manager:
         for path, optional in unit.environment_files:
             env.update(read_env_file(Path(path), optional))
         env.update(unit.environment)
+        env.update(_merged(self.plugins.hook.unit_environment(unit=unit)))  # heals: cheaper config
         env[UNIT_MARKER] = unit.name
         env[OWNER_MARKER] = str(self.settings.state_dir.resolve())
         return env
@@ -461,7 +462,8 @@ class Manager:
     # ------------------------------------------------------------------ status
     def unit_status(self, runner: UnitRunner) -> dict[str, Any]:
         """The runner's status with its CPU and memory use (``cpu_percent``, ``memory_bytes``)."""
-        return {**runner.status(), **self.resources.usage(runner)}
+        return {**runner.status(), **self.resources.usage(runner),
+                **_merged(self.plugins.hook.unit_status(unit=runner.unit))}
 
     def status(self) -> list[dict[str, Any]]:
         return [self.unit_status(self.runners[name]) for name in sorted(self.runners)]
@@ -476,3 +478,10 @@ class Manager:
         for runner in self.runners.values():
             runner.log.close()
 
+
+def _merged(answers: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """Plugins' dict answers merged (pluggy returns the last registered first: earlier wins)."""
+    merged: dict[str, Any] = {}
+    for answer in reversed(answers):
+        merged.update(answer or {})
+    return merged

@@ -42,12 +42,15 @@ class Holder:
     user: str
     ours: bool  # another llm-supervisord (or one of its units) holds it
 
-    def describe(self) -> str:
+    def who(self) -> str:
+        """``pid 42 (python3 -m http.server), user alice``; ours say "another llm-supervisord"."""
         if self.pid is None:
-            return (f"port {self.port} is held by a process we may not see (run "
-                    f"`llm-supervisorctl doctor` as root to name it)")
-        who = "another llm-supervisord" if self.ours else "a process"
-        return f"port {self.port} is held by {who}: pid {self.pid} ({self.command}), user {self.user}"
+            return "a process we may not see (run `llm-supervisorctl doctor` as root to name it)"
+        who = f"pid {self.pid} ({self.command}), user {self.user}"
+        return f"another llm-supervisord: {who}" if self.ours else who
+
+    def describe(self) -> str:
+        return f"port {self.port} is held by {self.who()}"
 
 
 def _is_ours(proc: psutil.Process) -> bool:
@@ -95,18 +98,25 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def port_keys(env: Mapping[str, str]) -> list[tuple[str, int]]:
-    """The unit's ``*_PORT`` variables with a numeric value, internal ones first."""
-    found = []
-    for key, value in env.items():
-        if key.endswith("_PORT") and value.isdigit():
-            found.append((key, int(value)))
+def _numbers_used(unit: Any) -> set[str]:
+    """Port numbers the unit itself names: its Environment=, command line, health check."""
+    text = " ".join([*(unit.exec_start or []), *unit.environment.values(),
+                     unit.health.target if unit.health is not None else ""])
+    return set(re.findall(r"\d+", text))
+
+
+def port_keys(env: Mapping[str, str], unit: Any) -> list[tuple[str, int]]:
+    """The ``*_PORT`` variables the unit uses (every unit gets the whole config's; only those
+    its own settings name count), internal ones first."""
+    used = _numbers_used(unit)
+    found = [(key, int(value)) for key, value in env.items()
+             if key.endswith("_PORT") and value.isdigit() and value in used]
     return sorted(found, key=lambda kv: (kv[0] not in INTERNAL, kv[0]))
 
 
 def taken(env: Mapping[str, str], unit: Any) -> tuple[str, int, Holder] | None:
     """The first of the unit's ports (its variables, its health check) someone else holds."""
-    candidates = port_keys(env)
+    candidates = port_keys(env, unit)
     health = getattr(unit, "health", None)
     if health is not None:
         match = re.search(r":(\d+)(?:/|$)", health.target)

@@ -241,6 +241,8 @@ class BatchingEngine:
         """Stop accepting, let in-flight requests finish for ``grace`` seconds, cancel the rest,
         then stop the worker."""
         self._accepting = False
+        if self.stalled is not None:
+            grace = 0.0  # a stuck worker finishes nothing: do not wait for it
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=grace)
         except TimeoutError:
@@ -252,7 +254,8 @@ class BatchingEngine:
             self._stop = True
             self._cond.notify()
         if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
+            join = 0.5 if self.stalled is not None else 5.0
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, join)
 
     def _wake(self) -> None:
         with self._cond:

@@ -42,7 +42,26 @@ class _UnitCollector(Collector):
         memory = GaugeMetricFamily("llm_supervisor_unit_memory_bytes",
                                    "Resident memory of the unit's process tree or container",
                                    labels=["unit"])
+        degraded = GaugeMetricFamily("llm_supervisor_unit_degraded",
+                                     "1 while a heal runs the unit degraded (cheaper, moved, "
+                                     "other engine), 0 once it answers again", labels=["unit", "kind"])
+        heals = GaugeMetricFamily("llm_supervisor_unit_heals",
+                                  "Heals of the unit since the daemon started, by failure kind",
+                                  labels=["unit", "kind"])
+        memory_max = GaugeMetricFamily("llm_supervisor_unit_memory_max_bytes",
+                                       "The unit's MemoryMax=", labels=["unit"])
         for runner in self.manager.runners.values():
+            extra: dict = {}
+            for answer in self.manager.plugins.hook.unit_status(unit=runner.unit):
+                extra.update(answer or {})
+            heal = extra.get("heal") or {}
+            if heal:
+                degraded.add_metric([runner.name, heal["kind"]],
+                                    1.0 if heal["state"] == "degraded" else 0.0)
+                for kind, count in heal.get("heals", {}).items():
+                    heals.add_metric([runner.name, kind], float(count))
+            if extra.get("memory_max"):
+                memory_max.add_metric([runner.name], float(extra["memory_max"]))
             for value in UnitState:
                 state.add_metric([runner.name, value.value], 1.0 if runner.state == value else 0.0)
             if runner.health != Health.NONE:
@@ -58,6 +77,9 @@ class _UnitCollector(Collector):
         yield restarts
         yield cpu
         yield memory
+        yield degraded
+        yield heals
+        yield memory_max
 
 
 class MetricsPlugin:

@@ -57,9 +57,11 @@ class Size:
         return text + (", INT8" if self.int8 else "")
 
 
-def current_size(env: Mapping[str, str]) -> Size:
+def current_size(env: Mapping[str, str], model_server: bool = True) -> Size:
+    """The size the unit runs at; ``USE_INT8`` counts for the model server only."""
+    int8 = (env.get("USE_INT8", "") or "").strip().lower() in ("1", "true", "yes", "on")
     return Size(_int(env, "LLAMA_N_CTX", DEFAULT_CONTEXT), _int(env, "MAX_BATCH_SIZE", DEFAULT_BATCH),
-                (env.get("USE_INT8", "") or "").strip().lower() in ("1", "true", "yes", "on"))
+                int8 and model_server)
 
 
 def cheaper(size: Size, engine: str) -> tuple[Size, str] | None:
@@ -76,9 +78,11 @@ def cheaper(size: Size, engine: str) -> tuple[Size, str] | None:
     return None
 
 
-def as_environment(size: Size) -> dict[str, str]:
-    return {"LLAMA_N_CTX": str(size.context), "MAX_BATCH_SIZE": str(size.batch),
-            "USE_INT8": "true" if size.int8 else "false"}
+def as_environment(size: Size, model_server: bool = True) -> dict[str, str]:
+    env = {"LLAMA_N_CTX": str(size.context), "MAX_BATCH_SIZE": str(size.batch)}
+    if model_server:
+        env["USE_INT8"] = "true" if size.int8 else "false"
+    return env
 
 
 @dataclass

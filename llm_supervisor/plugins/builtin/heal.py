@@ -31,6 +31,7 @@ from llm_supervisor.heal import disk, engine_crash, oom, ports
 from llm_supervisor.heal.ledger import Ledger
 from llm_supervisor.plugins.hookspecs import hookimpl
 from llm_supervisor.plugins.types import Diagnosis, Progress, RepairResult
+from llm_supervisor.runtimes.process import cgroups
 
 if TYPE_CHECKING:
     from llm_supervisor.supervisor.manager import Manager
@@ -84,6 +85,14 @@ class HealPlugin:
             return None, None
         return self.manager.settings.state_dir, self.manager.settings.log_dir
 
+    def _cgroup_usage(self, unit: Unit) -> int | None:
+        """What the kernel charges the unit's memory cgroup (what MemoryMax= limits), if any."""
+        if self.manager is None:
+            return None
+        owner = str(self.manager.settings.state_dir.resolve())
+        cgroup = cgroups.for_unit(unit.name, owner, unit.memory_max, unit.memory_high)
+        return cgroup.usage() if cgroup is not None else None
+
     # ------------------------------------------------------------------ hooks
     @hookimpl
     def supervisor_started(self, manager: Manager) -> None:
@@ -105,6 +114,7 @@ class HealPlugin:
         if unit.memory_max is not None or unit.memory_high is not None:
             extra["memory_max"] = unit.memory_max
             extra["memory_high"] = unit.memory_high
+            extra["memory_cgroup_bytes"] = self._cgroup_usage(unit)
         if unit.name in self.port_holders:
             extra["port_holder"] = self.port_holders[unit.name]
         return extra or None
@@ -170,12 +180,13 @@ class HealPlugin:
                     f"MemoryMax= in {unit.short_name}'s unit file, or make it use less"),
                     give_up=True)
             return RepairResult(False, f"out of memory{limit}; restarting as the policy says")
-        size = oom.current_size(env)
+        model_server = _is_model_unit(unit)
+        size = oom.current_size(env, model_server)
         if ladder.configured is None:
             ladder.configured = size
             ladder.steps = [size.describe()]
         ladder.failed_sizes[size] = ladder.failed_sizes.get(size, 0) + 1
-        step = oom.cheaper(size, engine_crash.engine_of(env) if _is_model_unit(unit) else "")
+        step = oom.cheaper(size, engine_crash.engine_of(env) if model_server else "")
         if step is None:
             self.ledger.degraded(unit.name, oom.KIND, ladder.line() + " (floor)")
             return RepairResult(False, (
@@ -184,7 +195,8 @@ class HealPlugin:
                 give_up=True)
         smaller, what = step
         ladder.steps.append(what)
-        self.ledger.degraded(unit.name, oom.KIND, ladder.line(), oom.as_environment(smaller))
+        self.ledger.degraded(unit.name, oom.KIND, ladder.line(),
+                             oom.as_environment(smaller, model_server))
         return RepairResult(True, f"out of memory{limit}: restarting with {smaller.describe()}",
                             details={"size": smaller.describe()})
 

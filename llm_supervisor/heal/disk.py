@@ -1,8 +1,9 @@
 """A full disk: check free space before big writes; on ENOSPC free only what we own and can
 rebuild, say what was freed, and retry once.
 
-What counts as ours and rebuildable: staging and old-model directories next to the model dir
-(``.NAME.staging-*``, ``.NAME.old-*``, left by an interrupted fetch or conversion), partial
+What counts as ours and rebuildable: staging, old-model and download directories next to the
+model dir (``.NAME.staging-*``, ``.NAME.old-*``, ``.NAME.download``, left by an interrupted
+fetch or conversion), partial
 downloads (``*.incomplete``) anywhere below the state dir or in those staging dirs, rotated logs
 beyond the newest (``NAME.log.2`` and up, in the log dir). Never a model's files, never a file
 outside those places, and every walk is by descriptor without following links (the model dir
@@ -19,43 +20,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llm_supervisor.core.disk_space import free_bytes, human, shortfall
 from llm_supervisor.heal.evidence import first_match, last_run
+
+__all__ = ["KIND", "Freed", "evidence", "free_bytes", "reclaim", "shortfall"]
 
 KIND = "disk_full"
 PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
-    r"No space left on device", r"\[Errno 28\]", r"\bENOSPC\b", r"Disk quota exceeded")]
+    r"No space left on device", r"\[Errno 28\]", r"\bENOSPC\b", r"Disk quota exceeded",
+    r"needs .+ but only .+ is free")]  # core.disk_space.shortfall, said before a big write
 _ROTATED = re.compile(r".+\.log\.(\d+)$")
 
 
 def evidence(log_tail: Sequence[str]) -> str | None:
     return first_match(last_run(log_tail), PATTERNS)
-
-
-def free_bytes(path: Path) -> int:
-    """Free bytes for an unprivileged writer on ``path``'s file system (nearest existing parent)."""
-    probe = Path(path)
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    usage = os.statvfs(probe)
-    return usage.f_bavail * usage.f_frsize
-
-
-def shortfall(path: Path, needed: int, what: str) -> str | None:
-    """One sentence when ``needed`` bytes do not fit at ``path`` (None when they do)."""
-    free = free_bytes(path)
-    if free >= needed:
-        return None
-    return (f"{what} needs {_size(needed)} at {path} but only {_size(free)} is free: free "
-            f"{_size(needed - free)} there (or point it at a larger disk)")
-
-
-def _size(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -66,11 +44,11 @@ class Freed:
     def describe(self) -> str:
         if not self.paths:
             return "nothing of ours to free"
-        return f"freed {_size(self.bytes)} ({len(self.paths)} item(s): {', '.join(self.paths[:3])}" + (
+        return f"freed {human(self.bytes)} ({len(self.paths)} item(s): {', '.join(self.paths[:3])}" + (
             ", ...)" if len(self.paths) > 3 else ")")
 
 
-def _tree_size(path: Path) -> int:
+def _treehuman(path: Path) -> int:
     info = os.lstat(path)
     if not stat.S_ISDIR(info.st_mode):
         return info.st_blocks * 512
@@ -86,7 +64,7 @@ def _tree_size(path: Path) -> int:
 
 def _remove(path: Path, freed: Freed) -> None:
     try:
-        size = _tree_size(path)
+        size = _treehuman(path)
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)  # rmtree never follows symlinks inside the tree
         else:
@@ -101,7 +79,7 @@ def reclaim(model_dir: Path | None, state_dir: Path | None, log_dir: Path | None
     freed = Freed()
     if model_dir is not None and model_dir.parent.is_dir():
         name = model_dir.name
-        for pattern in (f".{name}.staging-*", f".{name}.old-*"):
+        for pattern in (f".{name}.staging-*", f".{name}.old-*", f".{name}.download"):
             for leftover in sorted(model_dir.parent.glob(pattern)):
                 _remove(leftover, freed)
     if state_dir is not None and state_dir.is_dir():

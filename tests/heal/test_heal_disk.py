@@ -15,9 +15,13 @@ from pathlib import Path
 import pytest
 
 from llm_supervisor.heal import disk
+from llm_supervisor.model_server.sources.hub import fetch_from_hub
+from llm_supervisor.model_server.sources.types import ModelSourceError
+from llm_supervisor.model_server.weights.fetch_lock import download_dir as disk_download
 from llm_supervisor.supervisor.manager import Manager
 from tests.daemon_harness import free_port
 from tests.heal.heal_helpers import PROJECT
+from tests.model_fixtures import FakeHub
 from tests.supervisor.manager_harness import run_manager, until
 
 
@@ -106,3 +110,15 @@ def test_nothing_of_ours_to_free_fails_with_one_sentence(tmp_path: Path, small_d
         assert (small_disk / "model" / "model.safetensors").stat().st_size == 6 << 20
 
     run_manager(tmp_path, units, [], scenario)
+
+
+def test_a_download_that_cannot_fit_says_so_before_writing(
+        small_disk: Path, fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiny model (~13 MiB) does not fit on the 8 MiB disk: one sentence, nothing written."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    dest = small_disk / "model"
+    with pytest.raises(ModelSourceError, match=r"downloading test/tiny-llama needs .* MiB at "):
+        fetch_from_hub("test/tiny-llama", dest, endpoint=fake_hub.url)
+    assert not any(p.is_file() for p in disk_download(dest).rglob("*"))
+    assert disk.evidence([str(ModelSourceError("downloading x needs 9 MiB at /m but only 1 "
+                                               "MiB is free: free 8 MiB there"))]) is not None

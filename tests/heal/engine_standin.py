@@ -2,7 +2,8 @@
 llama.cpp built for another CPU does), while its transformers engine serves: the crash is real
 (the process is killed by SIGILL), the model is not (loading a real one takes 15 s here).
 
-``CRASH_ENGINE`` names the engine that dies (default llama.cpp); ``ENGINE`` picks the engine.
+``CRASH_ENGINE`` names the engine that dies (default llama.cpp; ``CRASH_ENGINE_ALL=1``: every
+engine); ``ENGINE`` picks the engine.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 def main() -> None:
     engine = os.environ.get("ENGINE", "auto")
     print(f"loading the model with {engine}", flush=True)
-    if engine == os.environ.get("CRASH_ENGINE", "llama.cpp"):
+    if engine == os.environ.get("CRASH_ENGINE", "llama.cpp") or os.environ.get("CRASH_ENGINE_ALL"):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file in the test's cwd
         os.kill(os.getpid(), signal.SIGILL)
     body = f"engine={engine}".encode()

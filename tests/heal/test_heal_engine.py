@@ -84,3 +84,26 @@ def test_no_other_engine_means_the_start_limit_not_a_loop(tmp_path: Path) -> Non
         assert "heal" not in manager.unit_status(runner)
 
     run_manager(tmp_path, units, [], scenario)
+
+
+def test_both_engines_crashing_is_no_ping_pong(tmp_path: Path) -> None:
+    """llama.cpp crashes, transformers crashes too: one switch, then the start limit."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.Q4_1.gguf").write_bytes(b"GGUF")
+    port = free_port()
+    text = _unit(model_dir, port, "llama.cpp", "llama.cpp").replace(
+        "CRASH_ENGINE=llama.cpp", "CRASH_ENGINE=any").replace(
+        "ExecStart=", "ExecStart=/usr/bin/env CRASH_ENGINE_ALL=1 ")
+    units = {"model.service": text}
+
+    async def scenario(manager: Manager) -> None:
+        await manager.start_target()
+        runner = manager.runners["model.service"]
+        await until(lambda: str(runner.state) == "failed", "failed", 60)
+        assert "start limit hit" in runner.reason
+        heal = manager.unit_status(runner)["heal"]
+        assert heal["overrides"] == {"ENGINE": "transformers"}
+        assert heal["heals"] == {"engine_crash": 1}
+
+    run_manager(tmp_path, units, [], scenario)

@@ -146,7 +146,8 @@ class HealPlugin:
             count = self.crashes[key]
         log.warning("engine_crash_at_start", unit=unit.name, engine=engine, how=how, count=count)
         other = engine_crash.other_engine(engine, env)
-        if count < engine_crash.crashes_allowed(env) or other is None:
+        allowed = engine_crash.crashes_allowed(env)
+        if count < allowed or other is None or self.crashes.get((unit.name, other), 0) >= allowed:
             return None  # the restart policy retries; the start limit ends a hopeless case
         return Diagnosis(engine_crash.KIND,
                          f"{engine} crashed at start {count}× ({how})", PLUGIN,
@@ -220,8 +221,9 @@ class HealPlugin:
     def _heal_port(self, unit: Unit, diagnosis: Diagnosis) -> RepairResult:
         env = self._environment(unit)
         found = ports.taken(env, unit)
-        if found is None:
-            return RepairResult(True, "the port is free again; restarting")
+        if found is None:  # gone by now, or a port we cannot tell: the policy's backoff
+            return RepairResult(False, "the port it wanted is free again; restarting as the "
+                                "policy says")
         key, port, holder = found
         self.port_holders[unit.name] = holder.describe()
         if key in ports.INTERNAL:
@@ -271,6 +273,9 @@ class HealPlugin:
     # ------------------------------------------------------------------ answering again
     def _answered(self, unit: Unit) -> None:
         self.answered[unit.name] = True
+        if _is_model_unit(unit):  # the engine it runs on works: its crash count starts over
+            engine = engine_crash.engine_of(self._environment(unit))
+            self.crashes.pop((unit.name, engine), None)
         self.disk_retried.discard(unit.name)
         self.port_holders.pop(unit.name, None)
         if self.ledger.healed(unit.name):

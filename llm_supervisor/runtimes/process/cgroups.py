@@ -95,9 +95,13 @@ class UnitCgroup:
         """Create the folder and write the limits (again at every start: a reload may change them)."""
         self.path.mkdir(parents=True, exist_ok=True)
         if self.version == "v2":
-            parent_control = self.path.parent / "cgroup.subtree_control"
-            with contextlib.suppress(OSError):
-                _write(parent_control, "+memory")
+            # The controller must be enabled on the way down (daemon's cgroup → ours → the
+            # unit's). The daemon's own cgroup refuses while it holds processes (v2's "no
+            # internal processes" rule): then memory.max is missing below, the write fails and
+            # the runtime falls back to the RSS watch.
+            for parent in (self.path.parent.parent, self.path.parent):
+                with contextlib.suppress(OSError):
+                    _write(parent / "cgroup.subtree_control", "+memory")
             _write(self.path / "memory.max", str(self.memory_max or "max"))
             _write(self.path / "memory.high", str(self.memory_high or "max"))
             if (self.path / "memory.swap.max").exists():

@@ -138,9 +138,11 @@ class UnitCgroup:
         """Remove the (empty) cgroup; False while a straggler still lives in it."""
         try:
             self.path.rmdir()
-            return True
         except OSError:
             return False
+        with contextlib.suppress(OSError):  # the daemon's folder, once its last unit is gone
+            self.path.parent.rmdir()
+        return True
 
 
 def owner_folder(owner: str) -> str:

@@ -109,3 +109,20 @@ def test_user_facing_port_fails_with_the_setting(
         wait_for(lambda: holder.poll() is None, 1, "the holder still runs")
 
     run_manager(tmp_path, units, [], scenario)
+
+
+def test_a_holder_of_ours_is_named_as_another_llm_supervisord() -> None:
+    """A unit of another daemon carries our markers in its environment."""
+    port = free_port()
+    env = {**os.environ, "LLM_SUPERVISOR_OWNER": "/var/lib/other-daemon"}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(port)], stdout=subprocess.PIPE,
+                              text=True, env=env)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        found = ports.holder(port)
+        assert found is not None and found.ours
+        assert found.describe().startswith(
+            f"port {port} is held by another llm-supervisord: pid {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()

@@ -82,7 +82,8 @@ def _status(client: ControlClient, args: argparse.Namespace) -> int:
         units = fetch()
         keys = ("name", "state", "health", "health_detail", "pid", "restarts", "since",
                 "last_exit", "reason", "runtime", "description", "repair_progress",
-                "cpu_percent", "memory_bytes")
+                "cpu_percent", "memory_bytes", "memory_max", "memory_cgroup_bytes", "heal",
+                "port_holder")
         print(json.dumps([{k: u.get(k) for k in keys} for u in units], indent=2))
         return 0
     if args.live:

@@ -19,6 +19,8 @@ from typing import Any
 
 import psutil
 
+from llm_supervisor.heal import ports as heal_ports
+
 GIB = 1024**3
 MODEL_MEMORY = 4 * GIB  # what the runbook asks for the (TinyLlama) model
 MIN_MEMORY = 1 * GIB  # below this even the offline GGUF model will not serve
@@ -119,17 +121,9 @@ def check_docker(settings: Any, units_want_docker: bool) -> Check | None:
 
 
 def _port_owner(port: int) -> str:
-    try:
-        for connection in psutil.net_connections(kind="inet"):
-            if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port \
-                    and connection.pid:
-                try:
-                    return f"pid {connection.pid} ({psutil.Process(connection.pid).name()})"
-                except psutil.Error:
-                    return f"pid {connection.pid}"
-    except (psutil.AccessDenied, OSError):
-        pass
-    return "another program"
+    """pid, command and user of the holder ("another llm-supervisord" when it is ours)."""
+    found = heal_ports.holder(port)
+    return found.who() if found else "another program"
 
 
 def port_free(host: str, port: int) -> bool:
@@ -178,6 +172,11 @@ def check_ports(settings: Any, ours: set[int]) -> list[Check]:
             checks.append(Check(f"port {port}", "ok", f"{name} free on {host}"))
         elif port in ours:
             checks.append(Check(f"port {port}", "ok", f"{name} in use by the running stack"))
+        elif name in heal_ports.INTERNAL:  # only the stack uses it: the heal plugin moves it
+            checks.append(Check(f"port {port}", "warn",
+                                f"{name} {host}:{port} is taken by {_port_owner(port)}",
+                                "the stack moves it to a free port at start (status says "
+                                f"which); set {name}=<free port> to choose one yourself"))
         else:
             checks.append(Check(f"port {port}", "fail",
                                 f"{name} {host}:{port} is taken by {_port_owner(port)}",

@@ -62,10 +62,17 @@ def _row(unit: dict[str, Any]) -> list[list[Segment]]:
     reason = str(unit.get("reason") or "")
     if unit.get("repair_progress") is not None:
         reason = f"{reason} ({unit['repair_progress'] * 100:.0f}%)"
+    heal = unit.get("heal") or {}
+    if heal.get("line"):  # "degraded: OOM → context 4096 → context 2048" (heal plugin)
+        reason = f"{reason}; {heal['line']}" if reason else str(heal["line"])
+    memory = format_bytes(unit.get("memory_bytes"))
+    if unit.get("memory_max"):  # use against MemoryMax= (the cgroup's count where there is one)
+        used = unit.get("memory_cgroup_bytes") or unit.get("memory_bytes")
+        memory = f"{format_bytes(used)}/{format_bytes(unit['memory_max'])}"
     return [
         [(str(unit["name"]), "")], [(state, STATE_STYLES.get(state, ""))], health_cell,
         [(str(unit["pid"] or "-"), "")], [(format_cpu(unit.get("cpu_percent")), "")],
-        [(format_bytes(unit.get("memory_bytes")), "")], [(str(unit["restarts"]), "")],
+        [(memory, "")], [(str(unit["restarts"]), "")],
         [(_ago(unit.get("since")), "")],
         [(str((unit.get("last_exit") or {}).get("text", "-")), "")], [(reason, "")],
     ]

@@ -20,6 +20,7 @@ from typing import Any
 from llm_supervisor.core.exit_codes import WEIGHTS_LOAD_FAILED
 from llm_supervisor.data import test_page
 from llm_supervisor.model_server import logs
+from llm_supervisor.model_server.engines import stall
 from llm_supervisor.model_server.engines.batching import BatchingEngine
 from llm_supervisor.model_server.errors import APIError
 from llm_supervisor.model_server.metrics import Metrics
@@ -175,6 +176,7 @@ class ServerState:
             log=self.log,
         )
         self.engine.start(loop)
+        stall.watch(self.engine, s.stall_timeout_sec, self.log)  # StallTimeoutSec=
         self.progress.ready()
         total = time.monotonic() - self.started
         self.metrics.load_seconds.set(total)

@@ -79,6 +79,11 @@ class ModelServerSettings(BaseSettings):
         default="127.0.0.1", description="The gateway's bind address (the daemon's BIND_ADDRESS)."
     )
 
+    stall_timeout_sec: float | None = Field(
+        default=None, gt=0,
+        description="StallTimeoutSec=: no token for this long with requests in flight = stuck "
+        "(503 to everyone waiting, health 503, the supervisor restarts it). Unset: not watched.",
+    )
     shutdown_timeout: float = Field(
         default=5.0, ge=0, description="Seconds in-flight requests may finish after SIGTERM."
     )

@@ -95,6 +95,17 @@ def repair_unit(unit: Unit, diagnosis: Diagnosis, progress: Progress
 
 
 @hookspec
+def unit_environment(unit: Unit) -> dict[str, str] | None:
+    """Variables to set for the unit's next start, merged last (over its ``Environment=``): a
+    heal that runs the unit cheaper (smaller context, another port, another engine) says so here."""
+
+
+@hookspec
+def unit_status(unit: Unit) -> dict[str, Any] | None:
+    """Extra fields for the unit's status (``status --json``, metrics), e.g. ``{"heal": ...}``."""
+
+
+@hookspec
 def gateway_routes(units: list[Unit]) -> list[dict[str, Any]] | None:
     """Return gateway routes derived from ``units`` (each a dict: name, path_prefix, upstreams,
     health_path). Called whenever the set of units changes."""

@@ -32,6 +32,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "llm_supervisor.plugins.builtin.desktop",
     "llm_supervisor.plugins.builtin.model_repair",
     "llm_supervisor.plugins.builtin.models",
+    "llm_supervisor.plugins.builtin.heal",
     "llm_supervisor.dashboard.plugin",
 )
 

@@ -86,6 +86,14 @@ class Events:
             if inspect.isawaitable(result):
                 await result
 
+    def unit_environment(self, unit: Unit) -> dict[str, str]:
+        """What plugins set for the unit's next start (earlier-registered plugins win)."""
+        return _merged(self._hook.unit_environment(unit=unit))
+
+    def unit_status(self, unit: Unit) -> dict[str, Any]:
+        """Plugins' extra fields for the unit's status (``heal``, ...)."""
+        return _merged(self._hook.unit_status(unit=unit))
+
     # ------------------------------------------------------------------ one unit's life
     def state_changed(self, unit: Unit, old: UnitState, new: UnitState, reason: str) -> None:
         self._hook.unit_state_changed(unit=unit, old=str(old), new=str(new), reason=reason)
@@ -132,3 +140,11 @@ class Events:
                  message=result.message)
         self.notify({"type": "repair", "unit": unit.short_name, "ok": result.ok,
                      "message": result.message})
+
+
+def _merged(answers: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """Plugins' dict answers merged (pluggy returns the last registered first: earlier wins)."""
+    merged: dict[str, Any] = {}
+    for answer in reversed(answers):
+        merged.update(answer or {})
+    return merged

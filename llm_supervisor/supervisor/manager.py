@@ -293,7 +293,7 @@ class Manager:
     # ------------------------------------------------------------------ environment
     def environment_for(self, unit: Unit) -> dict[str, str]:
         """What the unit's program gets; the order and the allow-list are in :mod:`unit_env`."""
-        return unit_environment(self.settings, unit)
+        return unit_environment(self.settings, unit, self.events.unit_environment(unit))
 
     # ------------------------------------------------------------------ records
     def _read_records(self) -> dict[str, dict[str, Any]]:
@@ -343,7 +343,8 @@ class Manager:
     # ------------------------------------------------------------------ status
     def status_of(self, runner: UnitRunner) -> dict[str, Any]:
         """The runner's status with its CPU and memory use (``cpu_percent``, ``memory_bytes``)."""
-        return {**runner.status(), **self.resources.usage(runner)}
+        return {**runner.status(), **self.resources.usage(runner),
+                **self.events.unit_status(runner.unit)}
 
     def status(self) -> list[dict[str, Any]]:
         return [self.status_of(self.runners[name]) for name in sorted(self.runners)]

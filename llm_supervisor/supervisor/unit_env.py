@@ -8,7 +8,8 @@ unit's environment is, in this order (later wins):
    the model server's own settings, plus the names in ``LLM_SUPERVISOR_PASS_ENV``);
 2. the effective config (``MODEL_PATH``, ``MODEL_SERVICE_PORT``, ``STATE_DIR``, ``[vars]``, ...);
 3. the unit's ``EnvironmentFile=`` and ``Environment=``;
-4. our markers ``LLM_SUPERVISOR_UNIT`` and ``LLM_SUPERVISOR_OWNER``.
+4. what plugins add for the next start (``unit_environment`` hook: a heal's cheaper config);
+5. our markers ``LLM_SUPERVISOR_UNIT`` and ``LLM_SUPERVISOR_OWNER``.
 
 A secret a unit needs goes into that unit's ``Environment=``/``EnvironmentFile=``, or its name
 into ``LLM_SUPERVISOR_PASS_ENV`` (comma-separated; ``*`` patterns allowed: ``MY_APP_*``).
@@ -83,13 +84,17 @@ def passed_through(environ: Mapping[str, str], patterns: Iterable[str]) -> dict[
             if name in exact or any(fnmatch.fnmatchcase(name, g) for g in globs)}
 
 
-def unit_environment(settings: Settings, unit: Unit) -> dict[str, str]:
-    """What ``unit``'s programs get, in the order the module docstring gives (later wins)."""
+def unit_environment(settings: Settings, unit: Unit,
+                     overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What ``unit``'s programs get, in the order the module docstring gives (later wins);
+    ``overrides`` (plugins' ``unit_environment`` answers: a heal's cheaper configuration) come
+    after the unit's own ``Environment=``."""
     env = passed_through(os.environ, pass_env_patterns(settings.unit_env_passthrough))
     env.update(settings.expansion_vars())
     for path, optional in unit.environment_files:
         env.update(read_env_file(Path(path), optional))
     env.update(unit.environment)
+    env.update(overrides or {})
     env[UNIT_MARKER] = unit.name
     env[OWNER_MARKER] = str(settings.state_dir.resolve())
     return env

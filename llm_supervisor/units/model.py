@@ -104,6 +104,9 @@ class Unit:
     user: str | None = None  # process units: run as this user (daemon as root only)
     group: str | None = None
     ambient_capabilities: list[str] = field(default_factory=list)
+    memory_max: int | None = None  # bytes; the kernel kills the unit beyond it (cgroup)
+    memory_high: int | None = None  # bytes; the kernel throttles and reclaims beyond it
+    stall_timeout_sec: float | None = None  # model server: no token for this long = stuck
     health: HealthSpec | None = None
     container: ContainerSpec | None = None
     route: RouteSpec | None = None

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_supervisor.units import accounts as unit_accounts
+from llm_supervisor.units import memory_values
 from llm_supervisor.units import values as unit_values
 from llm_supervisor.units.durations import parse_duration
 from llm_supervisor.units.model import RESTART_POLICIES, RUNTIMES, normalise_name
@@ -150,6 +151,10 @@ SCHEMA: dict[str, dict[str, tuple[str, _Converter | SplitFirst, bool]]] = {
         "User": ("user", unit_accounts.account_name, False),
         "Group": ("group", unit_accounts.account_name, False),
         "AmbientCapabilities": ("ambient_capabilities", unit_accounts.capabilities, True),
+        "MemoryMax": ("memory_max", memory_values.memory_limit, False),
+        "MemoryHigh": ("memory_high", memory_values.memory_limit, False),
+        # No token for this long while generating: the engine is stuck (progress, not wall time).
+        "StallTimeoutSec": ("stall_timeout_sec", unit_values.duration(0.1), False),
     },
     "Health": {
         "Check": ("check", SplitFirst(_health_check), False),

@@ -60,8 +60,8 @@ def test_fetch_from_hub_downloads_with_progress_and_manifest(
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
     assert seen[-1][1]["bytes_done"] == seen[-1][1]["bytes_total"] > 12_000_000
-    # nothing left next to the destination
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["tiny"]
+    # nothing left next to the destination but the fetch lock (heal/downloads: one at a time)
+    assert sorted(p.name for p in dest.parent.iterdir()) == [".tiny.fetch.lock", "tiny"]
 
 
 def test_fetch_refuses_digest_mismatch(
@@ -73,7 +73,10 @@ def test_fetch_refuses_digest_mismatch(
     with pytest.raises(sources.HubUnavailable, match="sha256"):
         sources.fetch_from_hub("test/tiny-llama", dest, endpoint=fake_hub.url)
     assert not dest.exists()
-    assert list(dest.parent.iterdir()) == []
+    # The wrong file was fetched twice and both copies are quarantined, never loaded.
+    assert sorted(p.name for p in dest.parent.iterdir()) == [".tiny.fetch.lock",
+                                                             ".tiny.quarantine"]
+    assert len(list((dest.parent / ".tiny.quarantine").iterdir())) == 2
 
 
 def test_unreachable_hub_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

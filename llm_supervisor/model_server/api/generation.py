@@ -19,6 +19,7 @@ from llm_supervisor.model_server.engines.batching import (
     ShuttingDown,
 )
 from llm_supervisor.model_server.engines.detokenize import TextAssembler
+from llm_supervisor.model_server.engines.stall import STALL_ERROR
 from llm_supervisor.model_server.lifecycle import ServerState
 
 OPENAI_FINISH = {
@@ -66,6 +67,8 @@ class Generation:
     async def run(self) -> str:
         async for _ in self.deltas():
             pass
+        if self.error and self.error.startswith(STALL_ERROR):  # answered, not left hanging
+            raise APIError(503, "engine_stalled", self.error, {"Retry-After": "5"})
         if self.error:
             raise APIError(500, "generation_failed", self.error)
         return self.asm.text

@@ -176,6 +176,11 @@ class BatchingEngine:
         self._avg_seconds = 2.0
         self._running = 0
         self._died: str | None = None  # why the worker thread ended unexpectedly
+        # Stall detection (:mod:`.stall`): when the last event left the worker, and why the
+        # engine was declared stuck.
+        self.progress_at = time.monotonic()
+        self.stalled: str | None = None
+        self.stall_watch: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ loop-side API
 
@@ -195,6 +200,8 @@ class BatchingEngine:
         """Why this engine can no longer generate (its worker thread ended), else ``None``."""
         if self._died is not None:
             return self._died
+        if self.stalled is not None:
+            return self.stalled
         if self._thread is not None and not self._thread.is_alive() and not self._stop:
             return "the generation worker thread has ended"
         return None
@@ -215,8 +222,12 @@ class BatchingEngine:
             raise ShuttingDown("server is shutting down")
         if self._died is not None:
             raise ShuttingDown(f"the generation worker has stopped ({self._died}); restart the server")
+        if self.stalled is not None:
+            raise ShuttingDown(f"{self.stalled}; the supervisor restarts it, retry shortly")
         if len(self._inflight) >= self.max_concurrent:
             raise Overloaded(self.retry_after(), self.max_concurrent)
+        if not self._inflight:
+            self.progress_at = time.monotonic()  # an idle engine's stall clock starts now
         handle = GenerationHandle(prompt_ids, params, self)
         self._inflight.add(handle)
         self._idle.clear()
@@ -230,6 +241,8 @@ class BatchingEngine:
         """Stop accepting, let in-flight requests finish for ``grace`` seconds, cancel the rest,
         then stop the worker."""
         self._accepting = False
+        if self.stalled is not None:
+            grace = 0.0  # a stuck worker finishes nothing: do not wait for it
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=grace)
         except TimeoutError:
@@ -241,7 +254,8 @@ class BatchingEngine:
             self._stop = True
             self._cond.notify()
         if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
+            join = 0.5 if self.stalled is not None else 5.0
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, join)
 
     def _wake(self) -> None:
         with self._cond:
@@ -266,6 +280,8 @@ class BatchingEngine:
 
     def _emit(self, events: list[Event]) -> None:
         """Deliver a step's events to the loop in one thread hop."""
+        if events:
+            self.progress_at = time.monotonic()
         if events and self._loop is not None and not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):  # loop closed during shutdown
                 self._loop.call_soon_threadsafe(_dispatch, events)

@@ -10,10 +10,17 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
+from llm_supervisor.core.disk_space import shortfall
 from llm_supervisor.model_server.progress import CountingBar
-from llm_supervisor.model_server.sources.staging import install_dir, staging_dir
-from llm_supervisor.model_server.sources.types import FORMAT_GGUF, HubUnavailable, ProgressFn
+from llm_supervisor.model_server.sources.staging import install_dir
+from llm_supervisor.model_server.sources.types import (
+    FORMAT_GGUF,
+    HubUnavailable,
+    ModelSourceError,
+    ProgressFn,
+)
 from llm_supervisor.model_server.weights import manifest as manifest_mod
+from llm_supervisor.model_server.weights.fetch_lock import download_dir, fetch_lock, quarantine
 
 _HUB_WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json")
 _HUB_FALLBACK_WEIGHT_PATTERNS = ("pytorch_model*.bin", "pytorch_model.bin.index.json")
@@ -25,6 +32,8 @@ _HUB_OTHER_PATTERNS = (
     "vocab.txt",
     "vocab.json",
 )
+
+DOWNLOAD_MARGIN = 16 << 20  # hub client metadata, manifest, lock files
 
 GGUF_PREFERENCE = ("Q4_K_M", "Q4_0", "Q4_1", "Q4_K_S", "Q5_K_M", "Q5_0", "Q8_0")
 """Which GGUF of a repo with several to download when ``GGUF_FILE`` is not set."""
@@ -101,24 +110,50 @@ def fetch_from_hub(
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, on_update=on_bytes, **kwargs)
 
-    staging = staging_dir(Path(dest))
-    try:
-        for name in wanted:
-            if log:
-                log.info("hub_download_file", repo_id=repo_id, file=name, size=siblings[name].size)
-            try:
-                hf_hub_download(
-                    repo_id,
-                    name,
-                    revision=info.sha,
-                    local_dir=staging,
-                    endpoint=endpoint,
-                    etag_timeout=timeout,
-                    tqdm_class=_Bar,
-                )
-            except Exception as exc:
-                raise HubUnavailable(f"downloading {name}: {type(exc).__name__}: {exc}") from exc
-            done += siblings[name].size or 0
+    dest = Path(dest)
+    with fetch_lock(dest, log):
+        if not replace and _fetched(dest):
+            if log:  # the fetch we waited for put it there
+                log.info("hub_download_skipped", model_path=str(dest), reason="already fetched")
+            return dest
+        staging = download_dir(dest)
+        fetch = list(wanted)
+        have = sum((staging / n).stat().st_size for n in wanted if (staging / n).is_file())
+        # The files, then the manifest's read-back: the files plus a margin for the hub's cache.
+        missing = shortfall(staging, total - have + DOWNLOAD_MARGIN, f"downloading {repo_id}")
+        if missing:
+            raise ModelSourceError(missing)
+        for attempt in (1, 2):
+            for name in fetch:
+                if log:
+                    log.info("hub_download_file", repo_id=repo_id, file=name,
+                             size=siblings[name].size)
+                try:
+                    hf_hub_download(
+                        repo_id,
+                        name,
+                        revision=info.sha,
+                        local_dir=staging,
+                        endpoint=endpoint,
+                        etag_timeout=timeout,
+                        tqdm_class=_Bar,
+                    )
+                except Exception as exc:  # the partial download stays for the next try
+                    raise HubUnavailable(f"downloading {name}: {type(exc).__name__}: {exc}") from exc
+                done += siblings[name].size or 0
+            wrong = _wrong_files(staging, {n: siblings[n] for n in wanted})
+            if not wrong:
+                break
+            for name, why in wrong.items():
+                kept = quarantine(staging, name, dest)
+                if log:
+                    log.warning("hub_download_quarantined", file=name, problem=why,
+                                quarantined=str(kept), attempt=attempt)
+            if attempt == 2:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise HubUnavailable("; ".join(f"{n}: {why}" for n, why in wrong.items()))
+            fetch = list(wrong)
+            done -= sum(siblings[n].size or 0 for n in wrong)
         shutil.rmtree(staging / ".cache", ignore_errors=True)
         source = {
             "kind": "hub",
@@ -129,13 +164,13 @@ def fetch_from_hub(
         if wanted[0].endswith(".gguf"):
             source["file"] = wanted[0]
         manifest_mod.write_manifest(staging, source)
-        _check_against_hub(staging, {n: siblings[n] for n in wanted})
-        install_dir(staging, Path(dest), replace=replace)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            install_dir(staging, dest, replace=replace)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     if log:
         log.info("hub_download_done", repo_id=repo_id, revision=info.sha, bytes=total)
-    return Path(dest)
+    return dest
 
 
 def select_gguf(repo_id: str, names: list[str], pattern: str | None) -> str:
@@ -167,15 +202,34 @@ def select_hub_files(names: list[str]) -> list[str]:
     return sorted(set(weights) | set(other))
 
 
-def _check_against_hub(staging: Path, siblings: dict[str, Any]) -> None:
-    """Refuse a download whose sizes or LFS digests differ from what the hub announced."""
-    data = manifest_mod.read_manifest(staging) or {"files": {}}
+def _fetched(dest: Path) -> bool:
+    """A model with a manifest is in place (another fetch finished while we waited)."""
+    try:
+        return dest.is_dir() and manifest_mod.read_manifest(dest) is not None
+    except (manifest_mod.ManifestError, OSError):
+        return False
+
+
+def _wrong_files(staging: Path, siblings: dict[str, Any]) -> dict[str, str]:
+    """Files whose size or SHA-256 differs from what the hub announced (name → problem)."""
+    import hashlib
+
+    wrong: dict[str, str] = {}
     for name, sib in siblings.items():
-        entry = data["files"].get(name)
-        if entry is None:
-            raise HubUnavailable(f"{name} was not downloaded")
-        if sib.size is not None and entry["size"] != sib.size:
-            raise HubUnavailable(f"{name}: size {entry['size']} != hub size {sib.size}")
+        path = staging / name
+        if not path.is_file():
+            wrong[name] = "was not downloaded"
+            continue
+        size = path.stat().st_size
+        if sib.size is not None and size != sib.size:
+            wrong[name] = f"size {size} != hub size {sib.size}"
+            continue
         lfs_sha = getattr(sib.lfs, "sha256", None) if sib.lfs else None
-        if lfs_sha and entry["sha256"] != lfs_sha:
-            raise HubUnavailable(f"{name}: sha256 {entry['sha256']} != hub sha256 {lfs_sha}")
+        if lfs_sha:
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+            if digest.hexdigest() != lfs_sha:
+                wrong[name] = f"sha256 {digest.hexdigest()} != hub sha256 {lfs_sha}"
+    return wrong

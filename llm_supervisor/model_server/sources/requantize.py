@@ -24,13 +24,13 @@ from llm_supervisor.model_server.sources.offline import (
     offline_gguf_or_fail,
     offline_gguf_source,
 )
-from llm_supervisor.model_server.sources.types import ModelSourceError
-from llm_supervisor.model_server.weights import manifest as manifest_mod
-from llm_supervisor.model_server.weights.staging import (
+from llm_supervisor.model_server.sources.staging import (
     clean_stale_staging,
     install_dir,
     staging_dir,
 )
+from llm_supervisor.model_server.sources.types import ModelSourceError
+from llm_supervisor.model_server.weights import manifest as manifest_mod
 
 # llama.h's enum llama_ftype (values are part of the GGUF format, stable across versions).
 FTYPES = {"Q4_0": 2, "Q4_1": 3, "F16": 1, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9}

@@ -41,8 +41,25 @@ class _UnitCollector(Collector):
         memory = GaugeMetricFamily("llm_supervisor_unit_memory_bytes",
                                    "Resident memory of the unit's process tree or container",
                                    labels=["unit"])
-        for status in self.supervisor.statuses():
+        degraded = GaugeMetricFamily("llm_supervisor_unit_degraded",
+                                     "1 while a heal runs the unit degraded (cheaper, moved, "
+                                     "other engine), 0 once it answers again",
+                                     labels=["unit", "kind"])
+        heals = GaugeMetricFamily("llm_supervisor_unit_heals",
+                                  "Heals of the unit since the daemon started, by failure kind",
+                                  labels=["unit", "kind"])
+        memory_max = GaugeMetricFamily("llm_supervisor_unit_memory_max_bytes",
+                                       "The unit's MemoryMax=", labels=["unit"])
+        for status in self.supervisor.statuses():  # plugins' fields (heal, memory_max) included
             name = status["unit"]
+            heal = status.get("heal") or {}
+            if heal:
+                degraded.add_metric([name, heal["kind"]],
+                                    1.0 if heal["state"] == "degraded" else 0.0)
+                for kind, count in heal.get("heals", {}).items():
+                    heals.add_metric([name, kind], float(count))
+            if status.get("memory_max"):
+                memory_max.add_metric([name], float(status["memory_max"]))
             for value in UnitState:
                 state.add_metric([name, value.value], 1.0 if status["state"] == value else 0.0)
             if status["health"] != Health.NONE:
@@ -57,6 +74,9 @@ class _UnitCollector(Collector):
         yield restarts
         yield cpu
         yield memory
+        yield degraded
+        yield heals
+        yield memory_max
 
 
 class MetricsPlugin:

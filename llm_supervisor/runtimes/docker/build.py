@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from llm_supervisor.core.disk_space import shortfall
 from llm_supervisor.runtimes.base import RuntimeError_
 from llm_supervisor.runtimes.docker.wheelhouse import ensure_wheelhouse
 from llm_supervisor.units.model import Unit
@@ -155,6 +156,7 @@ def build_image(client: Any, plan: BuildPlan, labels: Mapping[str, str],
     recent: list[str] = []
     with tempfile.TemporaryFile(prefix="llm-supervisord-context-") as context_tar:
         write_context(plan, context_tar)
+        _check_space(client, context_tar.tell())
         try:
             stream = client.api.build(
                 fileobj=context_tar, custom_context=True, dockerfile=plan.dockerfile,
@@ -180,6 +182,22 @@ def build_image(client: Any, plan: BuildPlan, labels: Mapping[str, str],
     if image_id is None:
         image_id = client.images.get(plan.tag).id
     return image_id
+
+
+BUILD_HEADROOM = 512 << 20  # layers beyond the context: packages installed, caches
+
+
+def _check_space(client: Any, context_bytes: int) -> None:
+    """Before a build: the engine's storage must hold the context twice and the new layers."""
+    try:
+        root = str(client.info().get("DockerRootDir") or "")
+    except Exception:  # an engine that does not say: the build finds out itself
+        return
+    if not root or not os.path.isdir(root):  # a remote engine: not ours to measure
+        return
+    missing = shortfall(root, 2 * context_bytes + BUILD_HEADROOM, "building the image")
+    if missing:
+        raise RuntimeError_(missing)
 
 
 # What apt-get and pip print when they cannot reach their registry.

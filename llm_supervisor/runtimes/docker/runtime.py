@@ -137,6 +137,7 @@ class DockerInstance(Instance):
             try:
                 result = self.container.wait(timeout=None)
                 status = exit_status(result.get("StatusCode"))
+                self._note_oom()
                 break
             except NotFound:
                 self._deliver(self.log.note, "container was removed outside llm-supervisord")
@@ -148,6 +149,15 @@ class DockerInstance(Instance):
                     self._deliver(self.log.note, f"lost the engine while waiting ({exc}); retrying")
                 time.sleep(min(5.0, 0.5 * failures))
         self._deliver(self._resolve, status)
+
+    def _note_oom(self) -> None:
+        """Docker's record of a kill for the container's mem_limit (MemoryMax=), in the words
+        of the process runtime's cgroup note, so the heal plugin reads both alike."""
+        with contextlib.suppress(Exception):
+            self.container.reload()
+            if self.container.attrs.get("State", {}).get("OOMKilled"):
+                self._deliver(self.log.note, "killed by the kernel's OOM killer: its container "
+                              "reached mem_limit (MemoryMax=)")
 
     def _log_thread(self, since: int | None) -> None:
         try:

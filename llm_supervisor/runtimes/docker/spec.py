@@ -137,6 +137,11 @@ def plan_container(unit: Unit, env: Mapping[str, str], base_dir: Path,
         kwargs["user"] = spec.user
     if spec.memory:
         kwargs["mem_limit"] = parse_memory(spec.memory)
+    elif unit.memory_max is not None:  # MemoryMax=: the same limit as for a process unit
+        kwargs["mem_limit"] = unit.memory_max
+        kwargs["memswap_limit"] = unit.memory_max  # no swap standing in for the limit
+    if unit.memory_high is not None:  # MemoryHigh=: reclaimed first under pressure
+        kwargs["mem_reservation"] = unit.memory_high
     if spec.cpus:
         kwargs["nano_cpus"] = int(spec.cpus * 1e9)
     requests = device_requests(spec.gpus)

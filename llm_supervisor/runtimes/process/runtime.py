@@ -22,7 +22,7 @@ import structlog
 
 from llm_supervisor.runtimes.base import ExitStatus, Instance, Runtime, RuntimeError_
 from llm_supervisor.runtimes.logs import UnitLog
-from llm_supervisor.runtimes.process import identity
+from llm_supervisor.runtimes.process import identity, memory_guard
 from llm_supervisor.runtimes.process import user as process_user
 from llm_supervisor.runtimes.process.safe_start import safe_start
 from llm_supervisor.units.model import Unit
@@ -82,8 +82,10 @@ def _signal_tree(pgid: int, root: psutil.Process | None, sig: int) -> None:
 
 class ProcessInstance(Instance):
     def __init__(self, proc: asyncio.subprocess.Process, log: UnitLog,
-                 markers: Mapping[str, str] | None = None):
+                 markers: Mapping[str, str] | None = None,
+                 memory: memory_guard.MemoryGuard | None = None):
         self.proc = proc
+        self.memory = memory  # MemoryMax=/MemoryHigh= (cgroup or RSS watch)
         self.pid = proc.pid
         self.pgid = proc.pid  # start_new_session=True: the child leads its own group
         self.ident = str(proc.pid)
@@ -94,6 +96,8 @@ class ProcessInstance(Instance):
         self.markers = dict(markers or {})
         self.log = log
         self._pump = asyncio.create_task(self._copy_output())
+        if memory is not None:
+            memory.started(self.pid, self.pgid)
         try:
             self._psutil: psutil.Process | None = psutil.Process(proc.pid)
         except psutil.Error:
@@ -110,6 +114,8 @@ class ProcessInstance(Instance):
         with contextlib.suppress(asyncio.TimeoutError):
             # Output still in the pipe (or held open by a grandchild) must not block the exit.
             await asyncio.wait_for(asyncio.shield(self._pump), 0.5)
+        if self.memory is not None:
+            self.memory.ended()
         return _status_from_returncode(returncode)
 
     async def stop(self, kill_signal: int, timeout: float) -> ExitStatus:
@@ -123,6 +129,8 @@ class ProcessInstance(Instance):
         _signal_tree(self.pgid, self._psutil, signal.SIGKILL)
         returncode = await self.proc.wait()
         self._pump.cancel()
+        if self.memory is not None:
+            self.memory.ended()
         return _status_from_returncode(returncode)
 
     def record(self) -> dict[str, Any]:
@@ -144,8 +152,8 @@ class ProcessRuntime(Runtime):
             self._prefix = pdeathsig_prefix()
         return self._prefix
 
-    async def _spawn(self, argv: list[str], unit: Unit, env: Mapping[str, str]
-                     ) -> asyncio.subprocess.Process:
+    async def _spawn(self, argv: list[str], unit: Unit, env: Mapping[str, str],
+                     outer: list[str] | None = None) -> asyncio.subprocess.Process:
         cwd, env = safe_start(unit, env)
         _check_program(argv[0], env, cwd)
         prefix, switch = self._exec_prefix(), {}
@@ -155,7 +163,7 @@ class ProcessRuntime(Runtime):
             switch, env = account.popen_kwargs(), account.environment(env)
         try:
             return await asyncio.create_subprocess_exec(
-                *prefix, *argv, stdin=asyncio.subprocess.DEVNULL,
+                *(outer or []), *prefix, *argv, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=dict(env),
                 cwd=cwd, start_new_session=True, **switch,
             )
@@ -169,8 +177,9 @@ class ProcessRuntime(Runtime):
 
     async def start(self, unit: Unit, env: Mapping[str, str], log: UnitLog) -> Instance:
         assert unit.exec_start is not None
-        return ProcessInstance(await self._spawn(unit.exec_start, unit, env), log,
-                               identity.markers_from(env))
+        memory = memory_guard.for_start(unit, env, log)  # joins its cgroup before exec (root)
+        return ProcessInstance(await self._spawn(unit.exec_start, unit, env, memory.prefix), log,
+                               identity.markers_from(env), memory)
 
     async def run_pre(self, unit: Unit, argv: list[str], env: Mapping[str, str], log: UnitLog,
                       timeout: float) -> ExitStatus:

@@ -5,7 +5,8 @@
   unit starts, then re-renders whenever units change (reload, new template instances). A running
   Caddy gets the new config through its admin API (``POST /load``, no restart); Traefik's file
   provider watches its directory, so writing the file is the reload.
-- ``control_routes``: ``GET /gateway`` (program, listen address, routes, files).
+- ``control_routes``: ``GET /gateway`` (program and version, listen address, routes, files, and
+  the running gateway's own view of its routers and servers: :mod:`..gateway.live`).
 
 Each daemon gets its own :class:`GatewayPlugin` (``make_plugin``); its state lives there.
 """
@@ -13,12 +14,17 @@ Each daemon gets its own :class:`GatewayPlugin` (``make_plugin``); its state liv
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from llm_supervisor.gateway import caddy, docker_mode
+from llm_supervisor.config import gateway_program
+from llm_supervisor.gateway import caddy, docker_mode, live
+from llm_supervisor.gateway.auth_server import AuthServer
 from llm_supervisor.gateway.files import write_all
+from llm_supervisor.gateway.guard import guard
+from llm_supervisor.gateway.keys_setup import start_api_key_check
 from llm_supervisor.gateway.options import GatewayOptions
 from llm_supervisor.gateway.routes import Route, merge_routes, routes_from_units, serving_or_all
 from llm_supervisor.plugins.hookspecs import hookimpl
@@ -45,6 +51,7 @@ class GatewayPlugin:
         self.options: GatewayOptions | None = None
         self.routes: list[Route] = []
         self.task: asyncio.Task[None] | None = None
+        self.auth: AuthServer | None = None
         self._caddy_config: dict[str, Any] | None = None
         self._pushed: dict[str, Any] | None = None
         # One sync-and-push at a time: a rolling restart's push must not be overtaken by an
@@ -63,6 +70,8 @@ class GatewayPlugin:
         if len(serving) < len(units):  # Traefik only, see _in_rotation
             routes = serving_or_all(
                 routes, merge_routes(self.manager.plugins.hook.gateway_routes(units=serving)))
+        if self.options.auth_url:
+            routes = guard(routes)
         result = write_all(routes, self.options)
         if routes != self.routes or any(result["changed"].values()):
             log.info("gateway_config_written", program=self.program(),
@@ -151,6 +160,9 @@ class GatewayPlugin:
     def supervisor_started(self, manager: Manager) -> None:
         self.manager = manager
         self.options = GatewayOptions.from_settings(manager.settings)
+        self.auth = start_api_key_check(manager.settings)
+        if self.auth is not None:
+            self.options = dataclasses.replace(self.options, auth_url=self.auth.url)
         self._pushed = None
         self.sync()
         # The file Caddy starts from is the current config, so there is nothing to push yet.
@@ -165,6 +177,9 @@ class GatewayPlugin:
         if self.task is not None:
             self.task.cancel()
             self.task = None
+        if self.auth is not None:
+            asyncio.get_running_loop().create_task(self.auth.close())
+            self.auth = None
         if getattr(manager, "rotation", None) is not None:
             manager.rotation.forget(self.apply_now)
 
@@ -175,14 +190,23 @@ class GatewayPlugin:
         @app.get("/gateway")
         async def gateway_info(request: Request) -> response.HTTPResponse:
             options = GatewayOptions.from_settings(manager.settings)
+            program = manager.settings.resolved_gateway_program
+            running = self.gateway_running()
             return response.json({
-                "program": manager.settings.resolved_gateway_program,
+                "program": program,
+                "version": gateway_program.program_version(program),
+                "executable": manager.settings.gateway_executable,
+                "running": running,
+                # The gateway's own view of its routers/services (Traefik: UP/DOWN per server).
+                "live": await live.gateway_state(program, options) if running else None,
                 "url": f"http://{_display_host(options.listen_host)}:{options.port}/",
                 # Caddy's admin API is a Unix socket (0700 directory); Traefik's is TCP.
                 "admin_url": (f"unix:{options.admin_socket}"
                               if manager.settings.resolved_gateway_program == "caddy"
                               else options.admin_url),
                 "routes": [route.as_dict() for route in self.routes],
+                "api_keys": ({"file": str(self.auth.ring.path), "allowed": self.auth.allowed,
+                              "refused": self.auth.refused} if self.auth else None),
                 "files": {"caddy": str(options.caddy_config),
                           "traefik_static": str(options.traefik_static),
                           "traefik_dynamic": str(options.traefik_dynamic)},

@@ -192,13 +192,14 @@ class GatewayPlugin:
             options = GatewayOptions.from_settings(manager.settings)
             program = manager.settings.resolved_gateway_program
             running = self.gateway_running()
+            ask_live = running and request.args.get("live") != "0"
             return response.json({
                 "program": program,
                 "version": gateway_program.program_version(program),
                 "executable": manager.settings.gateway_executable,
                 "running": running,
                 # The gateway's own view of its routers/services (Traefik: UP/DOWN per server).
-                "live": await live.gateway_state(program, options) if running else None,
+                "live": await live.gateway_state(program, options) if ask_live else None,
                 "url": f"http://{_display_host(options.listen_host)}:{options.port}/",
                 # Caddy's admin API is a Unix socket (0700 directory); Traefik's is TCP.
                 "admin_url": (f"unix:{options.admin_socket}"

@@ -52,6 +52,7 @@ class GatewayPlugin:
         self.routes: list[Route] = []
         self.task: asyncio.Task[None] | None = None
         self.auth: AuthServer | None = None
+        self._warned_docker_keys = False
         self._caddy_config: dict[str, Any] | None = None
         self._pushed: dict[str, Any] | None = None
         # One sync-and-push at a time: a rolling restart's push must not be overtaken by an
@@ -83,6 +84,13 @@ class GatewayPlugin:
                      if _runs_in_docker(self.manager, name)]
         if in_docker:  # the gateway container's config: upstreams are container names
             docker_mode.write(routes, self.options, docker_mode.published_ports(in_docker))
+            if self.options.auth_url and not self._warned_docker_keys and any(
+                    unit.name == GATEWAY_UNIT for unit in in_docker):
+                self._warned_docker_keys = True
+                log.warning("api_keys_not_enforced", reason="the gateway runs in a container, "
+                            "which cannot reach the key check on the host's loopback",
+                            hint="run the gateway as a process (the default), or keep "
+                                 "BIND_ADDRESS=127.0.0.1")
         return result["changed"]["caddy"]
 
     def _in_rotation(self, name: str) -> bool:

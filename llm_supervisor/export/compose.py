@@ -218,8 +218,10 @@ def gateway_entry(stack: Stack, port: int, publish_mode: PublishMode,
     if unit is not None and unit.build_context is not None and not stack.gateway_image:
         entry["build"] = {"context": os.path.relpath(unit.build_context, base_dir),
                           **({"dockerfile": unit.dockerfile} if unit.dockerfile else {})}
+    entry["command"] = ["traefik", f"--configFile={GATEWAY_STATIC_PATH}"]
+    if unit is not None and unit.environment:  # the gateway unit's own Environment=
+        entry["environment"] = dict(sorted(unit.environment.items()))
     entry.update({
-        "command": ["traefik", f"--configFile={GATEWAY_STATIC_PATH}"],
         "configs": [
             {"source": "gateway-static", "target": GATEWAY_STATIC_PATH, "mode": 0o444},
             {"source": "gateway-routes", "target": GATEWAY_ROUTES_PATH, "mode": 0o444}],

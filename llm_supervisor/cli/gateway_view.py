@@ -43,4 +43,4 @@ def gateway_footer(client: Any, units: list[dict[str, Any]]) -> str | None:
         gateway = client.get("/gateway", params={"live": "0"})
     except Exception:  # an older daemon, or no gateway plugin: the table says enough
         return None
-    return f"gateway: {gateway_title(gateway, gateway.get('url') or '?')}"
+    return gateway_title(gateway, gateway.get("url") or "?")

@@ -329,3 +329,21 @@ def test_unreachable_upstream_answers_502_or_503_quickly(stack: Stack, tmp_path:
     finally:
         unit.unlink()
         stack.daemon.client.post("/reload")
+
+
+def test_status_monitor_and_doctor_name_the_gateway_and_its_version(stack: Stack) -> None:
+    """What an operator sees: `status` ends with the gateway line, `monitor --network` shows what
+    the gateway itself says about the upstream, `doctor` checks its binary and version."""
+    version = {"traefik": "3.7.15", "caddy": "2.6.2"}[stack.program]
+    status = stack.daemon.ctl("status", check=True).stdout
+    footer = status.strip().splitlines()[-1]
+    assert footer.startswith(f"gateway {stack.program} {version} http://127.0.0.1:"), status
+    assert ("dashboard" in footer) == (stack.program == "traefik")
+    network = stack.daemon.ctl("monitor", "--network", check=True).stdout
+    assert f"gateway {stack.program} {version}" in network, network
+    upstream_row = next(line for line in network.splitlines()
+                        if f"127.0.0.1:{stack.model_port}" in line and "/api" in line)
+    assert ("UP" if stack.program == "traefik" else "in flight") in upstream_row, network
+    doctor = stack.daemon.ctl("doctor").stdout
+    assert f"gateway: {stack.program} {version} at /" in doctor, doctor
+    assert "api keys: none: the gateway listens on 127.0.0.1 only" in doctor, doctor

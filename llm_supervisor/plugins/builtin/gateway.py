@@ -203,7 +203,8 @@ class GatewayPlugin:
             ask_live = running and request.args.get("live") != "0"
             return response.json({
                 "program": program,
-                "version": gateway_program.program_version(program),
+                # `traefik version` once (cached), off the event loop.
+                "version": await asyncio.to_thread(gateway_program.program_version, program),
                 "executable": manager.settings.gateway_executable,
                 "running": running,
                 # The gateway's own view of its routers/services (Traefik: UP/DOWN per server).

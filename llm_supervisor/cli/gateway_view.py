@@ -12,11 +12,18 @@ def gateway_line(gateway: dict[str, Any]) -> str:
     return f"{program} {gateway.get('version') or '?'}"
 
 
-def gateway_title(gateway: dict[str, Any], url: str) -> str:
+def gateway_summary(gateway: dict[str, Any]) -> str:
+    """``traefik 3.7.15 (dashboard http://127.0.0.1:8081/dashboard/)``."""
     admin = gateway.get("admin_url")
-    extra = f"  (dashboard {admin}/dashboard/)" if gateway.get("program") == "traefik" and admin \
+    extra = f" (dashboard {admin}/dashboard/)" if gateway.get("program") == "traefik" and admin \
         else ""
-    return f"gateway {gateway_line(gateway)} {url}{extra}"
+    return gateway_line(gateway) + extra
+
+
+def gateway_title(gateway: dict[str, Any], url: str) -> str:
+    summary = gateway_summary(gateway)
+    program, _, extra = summary.partition(" (")
+    return f"gateway {program} {url}" + (f"  ({extra}" if extra else "")
 
 
 def gateway_view(gateway: dict[str, Any], route: dict[str, Any], upstream: str) -> str:

@@ -143,12 +143,14 @@ def main() -> int:
             generate_round(server.port, args.clients, 8)  # warm the engine
             health: dict[str, list[float]] = {t: [] for t in TARGETS}
             gen: dict[str, list[dict[str, float]]] = {t: [] for t in TARGETS}
-            for _ in range(args.rounds):
+            for round_no in range(1, args.rounds + 1):
                 for target in TARGETS:
                     health[target] += health_latencies(ports[target],
                                                        args.health_requests // args.rounds)
                 for target in TARGETS:
                     gen[target].append(generate_round(ports[target], args.clients, args.tokens))
+                    print(f"  round {round_no}/{args.rounds} {target}: "
+                          f"{gen[target][-1]['tok_s']:.1f} tok/s", file=sys.stderr, flush=True)
         finally:
             for proc in gateways:
                 proc.terminate()

@@ -154,7 +154,12 @@ def main() -> int:
         finally:
             for proc in gateways:
                 proc.terminate()
-                proc.wait(10)
+            for proc in gateways:
+                try:
+                    proc.wait(15)  # Traefik waits for requests in flight (graceTimeOut 10 s)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
             server.stop()
     rows: dict[str, dict[str, float]] = {}
     for target in TARGETS:

@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _status(client: ControlClient, args: argparse.Namespace) -> int:
+    from llm_supervisor.cli.gateway_view import gateway_footer
     from llm_supervisor.cli.render import print_status, status_table
 
     def fetch() -> list[dict[str, Any]]:
@@ -98,6 +99,8 @@ def _status(client: ControlClient, args: argparse.Namespace) -> int:
                 return 0
     units = fetch()
     print_status(units)
+    if not args.unit and (footer := gateway_footer(client, units)):  # which gateway, version
+        print(footer)
     errors = [] if args.unit else _send(client, "errors")
     for error in errors:
         print(f"unit file error: {_format_error(error)}", file=sys.stderr)

@@ -13,12 +13,13 @@ import os
 import shutil
 import socket
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from llm_supervisor.cli.doctor_check import Check
+from llm_supervisor.cli.doctor_gateway import check_gateway
 from llm_supervisor.heal import ports as heal_ports
 
 GIB = 1024**3
@@ -29,12 +30,6 @@ DISK_MINIMUM = 1 * GIB
 MODEL_SUFFIXES = (".gguf", ".safetensors", ".bin")
 
 
-@dataclass
-class Check:
-    name: str
-    level: str  # "ok" | "warn" | "fail"
-    detail: str
-    fix: str = ""
 
 
 def _size(value: float) -> str:
@@ -253,6 +248,7 @@ def run_checks(settings: Any) -> list[Check]:
         checks.append(docker)
     checks.extend(check_ports(settings, ours))
     checks.append(check_model_dir(settings))
+    checks.extend(check_gateway(settings))
     return checks
 
 

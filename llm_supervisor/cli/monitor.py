@@ -30,6 +30,7 @@ from rich.text import Text
 
 from llm_supervisor.cli import probes
 from llm_supervisor.cli.client import ControlClient, ControlError
+from llm_supervisor.cli.gateway_view import gateway_title, gateway_view
 from llm_supervisor.cli.model_view import describe_model
 from llm_supervisor.cli.render import (
     STATE_STYLES,
@@ -138,14 +139,16 @@ class Monitor:
                                 for a in listening.get(pid, ())})
             ports.add_row(escape(unit["name"]), str(unit["pid"]),
                           escape(", ".join(addresses) or "-"))
-        routes = Table(title=f"gateway {self.info.gateway_url}", box=None, header_style="bold",
-                       pad_edge=False, title_justify="left")
-        for column in ("PATH", "UPSTREAM", "HEALTH"):
+        gateway = self.info.gateway
+        routes = Table(title=escape(gateway_title(gateway, self.info.gateway_url)), box=None,
+                       header_style="bold", pad_edge=False, title_justify="left")
+        for column in ("PATH", "UPSTREAM", "HEALTH", "GATEWAY SAYS"):
             routes.add_column(column)
-        for route in self.info.gateway.get("routes", []):
+        for route in gateway.get("routes", []):
             for upstream in route.get("upstreams", []):
                 routes.add_row(escape(route.get("path_prefix", "")), escape(upstream),
-                               _upstream_health(upstream, route.get("health_path")))
+                               _upstream_health(upstream, route.get("health_path")),
+                               escape(gateway_view(gateway, route, upstream)))
         parts: list[RenderableType] = [ports, routes]
         if any(u.get("runtime") == "docker" for u in units):
             parts.append(_docker_network(self.settings))

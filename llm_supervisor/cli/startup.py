@@ -18,6 +18,7 @@ from rich.text import Text
 
 from llm_supervisor.cli import probes
 from llm_supervisor.cli.client import ControlClient
+from llm_supervisor.cli.gateway_view import gateway_summary
 from llm_supervisor.cli.model_view import describe_model, loading_line
 from llm_supervisor.cli.render import make_console, print_status, status_table
 from llm_supervisor.cli.stack_info import GATEWAY_UNIT, MODEL_UNIT, StackInfo, stack_info
@@ -120,6 +121,7 @@ def print_instructions(console: Console, info: StackInfo, units: dict[str, dict[
     console.print()
     if GATEWAY_UNIT in units:
         line("Test page", info.gateway_url)
+        line("Gateway", gateway_summary(info.gateway))  # which one, its version, its dashboard
     if info.dashboard_url:
         line("Dashboard", info.dashboard_url)
     novnc = units.get("novnc")

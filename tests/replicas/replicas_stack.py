@@ -1,6 +1,6 @@
 """A real llm-supervisord running MODEL_REPLICAS model servers (llama.cpp engine on the shipped
-SmolLM2 GGUF: it starts in seconds) behind the real Caddy gateway, and a steady stream of
-requests through that gateway. Shared by tests/replicas and bench/bench_replicas.py.
+SmolLM2 GGUF: it starts in seconds) behind a real gateway (Traefik or Caddy), and a steady stream
+of requests through that gateway. Shared by tests/replicas and bench/bench_replicas.py.
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ class ReplicaDaemon(daemon_harness.Daemon):
 
 
 class ReplicaStack:
-    def __init__(self, root: Path, model_dir: Path, replicas: int):
+    def __init__(self, root: Path, model_dir: Path, replicas: int, gateway: str = "caddy"):
         self.replicas = replicas
+        self.gateway = gateway
         self.model_port = consecutive_free_ports(replicas)
         self.gateway_port = free_port()
         no_config = root / "no-config.toml"
@@ -65,7 +66,7 @@ class ReplicaStack:
         self.daemon = ReplicaDaemon(root, {
             "LLM_SUPERVISOR_CONFIG": str(no_config),
             "MODEL_REPLICAS": str(replicas),
-            "GATEWAY_PROGRAM": "caddy",
+            "GATEWAY": gateway,
             "GATEWAY_PORT": str(self.gateway_port),
             "GATEWAY_ADMIN_PORT": str(free_port()),
             "DASHBOARD_PORT": str(free_port()),

@@ -1,6 +1,7 @@
 """MODEL_REPLICAS=2 on the real daemon: two model servers (llama.cpp on the shipped GGUF) behind
-the real Caddy gateway; a rolling restart under a steady stream of requests loses none, a plain
-restart of a single replica does lose some (so the stream can see a loss)."""
+the real gateway, Traefik and Caddy alike (parametrised); a rolling restart, a reload of the
+changed unit and a repair under a steady stream of requests lose none, a plain restart of a
+single replica does lose some (so the stream can see a loss)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,20 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.gateway.conftest import GATEWAYS, require_gateway
 from tests.model_fixtures import build_gguf_model
 from tests.replicas.replicas_stack import ReplicaStack, RequestStream, generate
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicaStack]:
-    from shutil import which
-
-    if which("caddy") is None:
-        pytest.skip("caddy not installed: sudo apt-get install caddy")
-    root = tmp_path_factory.mktemp("replicas")
-    stack = ReplicaStack(root / "stack", build_gguf_model(root / "model"), replicas=2)
+@pytest.fixture(scope="module", params=GATEWAYS)
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[ReplicaStack]:
+    require_gateway(request.param)
+    root = tmp_path_factory.mktemp(f"replicas-{request.param}")
+    stack = ReplicaStack(root / "stack", build_gguf_model(root / "model"), replicas=2,
+                         gateway=request.param)
     try:
         stack.start()
         yield stack

@@ -40,6 +40,8 @@ async def index(request: Request) -> HTTPResponse:
 @native_api.get("/api/health")
 async def health(request: Request) -> HTTPResponse:
     status, body = _state(request).health()
+    if request.args.get("require") == "ready" and body.get("status") != "ready":
+        status = 503  # the gateway's check (Traefik cannot match a body): draining leaves rotation
     return json_response(body, status=status)
 
 

@@ -7,8 +7,9 @@
   provider watches its directory, so writing the file is the reload.
 - ``unit_rotation_changed``: a rolling restart took a replica out or put it back; the returned
   awaitable ends once the gateway acts on it.
-- ``gateway_info`` and ``control_routes`` (``GET /gateway``): program, listen address, routes,
-  files.
+- ``gateway_info`` and ``control_routes`` (``GET /gateway``): program and version, listen
+  address, routes, files, API keys, and the running gateway's own view of its routers and
+  servers (:mod:`..gateway.live`).
 
 Each daemon gets its own :class:`GatewayPlugin` (``make_plugin``); its state lives there.
 """
@@ -16,12 +17,17 @@ Each daemon gets its own :class:`GatewayPlugin` (``make_plugin``); its state liv
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from llm_supervisor.gateway import caddy, docker_mode
+from llm_supervisor.config import gateway_program
+from llm_supervisor.gateway import caddy, docker_mode, live
+from llm_supervisor.gateway.auth_server import AuthServer
 from llm_supervisor.gateway.files import write_all
+from llm_supervisor.gateway.guard import guard
+from llm_supervisor.gateway.keys_setup import start_api_key_check
 from llm_supervisor.gateway.options import GatewayOptions
 from llm_supervisor.gateway.routes import Route, merge_routes, routes_from_units, serving_or_all
 from llm_supervisor.plugins.hookspecs import hookimpl
@@ -49,6 +55,8 @@ class GatewayPlugin:
         self.options: GatewayOptions | None = None
         self.routes: list[Route] = []
         self.task: asyncio.Task[None] | None = None
+        self.auth: AuthServer | None = None
+        self._warned_docker_keys = False
         self._caddy_config: dict[str, Any] | None = None
         self._pushed: dict[str, Any] | None = None
         # One sync-and-push at a time: a rolling restart's push must not be overtaken by an
@@ -67,6 +75,8 @@ class GatewayPlugin:
         if len(serving) < len(units):  # Traefik only, see _in_rotation
             routes = serving_or_all(
                 routes, merge_routes(self.supervisor.gateway_routes(serving)))
+        if self.options.auth_url:
+            routes = guard(routes)
         result = write_all(routes, self.options)
         if routes != self.routes or any(result["changed"].values()):
             log.info("gateway_config_written", program=self.program(),
@@ -78,6 +88,13 @@ class GatewayPlugin:
                      if self.supervisor.runtime_of(name) == "docker"]
         if in_docker:  # the gateway container's config: upstreams are container names
             docker_mode.write(routes, self.options, docker_mode.published_ports(in_docker))
+            if self.options.auth_url and not self._warned_docker_keys and any(
+                    unit.name == GATEWAY_UNIT for unit in in_docker):
+                self._warned_docker_keys = True
+                log.warning("api_keys_not_enforced", reason="the gateway runs in a container, "
+                            "which cannot reach the key check on the host's loopback",
+                            hint="run the gateway as a process (the default), or keep "
+                                 "BIND_ADDRESS=127.0.0.1")
         return result["changed"]["caddy"]
 
     def _in_rotation(self, name: str) -> bool:
@@ -154,6 +171,9 @@ class GatewayPlugin:
     def supervisor_started(self, supervisor: SupervisorView) -> None:
         self.supervisor = supervisor
         self.options = GatewayOptions.from_settings(supervisor.settings)
+        self.auth = start_api_key_check(supervisor.settings)
+        if self.auth is not None:
+            self.options = dataclasses.replace(self.options, auth_url=self.auth.url)
         self._pushed = None
         self.sync()
         # The file Caddy starts from is the current config, so there is nothing to push yet.
@@ -166,6 +186,9 @@ class GatewayPlugin:
         if self.task is not None:
             self.task.cancel()
             self.task = None
+        if self.auth is not None:
+            asyncio.get_running_loop().create_task(self.auth.close())
+            self.auth = None
 
     @hookimpl
     def unit_rotation_changed(self, unit: Unit, serving: bool) -> Awaitable[None] | None:
@@ -184,6 +207,8 @@ class GatewayPlugin:
             "admin_url": (f"unix:{options.admin_socket}"
                           if settings.resolved_gateway_program == "caddy" else options.admin_url),
             "routes": [route.as_dict() for route in self.routes],
+            "api_keys": ({"file": str(self.auth.ring.path), "allowed": self.auth.allowed,
+                          "refused": self.auth.refused} if self.auth else None),
             "files": {"caddy": str(options.caddy_config),
                       "traefik_static": str(options.traefik_static),
                       "traefik_dynamic": str(options.traefik_dynamic)},
@@ -195,7 +220,20 @@ class GatewayPlugin:
 
         @app.get("/gateway")
         async def gateway_info(request: Request) -> response.HTTPResponse:
-            return response.json(self.gateway_info() or {})
+            info = self.gateway_info() or {}
+            program = info.get("program", "")
+            running = self.gateway_running()
+            ask_live = running and request.args.get("live") != "0" and self.options is not None
+            return response.json({
+                **info,
+                # `traefik version` once (cached), off the event loop.
+                "version": await asyncio.to_thread(gateway_program.program_version, program),
+                "executable": supervisor.settings.gateway_executable,
+                "running": running,
+                # The gateway's own view of its routers/services (Traefik: UP/DOWN per server).
+                "live": await live.gateway_state(program, GatewayOptions.from_settings(
+                    supervisor.settings)) if ask_live else None,
+            })
 
 
 def make_plugin() -> GatewayPlugin:

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -187,8 +187,18 @@ def bench_ours_many(count: int, status_runs: int, idle_s: float) -> dict[str, An
         proc, env = start_ours(work)
         client = ControlClient(work / "state" / "supervisor.sock", timeout=120)
         try:
-            wait_until(lambda: sum(u["health"] == "healthy" for u in client.get("/units"))
-                       == count, 300, poll=0.1)
+            healthy_count = 0
+
+            def all_healthy() -> bool:
+                nonlocal healthy_count
+                healthy_count = sum(u["health"] == "healthy" for u in client.get("/units"))
+                return healthy_count == count
+
+            try:
+                wait_until(all_healthy, 300, poll=0.1)
+            except TimeoutError:
+                raise TimeoutError(f"only {healthy_count} of {count} units healthy after "
+                                   "300 s") from None
             healthy = time.perf_counter() - started
             time.sleep(2)  # let the start-up burst pass before sampling idle CPU
             daemon = psutil.Process(proc.pid)
@@ -263,6 +273,19 @@ numprocesses = 1
                                           f"tcp://127.0.0.1:{endpoint}", "status"])
 
 
+class Printed(list[str]):
+    """Report lines, printed as they come: a part that fails later keeps the earlier ones."""
+
+    def append(self, line: str) -> None:
+        print(line, flush=True)
+        super().append(line)
+
+    def __iadd__(self, more: Iterable[str]) -> Printed:  # type: ignore[override]
+        for line in more:
+            self.append(line)
+        return self
+
+
 def bench_stack(status_runs: int) -> tuple[StackResult, StackResult | None, str]:
     """(ours, supervisord or None, our daemon's -X importtime stderr) on the shipped stack."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -300,7 +323,7 @@ def main() -> None:
                         help="run only these parts (repeatable); default: all")
     args = parser.parse_args()
     parts = set(args.only or ["stack", "restart", "many", "imports"])
-    lines: list[str] = []
+    lines = Printed()
 
     if "stack" in parts or "imports" in parts:
         ours, peer, daemon_stderr = bench_stack(args.status_runs)
@@ -350,7 +373,6 @@ def main() -> None:
         lines.append(f"idle CPU            {many['idle_cpu_pct']:8.2f} %    (of one core over "
                      f"{args.idle:.0f} s; target ≤ 2 %: {verdict(many['idle_cpu_pct'], 2)})")
         lines.append(f"daemon RSS          {many['rss']:8.1f} MB")
-    print("\n".join(lines))
 
 
 def import_report(daemon_stderr: str) -> list[str]:

@@ -23,6 +23,7 @@ ours ``RestartSec=0`` there).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -214,8 +215,7 @@ def bench_ours_many(count: int, status_runs: int, idle_s: float) -> dict[str, An
                     "program": "busybox httpd" if busybox else "python http.server"}
         finally:
             client.close()
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(120)
+            stop_tree(proc, 600)
 
 
 # ------------------------------------------------------------------------------- peers
@@ -271,6 +271,22 @@ numprocesses = 1
                                 stderr=subprocess.DEVNULL)
         return measure(proc, port, runs, [str(BIN / "circusctl"), "--endpoint",
                                           f"tcp://127.0.0.1:{endpoint}", "status"])
+
+
+def stop_tree(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM the daemon and wait; past ``timeout``, SIGKILL it and every process under it
+    (stopping 1,000 units on a loaded machine can take minutes)."""
+    tree = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        print(f"the daemon did not stop within {timeout:.0f} s: killing it and its "
+              f"{len(tree)} processes", file=sys.stderr)
+        for process in [psutil.Process(proc.pid), *tree]:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        proc.wait(30)
 
 
 class Printed(list[str]):

@@ -411,7 +411,7 @@ def import_report(daemon_stderr: str) -> list[str]:
     heavy = [name for name, _ in daemon.by_package
              if name not in sys.stdlib_module_names and name != "llm_supervisor"][:10]
     heavy += ["llm_supervisor.daemon.server", "llm_supervisor.cli.ctl"]  # each whole tree
-    lines.append("memory each import adds alone (peak RSS over a bare interpreter; the daemon's "
+    lines.append("memory each import adds alone (RSS over a bare interpreter; the daemon's "
                  "heaviest third-party packages, then our daemon's and CLI's whole trees):")
     for name, mb in importcost.memory_per_package(heavy):
         lines.append(f"  {name:28}{mb:>8.1f} MB")

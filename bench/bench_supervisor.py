@@ -23,6 +23,7 @@ ours ``RestartSec=0`` there).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -187,8 +188,18 @@ def bench_ours_many(count: int, status_runs: int, idle_s: float) -> dict[str, An
         proc, env = start_ours(work)
         client = ControlClient(work / "state" / "supervisor.sock", timeout=120)
         try:
-            wait_until(lambda: sum(u["health"] == "healthy" for u in client.get("/units"))
-                       == count, 300, poll=0.1)
+            healthy_count = 0
+
+            def all_healthy() -> bool:
+                nonlocal healthy_count
+                healthy_count = sum(u["health"] == "healthy" for u in client.get("/units"))
+                return healthy_count == count
+
+            try:
+                wait_until(all_healthy, 300, poll=0.1)
+            except TimeoutError:
+                raise TimeoutError(f"only {healthy_count} of {count} units healthy after "
+                                   "300 s") from None
             healthy = time.perf_counter() - started
             time.sleep(2)  # let the start-up burst pass before sampling idle CPU
             daemon = psutil.Process(proc.pid)
@@ -204,8 +215,7 @@ def bench_ours_many(count: int, status_runs: int, idle_s: float) -> dict[str, An
                     "program": "busybox httpd" if busybox else "python http.server"}
         finally:
             client.close()
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(120)
+            stop_tree(proc, 600)
 
 
 # ------------------------------------------------------------------------------- peers
@@ -263,6 +273,35 @@ numprocesses = 1
                                           f"tcp://127.0.0.1:{endpoint}", "status"])
 
 
+def stop_tree(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM the daemon and wait; past ``timeout``, SIGKILL it and every process under it
+    (stopping 1,000 units on a loaded machine can take minutes)."""
+    tree = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        print(f"the daemon did not stop within {timeout:.0f} s: killing it and its "
+              f"{len(tree)} processes", file=sys.stderr)
+        for process in [psutil.Process(proc.pid), *tree]:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        proc.wait(30)
+
+
+class Printed(list[str]):
+    """Report lines, printed as they come: a part that fails later keeps the earlier ones."""
+
+    def append(self, line: str) -> None:
+        print(line, flush=True)
+        super().append(line)
+
+    def __iadd__(self, more: Iterable[str]) -> Printed:  # type: ignore[override]
+        for line in more:
+            self.append(line)
+        return self
+
+
 def bench_stack(status_runs: int) -> tuple[StackResult, StackResult | None, str]:
     """(ours, supervisord or None, our daemon's -X importtime stderr) on the shipped stack."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -300,7 +339,7 @@ def main() -> None:
                         help="run only these parts (repeatable); default: all")
     args = parser.parse_args()
     parts = set(args.only or ["stack", "restart", "many", "imports"])
-    lines: list[str] = []
+    lines = Printed()
 
     if "stack" in parts or "imports" in parts:
         ours, peer, daemon_stderr = bench_stack(args.status_runs)
@@ -350,7 +389,6 @@ def main() -> None:
         lines.append(f"idle CPU            {many['idle_cpu_pct']:8.2f} %    (of one core over "
                      f"{args.idle:.0f} s; target ≤ 2 %: {verdict(many['idle_cpu_pct'], 2)})")
         lines.append(f"daemon RSS          {many['rss']:8.1f} MB")
-    print("\n".join(lines))
 
 
 def import_report(daemon_stderr: str) -> list[str]:
@@ -373,7 +411,7 @@ def import_report(daemon_stderr: str) -> list[str]:
     heavy = [name for name, _ in daemon.by_package
              if name not in sys.stdlib_module_names and name != "llm_supervisor"][:10]
     heavy += ["llm_supervisor.daemon.server", "llm_supervisor.cli.ctl"]  # each whole tree
-    lines.append("memory each import adds alone (peak RSS over a bare interpreter; the daemon's "
+    lines.append("memory each import adds alone (RSS over a bare interpreter; the daemon's "
                  "heaviest third-party packages, then our daemon's and CLI's whole trees):")
     for name, mb in importcost.memory_per_package(heavy):
         lines.append(f"  {name:28}{mb:>8.1f} MB")

@@ -96,13 +96,29 @@ def cmake_args(env: Mapping[str, str], source: Path, ccache: bool) -> str:
     return " ".join(args)
 
 
-def wheel_key(args: str, source: Path) -> str:
-    """Names the wheel by what changes the binary: version and options. The source folder's
-    path (inside the include option) and the compiler launcher do not, so they are left out."""
+def wheel_key(args: str, source: Path, cpu_flags: str = "") -> str:
+    """Names the wheel (beside the version in its folder's name) by what changes the binary: the
+    options and, for a native build, this CPU's instruction set (a home folder shared between
+    machines must not hand an AVX-512 build to a CPU without it). The source folder's path
+    (inside the include option) and the compiler launcher do not change it: left out."""
     significant = args.replace(str(source), "<src>")
     for launcher in CCACHE_ARGS:
         significant = significant.replace(launcher, "")
+    if "-DGGML_NATIVE=ON" in significant.split():
+        significant += f" cpu:{cpu_flags}"
     return hashlib.sha256(" ".join(significant.split()).encode()).hexdigest()[:12]
+
+
+def cpu_flags() -> str:
+    """The first ``flags`` line of /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return " ".join(sorted(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return ""
 
 
 def build_env(env: Mapping[str, str], args: str, cache: Path) -> dict[str, str]:
@@ -175,7 +191,7 @@ def main() -> int:
         source = unpacked_source(cache)
         ccache = shutil.which("ccache") is not None
         args = cmake_args(os.environ, source, ccache)
-        wheels = cache / "wheels" / f"llama-cpp-python-{VERSION}-{wheel_key(args, source)}"
+        wheels = cache / "wheels" / f"llama-cpp-python-{VERSION}-{wheel_key(args, source, cpu_flags())}"
         wheel = _the_wheel(wheels) if wheels.is_dir() else None
         if wheel is None:
             print(f"building {REQUIREMENT} from source (minutes, once per machine and options; "

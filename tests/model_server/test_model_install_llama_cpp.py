@@ -6,6 +6,7 @@ named by the options that change the binary."""
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,13 @@ def test_engine_only_options_ccache_and_the_wheel_key(tmp_path: Path) -> None:
     assert install_llama_cpp.wheel_key(install_llama_cpp.cmake_args({}, elsewhere, False),
                                        elsewhere) == key
     assert install_llama_cpp.wheel_key("-DGGML_NATIVE=OFF", source) != key
+    # A native build is also named by the CPU's instruction set; a portable one is not.
+    assert install_llama_cpp.wheel_key(args, source, "avx2 sse4_2") != \
+        install_llama_cpp.wheel_key(args, source, "avx2 avx512f sse4_2")
+    assert install_llama_cpp.wheel_key("-DGGML_NATIVE=OFF", source, "avx2") == \
+        install_llama_cpp.wheel_key("-DGGML_NATIVE=OFF", source, "avx512f")
+    if platform.machine() == "x86_64":  # every x86-64 CPU has SSE2: the line was found and read
+        assert "sse2" in install_llama_cpp.cpu_flags().split()
     env = install_llama_cpp.build_env({"PATH": "/bin"}, args, tmp_path)
     assert env["CMAKE_ARGS"] == args and env["CCACHE_DIR"] == str(tmp_path / "ccache")
     assert env["CCACHE_BASEDIR"] == "/" and env["PATH"] == "/bin"

@@ -54,6 +54,7 @@ def firefox_desktop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     daemon.write_unit("browser.service", browser)
     try:
         daemon.start("browser-test.target")
+        daemon.ctl("start", "model-service", check=True)  # the target is the desktop's only
         daemon.wait_ready("model-service", 240)
         for unit in ("xvfb", "x11vnc", "novnc", "gateway", "browser"):
             daemon.wait_ready(unit, 60)

@@ -17,7 +17,7 @@ _LEVELS = {"critical": "error", "fatal": "error", "panic": "error", "error": "er
 _WORD = re.compile(r"\b(CRITICAL|FATAL|PANIC|ERROR|ERR|FTL|WARNING|WARN|WRN|INFO|INF|DEBUG|DBG|"
                    r"TRACE|TRC)\b")
 _LOGFMT = re.compile(r"\blevel=\"?(\w+)")
-_CLF = re.compile(r'^\S+ \S+ \S+ \[[^\]]+\] "(?P<method>[A-Z]+) (?P<path>\S+) [^"]*" '
+_CLF = re.compile(r'^\S+ \S+ \S+ \[(?P<at>[^\]]+)\] "(?P<method>[A-Z]+) (?P<path>\S+) [^"]*" '
                   r'(?P<status>\d{3}) \S+ "[^"]*" "[^"]*" \d+ "[^"]*" "[^"]*" (?P<ms>\d+)ms\s*$')
 
 
@@ -32,7 +32,8 @@ def _json(text: str) -> dict[str, Any] | None:
 
 
 def access(text: str, data: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """``{"method", "path", "status", "duration_ms"}`` for a gateway access line, else None."""
+    """``{"method", "path", "status", "duration_ms", "at"}`` for a gateway access line, else
+    None (``at``: Unix time from Caddy, the logged time as text from Traefik)."""
     data = _json(text) if data is None else data
     if data is not None:
         request = data.get("request")
@@ -40,18 +41,20 @@ def access(text: str, data: dict[str, Any] | None = None) -> dict[str, Any] | No
             duration = data.get("duration")
             return {"method": request.get("method"), "path": request.get("uri"),
                     "status": int(data["status"]),
-                    "duration_ms": None if duration is None else float(duration) * 1000}
+                    "duration_ms": None if duration is None else float(duration) * 1000,
+                    "at": data.get("ts")}
         if "RequestMethod" in data and "DownstreamStatus" in data:  # Traefik (ns)
             duration = data.get("Duration")
             return {"method": data["RequestMethod"], "path": data.get("RequestPath"),
                     "status": int(data["DownstreamStatus"]),
-                    "duration_ms": None if duration is None else float(duration) / 1e6}
+                    "duration_ms": None if duration is None else float(duration) / 1e6,
+                    "at": data.get("StartLocal") or data.get("StartUTC")}
         return None
     found = _CLF.match(text)
     if found is None:
         return None
     return {"method": found["method"], "path": found["path"], "status": int(found["status"]),
-            "duration_ms": float(found["ms"])}
+            "duration_ms": float(found["ms"]), "at": found["at"]}
 
 
 def level(text: str, data: dict[str, Any] | None = None) -> str | None:

@@ -202,10 +202,11 @@ def test_page_draws_charts_timeline_logs_and_folds_the_other_runtime(
             assert "SIGKILL" in exit_row or "signal 9" in exit_row, exit_row
             # clicking the gateway: parsed access lines; clicking the worker: its log by level
             page.click('tr[data-unit="gateway"] td[data-field="name"]')
-            page.wait_for_selector('#access tr[data-status="200"]', )
+            page.wait_for_selector('#access tr[data-status="200"]')
             assert "/api/generate" in page.inner_text("#access")
+            page.locator("#unit-log-box").screenshot(path=str(ARTIFACTS / "dashboard-access.png"))
             page.click('tr[data-unit="worker"] td[data-field="name"]')
-            page.wait_for_selector('#unit-log .line[data-level="warning"]', )
+            page.wait_for_selector('#unit-log .line[data-level="warning"]')
             page.locator("#timeline").scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "dashboard-timeline.png"), full_page=True)
         finally:

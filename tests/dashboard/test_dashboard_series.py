@@ -111,18 +111,20 @@ CADDY = json.dumps({"level": "info", "ts": 1765000000.1, "logger": "http.log.acc
                     "duration": 0.734, "size": 312, "status": 200, "resp_headers": {}})
 TRAEFIK_JSON = json.dumps({"ClientHost": "127.0.0.1", "Duration": 12_500_000,
                            "RequestMethod": "GET", "RequestPath": "/api/health",
-                           "DownstreamStatus": 503, "RouterName": "api@file"})
+                           "DownstreamStatus": 503, "RouterName": "api@file",
+                           "StartUTC": "2026-12-07T05:40:00.1Z"})
 TRAEFIK_CLF = ('127.0.0.1 - - [07/Dec/2026:05:40:00 +0000] "GET /v1/models HTTP/1.1" 404 19 "-" '
                '"curl/7.88.1" 7 "api@file" "http://127.0.0.1:5000" 3ms')
 
 
 @pytest.mark.parametrize(("line", "level", "access"), [
     (CADDY, "info", {"method": "POST", "path": "/api/generate", "status": 200,
-                     "duration_ms": pytest.approx(734.0)}),
+                     "duration_ms": pytest.approx(734.0), "at": 1765000000.1}),
     (TRAEFIK_JSON, "error", {"method": "GET", "path": "/api/health", "status": 503,
-                             "duration_ms": pytest.approx(12.5)}),
+                             "duration_ms": pytest.approx(12.5),
+                             "at": "2026-12-07T05:40:00.1Z"}),
     (TRAEFIK_CLF, "warning", {"method": "GET", "path": "/v1/models", "status": 404,
-                              "duration_ms": 3.0}),
+                              "duration_ms": 3.0, "at": "07/Dec/2026:05:40:00 +0000"}),
     ('{"event": "model_ready", "level": "info", "timestamp": "2026-12-07T05:40:00Z"}', "info", None),
     ("2026-12-07T05:40:00Z ERR error=\"port taken\" providerName=file", "error", None),
     ('time="2026-12-07" level=warning msg="slow"', "warning", None),

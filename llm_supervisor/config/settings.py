@@ -141,7 +141,13 @@ class Settings(BaseSettings):
     # Live streams (open dashboard pages) served at once; one more gets HTTP 503.
     dashboard_max_streams: int = Field(default=16, ge=1,
                                        validation_alias=_alias("DASHBOARD_MAX_STREAMS"))
-    # The test desktop's browser: auto is chromium when installed, else firefox(-esr).
+    # The dashboard's charts: one point per unit and per model every DASHBOARD_SAMPLE_S
+    # seconds, the last DASHBOARD_HISTORY_S seconds kept in memory.
+    dashboard_sample_s: float = Field(default=5.0, gt=0, le=3600,
+                                      validation_alias=_alias("DASHBOARD_SAMPLE_S"))
+    dashboard_history_s: float = Field(default=3600.0, gt=0, le=86400,
+                                       validation_alias=_alias("DASHBOARD_HISTORY_S"))
+    # The test desktop's browser: auto is Firefox ESR when installed (the runbook's), else Chromium.
     browser: Literal["auto", "chromium", "firefox"] = Field(
         default="auto", validation_alias=_alias("BROWSER"))
     bind_address: str = Field(default="127.0.0.1", validation_alias=_alias("BIND_ADDRESS"))
@@ -251,16 +257,18 @@ class Settings(BaseSettings):
 
     @property
     def resolved_browser_program(self) -> str:
-        """The test desktop's browser program: BROWSER=chromium|firefox, or auto (Chromium when
-        installed, else Firefox ESR, else Firefox; chromium when none is, so the browser unit's
-        condition names what to install)."""
+        """The test desktop's browser program: BROWSER=chromium|firefox, or auto (Firefox ESR
+        when installed, as the original runbook opened, else Firefox, else Chromium; firefox-esr
+        when none is, so the browser unit's condition names what to install)."""
         firefox = "firefox-esr" if shutil.which("firefox-esr") or not shutil.which("firefox") \
             else "firefox"
         if self.browser == "firefox":
             return firefox
-        if self.browser == "chromium" or shutil.which("chromium"):
+        if self.browser == "chromium":
             return "chromium"
-        return firefox if shutil.which(firefox) else "chromium"
+        if shutil.which(firefox) or not shutil.which("chromium"):
+            return firefox
+        return "chromium"
 
     def expansion_vars(self) -> dict[str, str]:
         """The names ``${NAME}`` may use in unit files."""

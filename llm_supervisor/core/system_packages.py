@@ -14,8 +14,8 @@ UNIT_PROGRAMS: dict[str, str] = {
     "x11vnc": "x11vnc",  # x11vnc.service
     "websockify": "websockify",  # novnc.service
     "/usr/share/novnc/vnc.html": "novnc",  # novnc.service
-    "chromium": "chromium",  # browser.service
-    "firefox-esr": "firefox-esr",  # browser.service with BROWSER=firefox (or no chromium)
+    "chromium": "chromium",  # browser.service with BROWSER=chromium (or no Firefox)
+    "firefox-esr": "firefox-esr",  # browser.service: BROWSER=auto prefers it (the runbook's)
 }
 
 # Packages for the tests and builds, not for any unit.

@@ -31,7 +31,7 @@ def sse(event: str, data: Any) -> str:
 
 
 class LiveHub:
-    """``build()`` returns the snapshot without log lines; ``feed`` and ``manager`` offer
+    """``build()`` returns the snapshot without log lines; ``feed`` and ``supervisor`` offer
     ``subscribe()``/``unsubscribe(queue)``."""
 
     def __init__(self, supervisor: SupervisorView, feed: Any, build: Callable[[], dict[str, Any]],

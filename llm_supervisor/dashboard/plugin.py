@@ -1,7 +1,8 @@
 """Built-in plugin: the operator dashboard and the merged log feed.
 
 - ``supervisor_started``: follow every unit's output (:mod:`.log_feed`), poll the model service
-  (:mod:`.model_watch`), serve the dashboard on ``DASHBOARD_BIND_ADDRESS:DASHBOARD_PORT`` (0: off;
+  (:mod:`.model_watch`), keep the charts' time series and the event timeline (one sampling
+  task, :mod:`.history`), serve the dashboard on ``DASHBOARD_BIND_ADDRESS:DASHBOARD_PORT`` (0: off;
   the address is 127.0.0.1 unless the operator opens it, whatever ``BIND_ADDRESS`` says; opened
   beyond loopback it asks other peers for a basic-auth password kept in a 0600 file, and says so
   at start). A port already taken is a warning, never a reason for the daemon to stop.
@@ -20,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from llm_supervisor.dashboard.app import build_app
+from llm_supervisor.dashboard.history import History, Sampler
 from llm_supervisor.dashboard.log_feed import LogFeed
-from llm_supervisor.dashboard.model_watch import ModelWatch
+from llm_supervisor.dashboard.model_watch import POLL_S, ModelWatch
 from llm_supervisor.dashboard.security import (
     BASIC_USER,
     Guard,
@@ -29,6 +31,7 @@ from llm_supervisor.dashboard.security import (
     is_loopback_bind,
     new_token,
 )
+from llm_supervisor.dashboard.timeline import Timeline
 from llm_supervisor.plugins.hookspecs import hookimpl
 from llm_supervisor.plugins.view import SupervisorView
 
@@ -43,6 +46,9 @@ class DashboardPlugin:
         self.supervisor: SupervisorView | None = None
         self.feed: LogFeed | None = None
         self.model: ModelWatch | None = None
+        self.history: History | None = None
+        self.timeline: Timeline | None = None
+        self.sampler: Sampler | None = None
         self.server: Any = None
         self.app: Any = None
         self.url: str | None = None
@@ -55,8 +61,13 @@ class DashboardPlugin:
         self.supervisor = supervisor
         self.feed = LogFeed(supervisor)
         self.feed.start()
-        self.model = ModelWatch(supervisor)
+        settings = supervisor.settings
+        self.model = ModelWatch(supervisor, poll_s=min(POLL_S, settings.dashboard_sample_s))
         self.model.start()
+        self.history = History(settings.dashboard_sample_s, settings.dashboard_history_s)
+        self.timeline = Timeline()
+        self.sampler = Sampler(supervisor, self.model, self.history, self.timeline)
+        self.sampler.start()
         if supervisor.settings.dashboard_port:
             self._starting = asyncio.ensure_future(self._serve(supervisor))
 
@@ -71,7 +82,8 @@ class DashboardPlugin:
         guard = Guard(host, port, new_token(), password)
         app = build_app(supervisor, guard, self.feed, self.model,
                         name=f"llm_supervisord_dashboard_{os.getpid()}",
-                        max_streams=settings.dashboard_max_streams)
+                        max_streams=settings.dashboard_max_streams, history=self.history,
+                        timeline=self.timeline)
         self.app = app
         try:
             server = await app.create_server(host=host, port=port, return_asyncio_server=True)
@@ -117,7 +129,7 @@ class DashboardPlugin:
             self.server = None
         if self.app is not None:
             await self.app.ctx.live.close()
-        for part in (self.feed, self.model):
+        for part in (self.sampler, self.feed, self.model):
             if part is not None:
                 await part.close()
 

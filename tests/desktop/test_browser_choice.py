@@ -23,11 +23,12 @@ def _path_with(tmp_path: Path, *programs: str) -> str:
 
 
 @pytest.mark.parametrize(("installed", "setting", "expected"), [
-    (("chromium", "firefox-esr"), "auto", "chromium"),
+    (("chromium", "firefox-esr"), "auto", "firefox-esr"),  # the runbook's browser first
+    (("chromium",), "auto", "chromium"),
     (("firefox-esr",), "auto", "firefox-esr"),
     (("chromium", "firefox-esr"), "firefox", "firefox-esr"),
     (("firefox-esr",), "chromium", "chromium"),  # asked for: the unit says it is missing
-    ((), "auto", "chromium"),
+    ((), "auto", "firefox-esr"),  # none: the unit's condition names what set-up installs
 ])
 def test_browser_program(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                          installed: tuple[str, ...], setting: str, expected: str) -> None:

@@ -146,12 +146,12 @@ def test_killed_container_is_replaced_and_daemon_kill_readopts(stack: tuple[Daem
 
 
 def test_reset_rebuilds_the_gateway_image(daemon: Daemon, shipped_images: dict[str, str]) -> None:
-    """The shipped gateway unit as it is (Build=packaging/docker/gateway): the daemon builds it
-    (base image from `images build`), `reset` removes our image and the next start builds it
-    again; what is not ours (the base, the session's images) stays."""
+    """The shipped gateway unit as it is (Build=. with Dockerfile=packaging/docker/gateway/...):
+    the daemon builds it (base image from `images build`), `reset` removes our image and the next
+    start builds it again; what is not ours (the base, the session's images) stays."""
     text = (REPO_ROOT / "units" / "gateway.service").read_text()
-    daemon.write_unit("gateway.service", text.replace(
-        "Build=packaging/docker/gateway", f"Build={REPO_ROOT / 'packaging/docker/gateway'}"))
+    assert "\nBuild=.\n" in text
+    daemon.write_unit("gateway.service", text.replace("\nBuild=.\n", f"\nBuild={REPO_ROOT}\n"))
     daemon.write_unit("stack.target", (REPO_ROOT / "units" / "stack.target").read_text())
     daemon.env_extra.update({"GATEWAY_PORT": str(free_port()), "BIND_ADDRESS": "127.0.0.1",
                              "GATEWAY_PROGRAM": "caddy"})

@@ -22,7 +22,8 @@ from llm_supervisor.runtimes.logs import UnitLog
 from llm_supervisor.runtimes.process.identity import OWNER_MARKER, UNIT_MARKER
 from llm_supervisor.runtimes.selection import RuntimeSelector
 from llm_supervisor.supervisor.health import Prober
-from llm_supervisor.supervisor.records import RECORDS_NAME, load_records, save_records
+from llm_supervisor.supervisor.records import RECORDS_NAME, load_records
+from llm_supervisor.supervisor.records_writer import RecordsWriter
 from llm_supervisor.supervisor.resources import ResourceSampler
 from llm_supervisor.supervisor.rolling import (
     RollingRestartFailed,
@@ -72,6 +73,9 @@ class Manager:
         self._cascades: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
         self._records_path = settings.state_dir / RECORDS_NAME
         self._previous_records: dict[str, dict[str, Any]] = self._read_records()
+        self._records = RecordsWriter(self._records_path, lambda: {  # retries on a full disk
+            name: r.instance.record() for name, r in self.runners.items()
+            if r.instance is not None})
 
     # ------------------------------------------------------------------ loading
     def _load(self) -> LoadResult:
@@ -378,9 +382,7 @@ class Manager:
         return load_records(self._records_path)
 
     def records_changed(self) -> None:
-        records = {name: r.instance.record() for name, r in self.runners.items()
-                   if r.instance is not None}
-        save_records(self._records_path, records)
+        self._records.save()
 
     async def recover_previous(self) -> None:
         """Clean up (process runtime) or re-adopt (docker) what a previous daemon left."""

@@ -24,6 +24,7 @@ from llm_supervisor.runtimes.selection import RuntimeSelector
 from llm_supervisor.supervisor.health import Prober
 from llm_supervisor.supervisor.records import RECORDS_NAME, load_records
 from llm_supervisor.supervisor.records_writer import RecordsWriter
+from llm_supervisor.supervisor.reload_guard import repairs_paused
 from llm_supervisor.supervisor.resources import ResourceSampler
 from llm_supervisor.supervisor.rolling import (
     RollingRestartFailed,
@@ -309,7 +310,7 @@ class Manager:
 
         Reloads run one at a time (SIGHUP and ``POST /reload`` share the lock): two at once
         would both stop and remove the same changed units."""
-        async with self._reload_lock:
+        async with self._reload_lock, repairs_paused(self.runners.values()):
             return await self._reload()
 
     async def _reload(self) -> dict[str, Any]:

@@ -106,8 +106,9 @@ class UnitRunner:
         self._recovered: Instance | None = None
         self._stop_reason = "stopped"
         self._env: dict[str, str] | None = None
-        # One repair per unit at a time: two would delete each other's work directories.
-        self._repair_lock = asyncio.Lock()
+        # One repair per unit at a time: two would delete each other's work directories. A reload
+        # holds it too (supervisor/reload_guard.py).
+        self._repair_lock = self.repair_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ public API
     @property

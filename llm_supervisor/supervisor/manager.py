@@ -21,8 +21,10 @@ from llm_supervisor.runtimes.selection import RuntimeSelector
 from llm_supervisor.supervisor import dependencies
 from llm_supervisor.supervisor.events import Events, HookSource
 from llm_supervisor.supervisor.health import Prober
-from llm_supervisor.supervisor.records import RECORDS_NAME, load_records, save_records
+from llm_supervisor.supervisor.records import RECORDS_NAME, load_records
+from llm_supervisor.supervisor.records_writer import RecordsWriter
 from llm_supervisor.supervisor.recovery import recover_previous
+from llm_supervisor.supervisor.reload_guard import repairs_paused
 from llm_supervisor.supervisor.reloading import reload_units
 from llm_supervisor.supervisor.resources import ResourceSampler
 from llm_supervisor.supervisor.rolling import (
@@ -72,6 +74,9 @@ class Manager:
         self._cascades: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
         self._records_path = settings.state_dir / RECORDS_NAME
         self._previous_records: dict[str, dict[str, Any]] = self._read_records()
+        self._records = RecordsWriter(self._records_path, lambda: {  # retries on a full disk
+            name: r.instance.record() for name, r in self.runners.items()
+            if r.instance is not None})
 
     # ------------------------------------------------------------------ loading
     @property
@@ -284,7 +289,7 @@ class Manager:
 
         Reloads run one at a time (SIGHUP and ``POST /reload`` share the lock): two at once
         would both stop and remove the same changed units."""
-        async with self._reload_lock:
+        async with self._reload_lock, repairs_paused(self.runners.values()):
             return await reload_units(self)
 
     def condition_runtime(self, unit: Unit) -> str:
@@ -300,9 +305,7 @@ class Manager:
         return load_records(self._records_path)
 
     def records_changed(self) -> None:
-        records = {name: r.instance.record() for name, r in self.runners.items()
-                   if r.instance is not None}
-        save_records(self._records_path, records)
+        self._records.save()
 
     async def recover_previous(self) -> None:
         """Clean up (process runtime) or re-adopt (docker) what a previous daemon left."""

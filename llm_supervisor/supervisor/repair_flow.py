@@ -50,23 +50,25 @@ class RepairFlow:
     def __init__(self, runner: Repaired, events: Events):
         self.runner = runner
         self.events = events
-        self._lock = asyncio.Lock()
+        # One repair per unit at a time: two would delete each other's work directories. A
+        # reload holds it too (supervisor/reload_guard.py).
+        self.lock = asyncio.Lock()
 
     @property
     def running(self) -> bool:
-        return self._lock.locked()
+        return self.lock.locked()
 
     async def after_exit(self, status: ExitStatus) -> bool | None:
         """After an abnormal exit. None: no plugin recognised the failure (the restart policy
         applies). True: repaired, restart now. False: gave up (the unit is failed)."""
-        if self._lock.locked():
+        if self.lock.locked():
             return None  # a repair by hand is under way; it restarts the unit itself
         runner = self.runner
         diagnosis = self.events.diagnose(runner.unit, status.code,
                                          runner.log.last(DIAGNOSE_LOG_LINES))
         if diagnosis is None:
             return None
-        async with self._lock:
+        async with self.lock:
             result = await self._run(diagnosis)
         if result is None:
             return None
@@ -90,9 +92,9 @@ class RepairFlow:
             result = await asyncio.to_thread(self.events.repair, runner.unit, diagnosis,
                                              lambda fraction, message="": None)
             return None if result is None else asdict(result)
-        if self._lock.locked():
+        if self.lock.locked():
             raise RepairAlreadyRunning(runner.unit.short_name)
-        async with self._lock:
+        async with self.lock:
             # Taken without yielding, before stop(): no automatic repair can start in between.
             await runner.stop("stopped for repair")
             result = await self._run(diagnosis)

@@ -362,6 +362,11 @@ class UnitRunner:
     def repair_running(self) -> bool:
         return self.repairs.running
 
+    @property
+    def repair_lock(self) -> asyncio.Lock:
+        """Held while a repair runs; a reload holds every unit's (:mod:`.reload_guard`)."""
+        return self.repairs.lock
+
     async def repair_by_hand(self, verify_only: bool = False) -> dict[str, Any] | None:
         """``llm-supervisorctl repair`` (:meth:`RepairFlow.by_hand`)."""
         return await self.repairs.by_hand(verify_only)

@@ -17,7 +17,6 @@ import psutil
 from llm_supervisor.plugins.hookspecs import hookimpl
 from llm_supervisor.plugins.types import Diagnosis, RepairResult
 from llm_supervisor.supervisor.manager import Manager
-from llm_supervisor.supervisor.records import RECORDS_NAME
 from tests.supervisor.manager_harness import SH, SLEEP, gone, run_manager, service, until
 
 
@@ -99,16 +98,18 @@ def test_start_limit_hit(tmp_path: Path) -> None:
 
 
 def test_internal_error(tmp_path: Path) -> None:
-    """The records cannot be written (a directory in their place): the supervisor's own error
-    fails the unit, and what Requires= it stops."""
+    """The supervisor's own error (injected: persisting the records raises — an unwritable
+    records file is retried instead since issue 18, see supervisor/records_writer.py) fails the
+    unit, and what Requires= it stops."""
     recorder = Recorder()
     base = service(f"{SLEEP} 300", extra="Restart=on-failure")
 
     async def scenario(manager: Manager) -> None:
         pids = await _chain_running(manager)
-        records = manager.settings.state_dir / RECORDS_NAME
-        records.unlink()
-        records.mkdir()
+        def broken() -> None:
+            raise RuntimeError("injected: records cannot be persisted")
+
+        manager.records_changed = broken  # type: ignore[method-assign]
         psutil.Process(pids["base"]).kill()
         await until(lambda: manager.runner("base").state == "failed", "base to fail")
         await until(lambda: all(manager.runner(n).state == "failed" for n in ("mid", "top")),

@@ -32,6 +32,9 @@ logger = structlog.get_logger("llm_supervisor.runtime.process")
 # What a unit gets when the daemon dies (SIGKILL included): TERM, so it can shut down cleanly.
 # A unit that ignores it, and its grandchildren, are cleaned up by the next daemon (records).
 PDEATHSIG = "TERM"
+LEADER_POLL_S = 0.1  # without a pidfd: how soon a main process's exit is seen
+LEFTOVER_GRACE_S = 2.0  # after the main process exits, before its stragglers get SIGKILL
+PIPE_GRACE_S = 0.3  # for the last output after the main process exits
 
 
 def pdeathsig_prefix() -> list[str]:
@@ -80,6 +83,35 @@ def _signal_tree(pgid: int, root: psutil.Process | None, sig: int) -> None:
             proc.send_signal(sig)
 
 
+def _pidfd_exit(pidfd: int) -> asyncio.Future[None]:
+    """A future done when the process behind ``pidfd`` exits (the descriptor turns readable);
+    the caller removes the reader before it closes the descriptor."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(pidfd, readable)
+    return done
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
 class ProcessInstance(Instance):
     def __init__(self, proc: asyncio.subprocess.Process, log: UnitLog,
                  markers: Mapping[str, str] | None = None,
@@ -102,6 +134,9 @@ class ProcessInstance(Instance):
             self._psutil: psutil.Process | None = psutil.Process(proc.pid)
         except psutil.Error:
             self._psutil = None
+        self._pidfd: int | None = None
+        with contextlib.suppress(AttributeError, OSError):  # opened while surely ours
+            self._pidfd = os.pidfd_open(proc.pid)
 
     async def _copy_output(self) -> None:
         assert self.proc.stdout is not None
@@ -109,14 +144,84 @@ class ProcessInstance(Instance):
             self.log.write(chunk)
         self.log.flush_partial()
 
+    async def _leader_exited(self) -> int:
+        """The main process's exit status as soon as it exits: ``proc.wait()`` alone also waits
+        for its output pipe to close, which a grandchild holding it open never does. A pidfd
+        (Linux 5.3+) says when it exits without polling; else the status is polled."""
+        waiting = asyncio.ensure_future(self.proc.wait())
+        exited = _pidfd_exit(self._pidfd) if self._pidfd is not None else None
+        try:
+            if exited is not None:
+                either: set[asyncio.Future[Any]] = {waiting, exited}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            while not waiting.done() and self.proc.returncode is None:
+                # exited, and the child watcher is about to record its status (or no pidfd)
+                await asyncio.wait({waiting}, timeout=LEADER_POLL_S)
+        finally:
+            if exited is not None and self._pidfd is not None:
+                asyncio.get_running_loop().remove_reader(self._pidfd)  # before it is closed
+                exited.cancel()
+        self._close_pidfd()
+        if waiting.done():
+            return waiting.result()
+        waiting.cancel()
+        assert self.proc.returncode is not None
+        return self.proc.returncode
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._pidfd)
+            self._pidfd = None
+
     async def wait(self) -> ExitStatus:
-        returncode = await self.proc.wait()
+        returncode = await self._leader_exited()
+        await self._stop_leftovers()
         with contextlib.suppress(asyncio.TimeoutError):
             # Output still in the pipe (or held open by a grandchild) must not block the exit.
             await asyncio.wait_for(asyncio.shield(self._pump), 0.5)
         if self.memory is not None:
             self.memory.ended()
         return _status_from_returncode(returncode)
+
+    async def _stop_leftovers(self, grace: float = LEFTOVER_GRACE_S) -> None:
+        """The main process has exited: what it started goes with it (systemd's
+        ``KillMode=control-group``): its process group (``killpg``, no process listing), and,
+        when something still holds the unit's output pipe open, any process that carries this
+        unit's markers (a grandchild that left the group with setsid). TERM, then KILL after
+        ``grace``. The common case — nothing left — costs one ``killpg(pgid, 0)``."""
+        group_left = _group_alive(self.pgid)
+        if group_left:
+            _signal_group(self.pgid, signal.SIGTERM)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._pump), PIPE_GRACE_S)
+        escaped: list[psutil.Process] = []
+        if not self._pump.done() and self.markers:
+            escaped = await asyncio.to_thread(self._marked_processes)
+        if not group_left and not escaped:
+            return
+        self.log.note("processes of the unit still running after its main process exited: "
+                      "stopping them (as systemd's KillMode=control-group)")
+        for proc in escaped:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and (
+                _group_alive(self.pgid) or any(p.is_running() for p in escaped)):
+            await asyncio.sleep(0.05)
+        _signal_group(self.pgid, signal.SIGKILL)
+        for proc in escaped:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+    def _marked_processes(self) -> list[psutil.Process]:
+        """Processes carrying this unit's markers, this daemon excluded (a full listing: only
+        when a grandchild holds the output pipe after the main process exited)."""
+        found = []
+        for proc in psutil.process_iter():
+            if proc.pid != os.getpid() and identity.carries_markers(proc, self.markers):
+                found.append(proc)
+        return found
 
     async def stop(self, kill_signal: int, timeout: float) -> ExitStatus:
         if self.proc.returncode is None:
@@ -131,6 +236,7 @@ class ProcessInstance(Instance):
         self._pump.cancel()
         if self.memory is not None:
             self.memory.ended()
+        self._close_pidfd()
         return _status_from_returncode(returncode)
 
     def record(self) -> dict[str, Any]:

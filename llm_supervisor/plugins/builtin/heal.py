@@ -31,6 +31,7 @@ from llm_supervisor.heal import disk, engine_crash, oom, ports
 from llm_supervisor.heal.ledger import Ledger
 from llm_supervisor.plugins.hookspecs import hookimpl
 from llm_supervisor.plugins.types import Diagnosis, Progress, RepairResult
+from llm_supervisor.runtimes.docker import labels
 from llm_supervisor.runtimes.process import cgroups
 
 if TYPE_CHECKING:
@@ -252,6 +253,8 @@ class HealPlugin:
                 f"({disk.free_bytes(where) >> 20} MiB free now), then `llm-supervisorctl start "
                 f"{unit.short_name}`"), give_up=True)
         freed = disk.reclaim(model_dir, state_dir, log_dir)
+        if unit.runtime == "docker" or unit.container is not None:
+            self._reclaim_images(freed)
         if not freed.paths:
             return RepairResult(False, (
                 f"the disk is full at {where} and nothing there is ours to free: free space "
@@ -260,6 +263,20 @@ class HealPlugin:
         self.ledger.degraded(unit.name, disk.KIND, f"disk full → {freed.describe()}; retrying once")
         return RepairResult(True, f"disk full: {freed.describe()}; retrying once",
                             details={"freed": freed.paths, "bytes": freed.bytes})
+
+    def _reclaim_images(self, freed: disk.Freed) -> None:
+        if self.manager is None:
+            return
+        try:
+            import docker  # optional: only where the docker runtime is in use
+
+            client = docker.from_env(timeout=10)
+        except Exception:
+            return
+        try:
+            disk.reclaim_images(client, labels.owner_id(self.manager.settings.state_dir), freed)
+        finally:
+            client.close()
 
     # ------------------------------------------------------------------ crashing engine
     def _heal_engine(self, unit: Unit, diagnosis: Diagnosis) -> RepairResult:

@@ -70,6 +70,7 @@ class HealPlugin:
         self.port_holders: dict[str, str] = {}
         self._stable: dict[str, asyncio.TimerHandle] = {}
         self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ helpers
     def _environment(self, unit: Unit) -> dict[str, str]:
@@ -98,6 +99,7 @@ class HealPlugin:
     @hookimpl
     def supervisor_started(self, manager: Manager) -> None:
         self.manager = manager
+        self._loop = asyncio.get_running_loop()
 
     @hookimpl
     def unit_environment(self, unit: Unit) -> dict[str, str] | None:
@@ -230,6 +232,7 @@ class HealPlugin:
         if key in ports.INTERNAL:
             new = ports.free_port()
             ports.rewire(unit, port, new)
+            self._restart_dependents(unit, port, new)
             self.ledger.degraded(unit.name, ports.KIND,
                                  f"{holder.describe()} → {key} moved {port} → {new} "
                                  f"(health check and gateway follow)", {key: str(new)})
@@ -240,6 +243,19 @@ class HealPlugin:
             f"{holder.describe()}: stop it, or set {setting}=<free port> (e.g. "
             f"{setting}={ports.free_port()}) in the environment or the config file"),
             give_up=True)
+
+    def _restart_dependents(self, unit: Unit, old: int, new: int) -> None:
+        """Units that reach the moved unit by its port on their command line follow it and are
+        restarted (they start again once the moved unit is ready, if they run After= it)."""
+        if self.manager is None or self._loop is None:
+            return
+        changed = ports.rewire_dependents(list(self.manager.loaded.units.values()), unit, old, new)
+        for other in changed:
+            log.warning("heal_port_rewired", unit=other.name, follows=unit.name, port=new)
+            runner = self.manager.runners.get(other.name)
+            if runner is not None and runner.wanted:
+                asyncio.run_coroutine_threadsafe(self.manager.restart_unit(other.name),
+                                                 self._loop)
 
     # ------------------------------------------------------------------ full disk
     def _heal_disk(self, unit: Unit, diagnosis: Diagnosis) -> RepairResult:

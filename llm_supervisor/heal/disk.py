@@ -5,7 +5,8 @@ What counts as ours and rebuildable: staging, old-model and download directories
 model dir (``.NAME.staging-*``, ``.NAME.old-*``, ``.NAME.download``, left by an interrupted
 fetch or conversion), partial
 downloads (``*.incomplete``) anywhere below the state dir or in those staging dirs, rotated logs
-beyond the newest (``NAME.log.2`` and up, in the log dir). Never a model's files, never a file
+beyond the newest (``NAME.log.2`` and up, in the log dir), and our dangling images (an older
+build of one of our tags, labelled with this daemon's owner id). Never a model's files, never a file
 outside those places, and every walk is by descriptor without following links (the model dir
 may belong to an unprivileged user).
 """
@@ -19,11 +20,13 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from llm_supervisor.core.disk_space import free_bytes, human, shortfall
 from llm_supervisor.heal.evidence import first_match, last_run
+from llm_supervisor.runtimes.docker import labels
 
-__all__ = ["KIND", "Freed", "evidence", "free_bytes", "reclaim", "shortfall"]
+__all__ = ["KIND", "Freed", "evidence", "free_bytes", "reclaim", "reclaim_images", "shortfall"]
 
 KIND = "disk_full"
 PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
@@ -93,3 +96,21 @@ def reclaim(model_dir: Path | None, state_dir: Path | None, log_dir: Path | None
             if match and int(match.group(1)) >= 2 and entry.is_file() and not entry.is_symlink():
                 _remove(entry, freed)
     return freed
+
+
+def reclaim_images(client: Any, owner: str, freed: Freed) -> None:
+    """Our dangling images (an older build of one of our tags): rebuilt from the unit's
+    Build= when needed. Only images labelled with this daemon's owner id; never the user's."""
+    try:
+        images = client.images.list(filters={"dangling": True,
+                                              "label": f"{labels.OWNER}={owner}"})
+    except Exception:  # no engine: nothing to free there
+        return
+    for image in images:
+        try:
+            size = int(image.attrs.get("Size") or 0)
+            client.images.remove(image.id, noprune=False)
+        except Exception:  # still used by a container, or gone meanwhile
+            continue
+        freed.paths.append(f"image {image.short_id}")
+        freed.bytes += size

@@ -140,3 +140,18 @@ def rewire(unit: Any, old: int, new: int) -> None:
     if unit.exec_start:
         unit.exec_start = [pattern.sub(f":{new}", arg) if arg != str(old) else str(new)
                            for arg in unit.exec_start]
+
+
+def rewire_dependents(units: list[Any], moved: Any, old: int, new: int) -> list[Any]:
+    """Other units whose command line points at ``127.0.0.1:OLD`` (websockify at x11vnc's
+    port): their argument follows the move. Returns the units changed (to be restarted)."""
+    pattern = re.compile(rf"^((?:127\.0\.0\.1|localhost|\[::1\]):){old}$")
+    changed = []
+    for unit in units:
+        if unit is moved or not unit.exec_start:
+            continue
+        argv = [pattern.sub(rf"\g<1>{new}", arg) for arg in unit.exec_start]
+        if argv != unit.exec_start:
+            unit.exec_start = argv
+            changed.append(unit)
+    return changed

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_supervisor.core import nofollow
+from llm_supervisor.core.disk_space import shortfall
 from llm_supervisor.model_server.sources.offline import OFFLINE_PACKAGE, find_offline_gguf
 from llm_supervisor.model_server.weights import manifest as manifest_mod
 from llm_supervisor.repair import perms
@@ -367,6 +368,12 @@ def fetch_files(
     if work_base is not None:
         work_base.mkdir(parents=True, exist_ok=True, mode=0o700)
     workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=work_base))  # mode 0700
+    # Before fetching anything: the candidates must fit where they are fetched to.
+    missing = shortfall(workdir, sum(e.size or 0 for e in wanted.values()), "the repair's fetch")
+    if missing:
+        shutil.rmtree(workdir, ignore_errors=True)
+        report.failed = {rel: [missing] for rel in wanted}
+        return report
     root_fd = nofollow.open_root(model_dir)
     try:
         for index, (rel, expected) in enumerate(sorted(wanted.items())):

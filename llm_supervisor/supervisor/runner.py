@@ -164,6 +164,7 @@ class UnitRunner:
             "reason": self.reason,
             "runtime": self.runtime.name,
             "repair_progress": self.repair_progress,
+            "wanted": self.wanted,  # asked to run (started, not stopped)
             "log_dropped_bytes": self.log.dropped_bytes,  # not written to its file: disk full
         }
 

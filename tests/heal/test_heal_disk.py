@@ -18,6 +18,8 @@ from llm_supervisor.heal import disk
 from llm_supervisor.model_server.sources.hub import fetch_from_hub
 from llm_supervisor.model_server.sources.types import ModelSourceError
 from llm_supervisor.model_server.weights.fetch_lock import download_dir as disk_download
+from llm_supervisor.repair.fetch import FileSource, fetch_files
+from llm_supervisor.repair.verify import Expected
 from llm_supervisor.supervisor.manager import Manager
 from tests.daemon_harness import free_port
 from tests.heal.heal_helpers import PROJECT
@@ -122,3 +124,23 @@ def test_a_download_that_cannot_fit_says_so_before_writing(
     assert not any(p.is_file() for p in disk_download(dest).rglob("*"))
     assert disk.evidence([str(ModelSourceError("downloading x needs 9 MiB at /m but only 1 "
                                                "MiB is free: free 8 MiB there"))]) is not None
+
+
+def test_a_repair_that_cannot_fit_says_so_before_fetching(tmp_path: Path, small_disk: Path
+                                                          ) -> None:
+    """The repair's fetch of a 100 MiB file to the 8 MiB disk: refused with the sentence, no
+    source asked, nothing written."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+
+    class Unreachable(FileSource):
+        name = "must not be asked"
+
+        def get(self, rel: str, expected: Expected, workdir: Path) -> Path:
+            raise AssertionError("fetched although it cannot fit")
+
+    report = fetch_files(model_dir, {"model.safetensors": Expected(size=100 << 20)},
+                         [Unreachable()], work_base=small_disk / "work")
+    assert report.fixed == {}
+    assert report.failed["model.safetensors"][0].startswith("the repair's fetch needs 100.0 MiB")
+    assert list((small_disk / "work").iterdir()) == []

@@ -126,3 +126,49 @@ def test_a_holder_of_ours_is_named_as_another_llm_supervisord() -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+FRONT = ("import http.server, sys; body = sys.argv[2].encode()\n"
+         "class H(http.server.BaseHTTPRequestHandler):\n"
+         "    def do_GET(self):\n"
+         "        self.send_response(200); self.send_header('Content-Length', str(len(body)))\n"
+         "        self.end_headers(); self.wfile.write(body)\n"
+         "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n")
+
+
+def test_a_unit_that_reaches_the_moved_port_follows_it(
+        tmp_path: Path, held_port: tuple[int, subprocess.Popen[str]]) -> None:
+    """x11vnc's VNC_PORT moves; websockify (here: a program that names 127.0.0.1:VNC_PORT on
+    its command line) gets the new port and is restarted."""
+    port, _holder = held_port
+    front_port = free_port()
+    script = tmp_path / "front.py"
+    script.write_text(FRONT)
+    units = {
+        "vnc.service": _unit("VNC_PORT", port).replace("[Route]\nPathPrefix=/api\n"
+                                                       f"Upstream=http://127.0.0.1:{port}\n", ""),
+        "front.service": (f"[Unit]\nAfter=vnc.service\nRequires=vnc.service\n[Service]\n"
+                          f"ExecStart={sys.executable} {script} {front_port} 127.0.0.1:{port}\n"
+                          "RestartSec=0.1\n[Health]\n"
+                          f"Check=http://127.0.0.1:{front_port}/\nInterval=0.2\nStartPeriod=20\n"
+                          "[Install]\nWantedBy=stack.target\n"),
+    }
+
+    async def scenario(manager: Manager) -> None:
+        heal = manager.plugins.get_plugin("llm_supervisor.plugins.builtin.heal")
+        heal.supervisor_started(manager=manager)  # the harness starts no daemon
+        await manager.start_target()
+        vnc = manager.runners["vnc.service"]
+        await until(lambda: str(vnc.health) == "healthy", "vnc moved and healthy", 60)
+        new_port = manager.unit_status(vnc)["heal"]["overrides"]["VNC_PORT"]
+
+        def front_follows() -> bool:
+            try:
+                reply = httpx.get(f"http://127.0.0.1:{front_port}/", timeout=2).text
+            except httpx.HTTPError:
+                return False
+            return reply == f"127.0.0.1:{new_port}"
+
+        await until(front_follows, "the front pointing at the moved port", 60)
+
+    run_manager(tmp_path, units, [], scenario)

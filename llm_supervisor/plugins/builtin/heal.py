@@ -32,6 +32,7 @@ from llm_supervisor.heal.ledger import Ledger
 from llm_supervisor.plugins.hookspecs import hookimpl
 from llm_supervisor.plugins.types import Diagnosis, Progress, RepairResult
 from llm_supervisor.plugins.view import SupervisorView
+from llm_supervisor.runtimes.docker import labels
 from llm_supervisor.runtimes.process import cgroups
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class HealPlugin:
         self.port_holders: dict[str, str] = {}
         self._stable: dict[str, asyncio.TimerHandle] = {}
         self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ helpers
     def _environment(self, unit: Unit) -> dict[str, str]:
@@ -97,6 +99,7 @@ class HealPlugin:
     @hookimpl
     def supervisor_started(self, supervisor: SupervisorView) -> None:
         self.supervisor = supervisor
+        self._loop = asyncio.get_running_loop()
 
     @hookimpl
     def unit_environment(self, unit: Unit) -> dict[str, str] | None:
@@ -229,6 +232,7 @@ class HealPlugin:
         if key in ports.INTERNAL:
             new = ports.free_port()
             ports.rewire(unit, port, new)
+            self._restart_dependents(unit, port, new)
             self.ledger.degraded(unit.name, ports.KIND,
                                  f"{holder.describe()} → {key} moved {port} → {new} "
                                  f"(health check and gateway follow)", {key: str(new)})
@@ -239,6 +243,19 @@ class HealPlugin:
             f"{holder.describe()}: stop it, or set {setting}=<free port> (e.g. "
             f"{setting}={ports.free_port()}) in the environment or the config file"),
             give_up=True)
+
+    def _restart_dependents(self, unit: Unit, old: int, new: int) -> None:
+        """Units that reach the moved unit by its port on their command line follow it and are
+        restarted (they start again once the moved unit is ready, if they run After= it)."""
+        if self.supervisor is None or self._loop is None:
+            return
+        changed = ports.rewire_dependents(list(self.supervisor.units().values()), unit, old, new)
+        for other in changed:
+            log.warning("heal_port_rewired", unit=other.name, follows=unit.name, port=new)
+            status = self.supervisor.unit_status(other.name)
+            if status is not None and status.get("wanted"):
+                asyncio.run_coroutine_threadsafe(self.supervisor.restart_unit(other.name),
+                                                 self._loop)
 
     # ------------------------------------------------------------------ full disk
     def _heal_disk(self, unit: Unit, diagnosis: Diagnosis) -> RepairResult:
@@ -252,6 +269,8 @@ class HealPlugin:
                 f"({disk.free_bytes(where) >> 20} MiB free now), then `llm-supervisorctl start "
                 f"{unit.short_name}`"), give_up=True)
         freed = disk.reclaim(model_dir, state_dir, log_dir)
+        if unit.runtime == "docker" or unit.container is not None:
+            self._reclaim_images(freed)
         if not freed.paths:
             return RepairResult(False, (
                 f"the disk is full at {where} and nothing there is ours to free: free space "
@@ -260,6 +279,20 @@ class HealPlugin:
         self.ledger.degraded(unit.name, disk.KIND, f"disk full → {freed.describe()}; retrying once")
         return RepairResult(True, f"disk full: {freed.describe()}; retrying once",
                             details={"freed": freed.paths, "bytes": freed.bytes})
+
+    def _reclaim_images(self, freed: disk.Freed) -> None:
+        if self.supervisor is None:
+            return
+        try:
+            import docker  # optional: only where the docker runtime is in use
+
+            client = docker.from_env(timeout=10)
+        except Exception:
+            return
+        try:
+            disk.reclaim_images(client, labels.owner_id(self.supervisor.settings.state_dir), freed)
+        finally:
+            client.close()
 
     # ------------------------------------------------------------------ crashing engine
     def _heal_engine(self, unit: Unit, diagnosis: Diagnosis) -> RepairResult:

@@ -1,15 +1,15 @@
-"""Pytest plugin: what may run side by side when ``make test`` runs the suite on several workers
-(pytest-xdist, ``--dist loadgroup``), and what starts first.
+"""Pytest plugin: the order the suite runs in when ``make test`` spreads it over several
+workers (pytest-xdist), and which tests use the machine's Docker engine.
 
 The tests already coexist with other test runs on the same machine (free ports, private state
-dirs, per-run temporary folders), so most of them are independent. What is shared machine-wide
-goes into one ``xdist_group`` and so runs on one worker, in order:
+dirs, per-run temporary folders), so most of them are independent. The ones that use the Docker
+engine share it (where none runs, a session fixture starts a private ``dockerd``; the swarm
+tests join the engine to a swarm and leave it), so they are marked ``docker`` and ``make test``
+runs them apart, in one process (``-m docker``) after the rest (``-m "not docker"``). xdist's
+``--dist loadgroup`` would be the natural tool, but with pytest 9 its group suffix never
+reaches the node ids, so it spread the group over both workers.
 
-- ``docker``: the Docker engine. Where none runs, the docker tests' session fixture starts a
-  private ``dockerd`` and stops it at the end; two workers would each try. The swarm tests also
-  join the engine to a swarm and leave it.
-
-The longest groups go first (collection order is the order workers take work in): a long test
+The longest files go first (collection order is the order workers take work in): a long test
 that starts last makes every other worker wait for it at the end.
 """
 
@@ -17,19 +17,23 @@ from __future__ import annotations
 
 import pytest
 
-DOCKER_GROUP = "docker"
-# Modules that talk to the engine without the docker_client fixture (they skip without one).
-DOCKER_MODULES = ("tests/cli/test_cli_docker_views.py", "tests/cli/test_cli_resources.py")
-# Slowest first (test-artifacts/junit.xml of full runs): the Docker group (image builds), the
+# Modules that talk to the engine without the docker_client fixture.
+DOCKER_MODULES = ("tests/cli/test_cli_docker_views.py", "tests/cli/test_cli_resources.py::"
+                  "test_container_stats_through_the_engine")
+# Slowest first (test-artifacts/junit.xml of full runs): the Docker files (image builds), the
 # rolling-replica tests (~50 s each), the stacks behind start --wait and monitor, the e2e suites.
 SLOW_FIRST = (
     "tests/runtimes/docker/",
     "tests/export/test_export_swarm.py",
     "tests/replicas/",
+    "tests/heal/test_heal_stall.py",
+    "tests/dashboard/test_dashboard_charts.py",
+    "tests/desktop/test_test_page_in_firefox.py",
     "tests/cli/test_cli_start_wait.py",
     "tests/cli/test_cli_monitor_stack.py",
     "tests/desktop/test_desktop_e2e.py",
     "tests/gateway/test_gateway_e2e.py",
+    "tests/models/",
     "tests/repair/test_repair_e2e.py",
     "tests/model_server/",
 )
@@ -48,9 +52,12 @@ def rank(item: pytest.Item) -> int:
     return len(SLOW_FIRST)
 
 
-@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by marker
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Marked as each test is collected, before ``-m`` selects by marker."""
+    if needs_docker_engine(item):
+        item.add_marker(pytest.mark.docker)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if needs_docker_engine(item):
-            item.add_marker(pytest.mark.xdist_group(DOCKER_GROUP))
     items.sort(key=rank)  # stable: within a rank, the usual file order

@@ -1,6 +1,6 @@
-"""The suite's parallel plan (tests/parallel_groups.py) as pytest itself collects it: whatever
-uses the machine's Docker engine is one xdist group (one worker, in order), and the slowest
-groups come first in the collection order workers take work in."""
+"""The suite's plan (tests/parallel_groups.py) as pytest itself collects it: whatever uses the
+machine's Docker engine is marked ``docker`` (make test runs those apart, in one process), and
+the slowest files come first in the collection order workers take work in."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_docker_engine_users_form_one_group_and_slow_files_come_first() -> None:
     assert files == ["tests/runtimes/docker/test_docker_runtime.py",
                      "tests/replicas/test_replicas_config.py",
                      "tests/core/test_atomic_writes.py", "tests/cli/test_cli_docker_views.py"], files
-    grouped = collect("-m", "xdist_group")
+    grouped = collect("-m", "docker")
     grouped_files = {nodeid.split("::")[0] for nodeid in grouped}
     assert grouped_files == {"tests/runtimes/docker/test_docker_runtime.py",
                              "tests/cli/test_cli_docker_views.py"}, grouped

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from llm_supervisor.units.model import Unit
 
 log = structlog.get_logger("llm_supervisor.models")
+GATEWAY_UNIT = "gateway.service"
 DEFAULT_N_CTX = ModelServerSettings.model_fields["llama_n_ctx"].default
 
 
@@ -109,10 +110,12 @@ class ModelsPlugin:
         self.router: ModelRouter | None = None
         self.error: str | None = None
         self.replicas = 1
+        self.supervisor: SupervisorView | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
     @hookimpl
     def supervisor_started(self, supervisor: SupervisorView) -> None:
+        self.supervisor = supervisor
         if supervisor.unit_status(DEFAULT_MODEL_UNIT) is None:
             return
         settings = supervisor.settings
@@ -168,9 +171,12 @@ class ModelsPlugin:
     @hookimpl
     def gateway_routes(self, units: list[Unit]) -> list[dict[str, Any]]:
         # With MODEL_REPLICAS > 1 the gateway keeps balancing /api and /v1 over the replicas
-        # (rolling restarts stay lossless); the router then serves only on its own port.
+        # (rolling restarts stay lossless); the router then serves only on its own port. A
+        # gateway in a container cannot reach the router on the host's loopback: it keeps
+        # sending /api and /v1 to the default model's container (docs/models.md).
         if self.router is None or self.replicas > 1 or \
-                not any(u.name == DEFAULT_MODEL_UNIT for u in units):
+                not any(u.name == DEFAULT_MODEL_UNIT for u in units) or \
+                (self.supervisor is not None and self.supervisor.runtime_of(GATEWAY_UNIT) == "docker"):
             return []
         upstream = f"http://127.0.0.1:{self.router.port}"
         return [{"name": "models", "path_prefix": prefix, "upstreams": [upstream],

@@ -223,7 +223,15 @@ def main() -> int:
     parser.add_argument("--warm", type=int, default=30)
     parser.add_argument("--swap-requests", type=int, default=200)
     parser.add_argument("--tokens", type=int, default=64, help="tokens per warm request")
+    parser.add_argument("--only", choices=["swap"], help="run one part only")
+    parser.add_argument("--cold-load", type=float, default=1.0,
+                        help="with --only swap: the cold load to compare swaps with (s)")
     args = parser.parse_args()
+    if args.only == "swap":  # re-measure the swap alone, against --cold-load seconds
+        with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
+            print("swap:", json.dumps(bench_swap(Path(tmp), args.swap_requests,
+                                                 args.cold_load)), flush=True)
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
         root = Path(tmp)
         warm = bench_cold_and_warm(root, args.warm, args.tokens)

@@ -193,6 +193,10 @@ def bench_swap(root: Path, requests: int, cold_load: float) -> dict[str, Any]:
         for model in ("alpha", "beta"):  # make both files first: swaps then measure loads only
             stack.daemon.ctl("models", "load", model, check=True)
         run = run_clients(stack.router_port, ["alpha", "beta"], requests, 4)
+        if cold_load <= 0:  # measured here, in the same run: the same model started directly
+            stack.daemon.ctl("models", "unload", "beta", check=True)
+            cold_load = statistics.median(direct_cold_load(
+                Path(stack.daemon.state_dir) / "models" / "beta", 8192, 2) for _ in range(3))
         swaps = load_seconds(stack, "alpha")[1:] + load_seconds(stack, "beta")[1:]
         views = stack.models()
         run.update({"swaps": len(swaps), "swap_median_s": statistics.median(swaps) if swaps else 0,
@@ -224,8 +228,9 @@ def main() -> int:
     parser.add_argument("--swap-requests", type=int, default=200)
     parser.add_argument("--tokens", type=int, default=64, help="tokens per warm request")
     parser.add_argument("--only", choices=["swap"], help="run one part only")
-    parser.add_argument("--cold-load", type=float, default=1.0,
-                        help="with --only swap: the cold load to compare swaps with (s)")
+    parser.add_argument("--cold-load", type=float, default=0.0,
+                        help="with --only swap: the cold load to compare swaps with (s); "
+                             "0 = measure it in the same run")
     args = parser.parse_args()
     if args.only == "swap":  # re-measure the swap alone, against --cold-load seconds
         with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:

@@ -417,8 +417,10 @@ class Activator:
         longer loaded."""
         for st in self.status.values():
             if st.entry.unit_name == unit:
-                if new_state == "running" and not st.loaded:  # healthy: started with the stack,
-                    st.loaded = True                          # by hand, or after a restart
+                # Healthy, started with the stack, by hand or after a restart (a load in
+                # progress marks it loaded itself, once its waiters are counted).
+                if new_state == "running" and not st.loaded and not st.reserved:
+                    st.loaded = True
                     st.last_used = st.last_used or time.monotonic()
                 elif new_state not in ("running", "starting"):
                     st.loaded = False

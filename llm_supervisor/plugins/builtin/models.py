@@ -65,7 +65,11 @@ class ManagerUnits:
         return runner.reason if runner is not None else f"{unit} is not loaded"
 
     def start_unit(self, unit: str, reason: str) -> None:
-        self.manager.runner(unit).start(reason)
+        """A deliberate start, like ``systemctl start``: the start limit counts the crash
+        restarts after it, not the activations of a model swapped in and out on demand."""
+        runner = self.manager.runner(unit)
+        runner.pacer.reset()
+        runner.start(reason)
 
     async def stop_unit(self, unit: str, reason: str) -> None:
         await self.manager.stop_unit(unit, reason)

@@ -14,7 +14,7 @@ numbers measured in this one run, interleaved where they can be:
 - fit: three models under a budget that fits all, 4 clients, 120 requests: no load after the
   first round.
 
-    .venv/bin/python bench/bench_models.py [--warm 30] [--swap-requests 200]
+    .venv/bin/python bench/bench_models.py [--warm 30] [--swap-requests 200] [--tokens 64]
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def direct_cold_load(model_dir: Path, context: int, slots: int) -> float:
         proc.wait(30)
 
 
-def bench_cold_and_warm(root: Path, warm: int) -> dict[str, Any]:
+def bench_cold_and_warm(root: Path, warm: int, tokens: int) -> dict[str, Any]:
     stack = ModelsStack(root / "warm", cached_smollm2_gguf_dir(), TEST_MODELS).start()
     try:
         results: dict[str, Any] = {}
@@ -117,10 +117,12 @@ def bench_cold_and_warm(root: Path, warm: int) -> dict[str, Any]:
             stack.daemon.ctl("models", "unload", "beta", check=True)
         results["cold_load_s"] = statistics.median(cold)
         results["cold_ttft_s"] = statistics.median(ttft)
+        print("cold:", json.dumps({"direct_cold_loads_s": cold, "router_ttfts_s": ttft}),
+              flush=True)
 
         stack.daemon.ctl("models", "load", "alpha", check=True)
         direct_port = int(stack.models()["alpha"]["upstream"].rsplit(":", 1)[1])
-        body64 = {"model": "alpha", "prompt": PROMPT, "max_tokens": 64, "temperature": 0,
+        body64 = {"model": "alpha", "prompt": PROMPT, "max_tokens": tokens, "temperature": 0,
                   "ignore_eos": True}
         body1 = {"model": "alpha", "prompt": PROMPT, "max_tokens": 1, "temperature": 0}
         for port in (direct_port, stack.router_port):  # warm both paths
@@ -191,6 +193,10 @@ def bench_swap(root: Path, requests: int, cold_load: float) -> dict[str, Any]:
         for model in ("alpha", "beta"):  # make both files first: swaps then measure loads only
             stack.daemon.ctl("models", "load", model, check=True)
         run = run_clients(stack.router_port, ["alpha", "beta"], requests, 4)
+        if cold_load <= 0:  # measured here, in the same run: the same model started directly
+            stack.daemon.ctl("models", "unload", "beta", check=True)
+            cold_load = statistics.median(direct_cold_load(
+                Path(stack.daemon.state_dir) / "models" / "beta", 8192, 2) for _ in range(3))
         swaps = load_seconds(stack, "alpha")[1:] + load_seconds(stack, "beta")[1:]
         views = stack.models()
         run.update({"swaps": len(swaps), "swap_median_s": statistics.median(swaps) if swaps else 0,
@@ -220,10 +226,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--warm", type=int, default=30)
     parser.add_argument("--swap-requests", type=int, default=200)
+    parser.add_argument("--tokens", type=int, default=64, help="tokens per warm request")
+    parser.add_argument("--only", choices=["swap"], help="run one part only")
+    parser.add_argument("--cold-load", type=float, default=0.0,
+                        help="with --only swap: the cold load to compare swaps with (s); "
+                             "0 = measure it in the same run")
     args = parser.parse_args()
+    if args.only == "swap":  # re-measure the swap alone, against --cold-load seconds
+        with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
+            print("swap:", json.dumps(bench_swap(Path(tmp), args.swap_requests,
+                                                 args.cold_load)), flush=True)
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
         root = Path(tmp)
-        warm = bench_cold_and_warm(root, args.warm)
+        warm = bench_cold_and_warm(root, args.warm, args.tokens)
         print("warm:", json.dumps(warm), flush=True)  # each part as soon as it is measured
         swap = bench_swap(root, args.swap_requests, warm["cold_load_s"])
         print("swap:", json.dumps(swap), flush=True)
@@ -233,7 +249,7 @@ def main() -> int:
         ("cold: TTFT of an unloaded model via the router", f"{warm['cold_ttft_s']:.2f} s",
          f"direct cold load {warm['cold_load_s']:.2f} s",
          f"+{warm['cold_ttft_s'] - warm['cold_load_s']:.2f} s", "<= +0.3 s"),
-        ("warm: tokens/s, 64 tokens", f"{warm['router_tps']:.1f}", f"{warm['direct_tps']:.1f}",
+        (f"warm: tokens/s, {args.tokens} tokens", f"{warm['router_tps']:.1f}", f"{warm['direct_tps']:.1f}",
          f"{warm['router_tps'] / warm['direct_tps']:.3f}x", ">= 0.97x"),
         ("warm: p50, 1-token completion", f"{warm['router_p50_ms']:.1f} ms",
          f"{warm['direct_p50_ms']:.1f} ms",

@@ -107,6 +107,10 @@ class ModelStatus:
     # Requests that waited through a load are served before the model may be evicted (else
     # two models swapping under a tight budget could unload each other before serving anyone).
     grace: int = 0
+    # Its unit was started by a load still waiting for it to be ready: it holds memory. (A load
+    # task still queued for the budget lock holds none and must not count, or the load holding
+    # the lock would wait for it: a deadlock until the timeout.)
+    reserved: bool = False
     load_seconds: float | None = None
     error: str = ""
     task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -286,13 +290,19 @@ class Activator:
                 await self._make_room_and_start(st)
             await self._until_ready(st)
         except NoRoom as exc:
+            st.reserved = False
             st.error = str(exc)
             log.warning("model_no_room", model=st.name, error=st.error)
             raise NoMemory(st.error) from None
         except ActivationError as exc:
+            st.reserved = False
             st.error = str(exc)
             st.failures += 1
             raise
+        except BaseException:
+            st.reserved = False
+            raise
+        st.reserved = False
         st.error = ""
         st.grace = st.waiting
         st.loaded = True
@@ -338,6 +348,7 @@ class Activator:
                         await self._unload(victim, f"evicted after draining, to make room for "
                                                    f"{st.name}: MODEL_MEMORY_BUDGET")
             log.info("model_activating", model=st.name, need=mib(need), budget=mib(self.budget))
+            st.reserved = True
             self.units.start_unit(st.entry.unit_name, f"activated: a request for model {st.name}")
 
     async def _drained(self, names: list[str]) -> None:
@@ -406,8 +417,10 @@ class Activator:
         longer loaded."""
         for st in self.status.values():
             if st.entry.unit_name == unit:
-                if new_state == "running" and not st.loaded:  # healthy: started with the stack,
-                    st.loaded = True                          # by hand, or after a restart
+                # Healthy, started with the stack, by hand or after a restart (a load in
+                # progress marks it loaded itself, once its waiters are counted).
+                if new_state == "running" and not st.loaded and not st.reserved:
+                    st.loaded = True
                     st.last_used = st.last_used or time.monotonic()
                 elif new_state not in ("running", "starting"):
                     st.loaded = False
@@ -428,10 +441,9 @@ class Activator:
         found = []
         for st in self.status.values():
             state = self.units.unit_state(st.entry.unit_name)
-            if state in ACTIVE_STATES or st.loading:
+            if state in ACTIVE_STATES or st.reserved:
                 found.append(Resident(st.name, self.need(st.entry), st.entry.pin,
-                                      st.in_flight + st.grace,
-                                      loading=st.loading or not st.loaded,
+                                      st.in_flight + st.grace, loading=not st.loaded,
                                       last_used=st.last_used))
         return found
 

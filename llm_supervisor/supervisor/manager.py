@@ -172,11 +172,15 @@ class Manager:
                 runner.set_state(runner.state, f"not started: {self.target_error}")
 
     def start_unit(self, name: str, reason: str = "start requested") -> list[str]:
-        """Start a unit (or target) and what it Requires=/Wants=; returns the names started."""
+        """Start a unit (or target) and what it Requires=/Wants=; returns the names started.
+        The named unit's start limit begins again (as after ``systemctl reset-failed``), so
+        deliberate starts, a model activated on demand included, never count as crashes."""
         full = self.resolve(name)
         services, cycles = self.transaction(full)
         if cycles:
             raise graph.DependencyCycleError(cycles[0])
+        if full in self.runners:  # a deliberate start: its start limit counts from here
+            self.runners[full].clear_start_limit()
         for service in sorted(services):
             self.runners[service].start(reason if service == full else f"pulled in by {full}")
         return sorted(services)

@@ -113,6 +113,9 @@ def test_damaged_and_missing_model_files_are_repaired(make_stack) -> None:
     assert stack.generate("alpha")[0] == 200
     default_pid = stack.daemon.unit("model-service")["pid"]
     models = Path(stack.daemon.state_dir) / "models"
+    stores = Path(stack.daemon.state_dir) / "repair-store"
+    wait_for(lambda: any((stores / "model@alpha" / "blobs").iterdir()), 120,
+             "alpha's own reserve copy (the store its repair reads)")
     for name in ("beta", "alpha"):
         stack.daemon.ctl("models", "unload", name, check=True)
     beta_file = next((models / "beta").glob("*.gguf"))

@@ -80,7 +80,7 @@ def test_routing_by_model_field_through_the_gateway(stack: ModelsStack) -> None:
     alpha = stack.models()["alpha"]
     assert (alpha["state"], alpha["loads"], alpha["requests"]) == ("loaded", 1, 1)
     assert alpha["memory_bytes"] is None or alpha["memory_bytes"] > 50 << 20
-    assert stack.daemon.unit("model@alpha")["state"] == "running"
+    stack.daemon.wait_state("model@alpha", "running", timeout=30)  # its own health check
 
     # /v1/models lists the whole catalog with states; an unknown model is a 404 naming them.
     conn = http.client.HTTPConnection("127.0.0.1", stack.gateway_port, timeout=30)

@@ -103,8 +103,8 @@ class ModelRepairPlugin:
         self.budget.healthy(unit.name)
         ctx = self._context(unit)
         # One reserve copy per model directory: replicas (model-service@2...) share their
-        # first instance's store.
-        store_name = group_of(unit.name).removesuffix(".service")
+        # first instance's store; each catalog model (model@NAME, no instance) has its own.
+        store_name = (group_of(unit.name) if unit.instance else unit.name).removesuffix(".service")
         store = store_for(ctx.env, store_name) if ctx is not None else None
         if ctx is None or store is None or store_name in self._filling:
             return

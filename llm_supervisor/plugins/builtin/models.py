@@ -66,6 +66,9 @@ class ViewUnits:
         return str(status["reason"]) if status is not None else f"{unit} is not loaded"
 
     def start_unit(self, unit: str, reason: str) -> None:
+        """A deliberate start, like ``systemctl start``: the start limit counts the crash
+        restarts after it, not the activations of a model swapped in and out on demand (the
+        manager clears the start limit of the unit a start names)."""
         self.supervisor.start_unit(unit, reason)
 
     async def stop_unit(self, unit: str, reason: str) -> None:

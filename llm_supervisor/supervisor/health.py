@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from llm_supervisor.supervisor.tcp_probe import port_open
 from llm_supervisor.units.model import HealthSpec
 
 
@@ -70,7 +71,8 @@ class Prober:
     async def probe(self, spec: HealthSpec, env: dict[str, str] | None = None) -> ProbeResult:
         started = time.perf_counter()
         try:
-            ok, detail = await asyncio.wait_for(self._run(spec, env), spec.timeout)
+            async with asyncio.timeout(spec.timeout):  # no extra task per probe, as wait_for made
+                ok, detail = await self._run(spec, env)
         except TimeoutError:
             ok, detail = False, f"timed out after {spec.timeout:g}s"
         except Exception as exc:  # noqa: BLE001 - any probe error is a failed check
@@ -87,10 +89,7 @@ class Prober:
             return response.is_success, detail
         if spec.kind == "tcp":
             host, _, port = spec.target.rpartition(":")
-            _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            await port_open(host.strip("[]"), int(port))
             return True, "port open"
         proc = await asyncio.create_subprocess_exec(
             *shlex.split(spec.target), stdin=asyncio.subprocess.DEVNULL,

@@ -3,9 +3,8 @@
 ``status`` of a thousand units needs the process tree of each; asking psutil per process costs
 three ``/proc`` reads and an object each, and building the parent map a scan of its own. On Linux
 one read of ``/proc/PID/stat`` gives all of it, so a round of sampling is one pass over ``/proc``,
-shared by every unit (:class:`~.resources.ProcessTreeSampler` keeps it for a short while). Where
-the kernel lists each task's children (``/proc/PID/task/TID/children``) only the units' own trees
-are read, not every process on the machine. Elsewhere psutil answers the same questions.
+shared by every unit (:class:`~.resources.ProcessTreeSampler` keeps it for a short while).
+Elsewhere psutil answers the same questions.
 """
 
 from __future__ import annotations
@@ -71,52 +70,7 @@ def _psutil_table() -> dict[int, ProcessEntry]:
     return entries
 
 
-def _children_of(pid: int) -> list[int]:
-    """Direct children of ``pid``, from each of its threads' ``children`` file."""
-    found: list[int] = []
-    for tid in os.listdir(f"{_PROC}/{pid}/task"):
-        with open(f"{_PROC}/{pid}/task/{tid}/children", encoding="ascii") as file:
-            found.extend(int(child) for child in file.read().split())
-    return found
-
-
-def _linux_trees(roots: list[int]) -> ProcessTable:
-    """Only the trees under ``roots``: two or three small reads per process of ours, however
-    many other processes the machine runs."""
-    boot_time = psutil.boot_time()
-    entries: dict[int, ProcessEntry] = {}
-    children: dict[int, list[int]] = {}
-    stack = list(roots)
-    while stack:
-        pid = stack.pop()
-        if pid in entries:
-            continue
-        try:
-            with open(f"{_PROC}/{pid}/stat", encoding="ascii", errors="replace") as file:
-                entries[pid] = _parse_stat(file.read(), boot_time)
-            kids = _children_of(pid)
-        except (OSError, ValueError, IndexError):  # ended while we looked
-            entries.pop(pid, None)
-            continue
-        if kids:
-            children[pid] = kids
-            stack.extend(kids)
-    return ProcessTable(entries, children, time.monotonic())
-
-
-def _can_walk_trees() -> bool:
-    """``/proc/PID/task/TID/children`` exists (Linux with CONFIG_PROC_CHILDREN, the usual)."""
-    pid = os.getpid()
-    return os.path.exists(f"{_PROC}/{pid}/task/{pid}/children")
-
-
-WALK_TREES = _can_walk_trees()
-
-
-def read_table(roots: list[int] | None = None) -> ProcessTable:
-    """The whole table, or (``roots`` given, where the kernel allows) only their trees."""
-    if roots is not None and WALK_TREES:
-        return _linux_trees(roots)
+def read_table() -> ProcessTable:
     entries = _linux_table() if os.path.isdir(f"{_PROC}/self") else _psutil_table()
     children: dict[int, list[int]] = {}
     for pid, entry in entries.items():

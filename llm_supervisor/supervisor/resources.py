@@ -53,27 +53,30 @@ NOT_RUNNING = Usage()
 class ProcessTreeSampler:
     """CPU % (100 = one core) and RSS summed over a root process and all its descendants.
 
-    Every figure comes from one look at the units' process trees (:mod:`.process_table`), reused
-    for :data:`CHILDREN_MAP_S`: ``status`` of 1,000 units is one pass, not 1,000 scans of the
-    machine's process table and three reads per process. :meth:`refresh` looks again at the
-    start of a round."""
+    Every figure comes from one look at the whole process table (:mod:`.process_table`), reused
+    for :data:`CHILDREN_MAP_S`: ``status`` of 1,000 units is one pass over ``/proc``, not 1,000
+    scans and three reads per process. :meth:`refresh` takes a new look at the start of a round."""
 
     def __init__(self) -> None:
         self._seen: dict[tuple[int, float], _Seen] = {}
         self._table: ProcessTable | None = None
 
-    def refresh(self, roots: list[int]) -> ProcessTable:
-        """A new look at the trees under ``roots`` (every unit's main pid, for a round)."""
-        self._table = read_table(roots)
+    def refresh(self) -> ProcessTable:
+        self._table = read_table()
         return self._table
+
+    def _current(self) -> ProcessTable:
+        table = self._table
+        if table is None or time.monotonic() - table.at > CHILDREN_MAP_S:
+            table = self.refresh()
+        return table
 
     def sample(self, pid: int) -> Usage:
         if not psutil.pid_exists(pid):
             return NOT_RUNNING
-        table = self._table
-        if table is None or time.monotonic() - table.at > CHILDREN_MAP_S or (
-                pid not in table.entries):  # stale, or started after the last look
-            table = self.refresh([pid])
+        table = self._current()
+        if pid not in table.entries:  # started after the last look
+            table = self.refresh()
             if pid not in table.entries:
                 return NOT_RUNNING
         wall_now = time.time()
@@ -103,13 +106,10 @@ class ProcessTreeSampler:
 
     def forget_dead(self) -> None:
         """Drop processes that have ended (called now and then, so the table does not grow)."""
-        table = self._table
+        table = self._current()
         for key in list(self._seen):
-            entry = table.entries.get(key[0]) if table is not None else None
-            if entry is not None:
-                if entry.started != key[1]:  # the pid was reused
-                    del self._seen[key]
-            elif not psutil.pid_exists(key[0]):
+            entry = table.entries.get(key[0])
+            if entry is None or entry.started != key[1]:
                 del self._seen[key]
 
 
@@ -183,10 +183,8 @@ class ResourceSampler:
         self._calls = 0
 
     def usages(self, runners: list[Any]) -> list[dict[str, Any]]:
-        """``usage`` of many units from one fresh look at their process trees."""
-        roots = [pid for runner in runners
-                 if (pid := getattr(getattr(runner, "instance", None), "pid", None)) is not None]
-        self.processes.refresh(roots)
+        """``usage`` of many units from one fresh look at the process table."""
+        self.processes.refresh()
         return [self.usage(runner) for runner in runners]
 
     def usage(self, runner: Any) -> dict[str, Any]:

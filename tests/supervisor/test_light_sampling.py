@@ -75,13 +75,3 @@ def test_tcp_probe_open_and_closed_ports():
         asyncio.run(port_open("127.0.0.1", port))
     with pytest.raises(OverflowError):
         asyncio.run(port_open("127.0.0.1", 70000))
-
-
-def test_walking_only_our_trees_finds_the_same_processes(parent_and_child):
-    parent, child = parent_and_child
-    whole, ours = read_table(), read_table([parent])
-    assert set(ours.entries) == {parent, child}
-    assert ours.children[parent] == [child]
-    for pid in (parent, child):
-        assert ours.entries[pid].ppid == whole.entries[pid].ppid
-        assert ours.entries[pid].started == whole.entries[pid].started

@@ -1,12 +1,14 @@
 """A small client for the control socket (used by the CLIs, tests and benchmarks).
 
-Plain ``http.client`` over ``AF_UNIX``: the CLI runs on every ``status`` call, and this keeps its
-start-up to the standard library.
+HTTP/1.1 spoken by hand over an ``AF_UNIX`` socket: the CLI runs on every ``status`` call, and
+``http.client`` alone (with the ``email`` package it parses headers with) was the largest part of
+its start-up. The daemon is our own server, so the subset needed is small: a request line, a few
+headers, and a body framed by ``Content-Length``, ``Transfer-Encoding: chunked`` or the end of the
+connection.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 from collections.abc import Iterator
@@ -29,20 +31,8 @@ class ControlError(SupervisorError):
         super().__init__(message)
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float | None):
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+class ConnectionDropped(OSError):
+    """The daemon closed the connection before a whole response arrived."""
 
 
 class Response:
@@ -58,43 +48,128 @@ class Response:
         return json.loads(self.content)
 
 
+class _Connection:
+    """One HTTP/1.1 connection to the control socket; kept alive between requests."""
+
+    def __init__(self, path: str, timeout: float | None):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(path)
+        except OSError:
+            self.sock.close()
+            raise
+        self.reader = self.sock.makefile("rb")
+        self.reusable = True
+
+    def send(self, method: str, url: str) -> None:
+        extra = "Content-Length: 0\r\n" if method == "POST" else ""
+        self.sock.sendall(f"{method} {url} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n".encode())
+
+    def head(self) -> tuple[int, dict[str, str]]:
+        """The status code and the headers (names lower-cased) of the next response."""
+        line = self.reader.readline(65537)
+        if not line:
+            raise ConnectionDropped("the daemon closed the connection")
+        parts = line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+            raise ConnectionDropped(f"not an HTTP response: {line[:80]!r}")
+        headers: dict[str, str] = {}
+        while (line := self.reader.readline(65537)) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("connection", "").lower() == "close":
+            self.reusable = False
+        return int(parts[1]), headers
+
+    def body(self, headers: dict[str, str]) -> bytes:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return b"".join(self.chunks())
+        if "content-length" in headers:
+            size = int(headers["content-length"])
+            data = self.reader.read(size)
+            if len(data) != size:
+                raise ConnectionDropped("the daemon closed the connection mid-response")
+            return data
+        self.reusable = False
+        return self.reader.read()
+
+    def chunks(self) -> Iterator[bytes]:
+        while True:
+            size_line = self.reader.readline(65537)
+            if not size_line:
+                raise ConnectionDropped("the daemon closed the connection mid-response")
+            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while self.reader.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return
+            data = self.reader.read(size)
+            self.reader.readline(65537)  # the CRLF after each chunk
+            if len(data) != size:
+                raise ConnectionDropped("the daemon closed the connection mid-response")
+            yield data
+
+    def stream(self, headers: dict[str, str]) -> Iterator[bytes]:
+        """The body as it arrives, piece by piece (chunks, or reads until the end)."""
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            yield from self.chunks()
+            return
+        while data := self.reader.read1(65536):
+            yield data
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
 class ControlClient:
     def __init__(self, socket_path: Path, timeout: float = 30.0):
         self.socket = Path(socket_path)
         self.timeout = timeout
-        self._conn: _UnixConnection | None = None
+        self._conn: _Connection | None = None
 
     def _url(self, path: str, params: dict[str, Any] | None) -> str:
         url = quote(path, safe="/@:")
         return f"{url}?{urlencode(params)}" if params else url
 
-    def _send(self, method: str, url: str, timeout: float | None) -> http.client.HTTPResponse:
+    def _connect(self, timeout: float | None) -> _Connection:
+        try:
+            return _Connection(str(self.socket), timeout)
+        except OSError as exc:
+            raise DaemonNotRunning(self.socket) from exc
+
+    def _exchange(self, method: str, url: str) -> tuple[int, bytes]:
         for attempt in (1, 2):  # a kept-alive connection the daemon closed: retry once
             if self._conn is None:
-                self._conn = _UnixConnection(str(self.socket), timeout)
+                self._conn = self._connect(self.timeout)
+            conn = self._conn
             try:
-                self._conn.request(method, url, headers={"Content-Length": "0"} if method == "POST"
-                                   else {})
-                return self._conn.getresponse()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                conn.send(method, url)
+                status, headers = conn.head()
+                body = conn.body(headers)
+            except (ConnectionDropped, BrokenPipeError, ConnectionResetError):
                 self.close()
                 if attempt == 2:
                     raise DaemonNotRunning(self.socket) from None
+                continue
             except OSError as exc:
                 self.close()
                 raise DaemonNotRunning(self.socket) from exc
+            if not conn.reusable:
+                self.close()
+            return status, body
         raise AssertionError("unreachable")
 
     def request(self, method: str, path: str, params: dict[str, Any] | None = None) -> Response:
-        response = self._send(method, self._url(path, params), self.timeout)
-        body = response.read()
-        if response.status >= 400:
+        status, body = self._exchange(method, self._url(path, params))
+        if status >= 400:
             try:
                 message = json.loads(body)["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 message = body.decode(errors="replace")
-            raise ControlError(response.status, message)
-        return Response(response.status, body)
+            raise ControlError(status, message)
+        return Response(status, body)
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return self.request("GET", path, params).json()
@@ -104,17 +179,26 @@ class ControlClient:
 
     def stream_lines(self, path: str, params: dict[str, Any] | None = None) -> Iterator[str]:
         """Lines of a streaming response (``logs -f``, ``/events``) until the daemon closes it."""
-        connection = _UnixConnection(str(self.socket), None)
+        connection = self._connect(None)
         try:
-            connection.request("GET", self._url(path, params))
-            response = connection.getresponse()
-        except OSError as exc:
-            raise DaemonNotRunning(self.socket) from exc
-        if response.status >= 400:
-            raise ControlError(response.status, response.read().decode(errors="replace"))
-        try:
-            while line := response.readline():
-                yield line.decode("utf-8", errors="replace").rstrip("\n")
+            try:
+                connection.send("GET", self._url(path, params))
+                status, headers = connection.head()
+            except OSError as exc:
+                raise DaemonNotRunning(self.socket) from exc
+            if status >= 400:
+                raise ControlError(status, connection.body(headers).decode(errors="replace"))
+            pending = b""
+            try:
+                for data in connection.stream(headers):
+                    pending += data
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        yield line.decode("utf-8", errors="replace")
+            except ConnectionDropped:
+                pass  # the daemon went away: the stream ends, as a closed connection does
+            if pending:
+                yield pending.decode("utf-8", errors="replace")
         finally:
             connection.close()
 

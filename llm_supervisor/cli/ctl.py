@@ -14,6 +14,8 @@ from llm_supervisor.cli import export as export_cli
 from llm_supervisor.cli import models as models_cli
 from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
 from llm_supervisor.cli.common import add_location_options, settings_from, socket_from
+from llm_supervisor.cli.monitor_args import add_arguments as add_monitor_arguments
+from llm_supervisor.cli.status_rows import print_plain_status
 from llm_supervisor.daemon.commands import BY_VERB
 
 
@@ -43,8 +45,6 @@ def _parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check unit files (like systemd-analyze verify)")
     verify.add_argument("files", nargs="*", type=Path)
     verify.add_argument("--units-dir", type=Path)
-    from llm_supervisor.cli.monitor import add_arguments as add_monitor_arguments
-
     add_monitor_arguments(sub.add_parser(
         "monitor", help="the old monitor.sh: --summary --model --api --network --novnc "
                         "--containers --logs, --live [SECONDS]"))
@@ -71,9 +71,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _status(client: ControlClient, args: argparse.Namespace) -> int:
-    from llm_supervisor.cli.gateway_view import gateway_footer
-    from llm_supervisor.cli.render import print_status, status_table
-
     def fetch() -> list[dict[str, Any]]:
         if args.unit:
             return [client.get(f"/units/{args.unit}")]
@@ -88,7 +85,10 @@ def _status(client: ControlClient, args: argparse.Namespace) -> int:
         print(json.dumps([{k: u.get(k) for k in keys} for u in units], indent=2))
         return 0
     if args.live:
+        # rich only for the live view: the plain table below is printed without it.
         from rich.live import Live
+
+        from llm_supervisor.cli.render import status_table
 
         with Live(status_table(fetch()), refresh_per_second=2) as live:
             try:
@@ -98,9 +98,12 @@ def _status(client: ControlClient, args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 return 0
     units = fetch()
-    print_status(units)
-    if not args.unit and (footer := gateway_footer(client, units)):  # which gateway, version
-        print(footer)
+    print_plain_status(units, sys.stdout)
+    if not args.unit:  # which gateway runs, its version (imported here: only status needs it)
+        from llm_supervisor.cli.gateway_view import gateway_footer
+
+        if footer := gateway_footer(client, units):
+            print(footer)
     errors = [] if args.unit else _send(client, "errors")
     for error in errors:
         print(f"unit file error: {_format_error(error)}", file=sys.stderr)

@@ -32,6 +32,7 @@ from llm_supervisor.cli import probes
 from llm_supervisor.cli.client import ControlClient, ControlError
 from llm_supervisor.cli.gateway_view import gateway_title, gateway_view
 from llm_supervisor.cli.model_view import describe_model
+from llm_supervisor.cli.monitor_args import VIEWS, add_arguments  # noqa: F401 (re-exported)
 from llm_supervisor.cli.render import (
     STATE_STYLES,
     format_bytes,
@@ -42,16 +43,7 @@ from llm_supervisor.cli.render import (
 from llm_supervisor.cli.stack_info import MODEL_UNIT, StackInfo, stack_info
 from llm_supervisor.model_server.metrics_reader import RateTracker, parse
 
-VIEWS = ("summary", "model", "api", "network", "novnc", "containers", "logs")
 DESKTOP_UNITS = ("xvfb", "x11vnc", "novnc", "browser")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for view in VIEWS:
-        parser.add_argument(f"--{view}", action="store_true", help=f"the {view} view")
-    parser.add_argument("--live", type=float, nargs="?", const=5.0, metavar="SECONDS",
-                        help="refresh every SECONDS (default 5) until Ctrl-C")
-    parser.add_argument("-n", "--lines", type=int, default=20, help="log lines (--logs)")
 
 
 @dataclass

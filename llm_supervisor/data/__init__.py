@@ -1,5 +1,6 @@
-"""Files shipped inside the package, read with :mod:`importlib.resources` so a wheel installed
-anywhere (or a Docker image) finds them:
+"""Files shipped inside the package, found next to this file so a wheel installed anywhere (or a
+Docker image) finds them (wheels install unzipped; not :mod:`importlib.resources`, whose import
+was a tenth of ``llm-supervisorctl status``'s start-up):
 
 - ``units/``: the shipped unit files (the default units directory). In a checkout, ``units/``
   at the repository root is a symbolic link to this directory: one copy, two paths.
@@ -10,20 +11,21 @@ anywhere (or a Docker image) finds them:
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
 
 
 def shipped_units_dir() -> Path:
     """The directory of the shipped unit files (a real directory: wheels install unzipped)."""
-    return Path(str(resources.files(__name__) / "units"))
+    return HERE / "units"
 
 
 def shipped_models_dir() -> Path:
     """The shipped model catalog (``NAME.model`` files; docs/models.md)."""
-    return Path(str(resources.files(__name__) / "models"))
+    return HERE / "models"
 
 
 def test_page() -> str:
     """The HTML of the test page."""
-    return (resources.files(__name__) / "web" / "test_llm.html").read_text(encoding="utf-8")
+    return (HERE / "web" / "test_llm.html").read_text(encoding="utf-8")

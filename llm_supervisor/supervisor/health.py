@@ -22,6 +22,7 @@ import httpx
 
 from llm_supervisor.runtimes.process import user as process_user
 from llm_supervisor.runtimes.process.safe_start import safe_start
+from llm_supervisor.supervisor.tcp_probe import port_open
 from llm_supervisor.units.model import HealthSpec, Unit
 
 
@@ -78,7 +79,8 @@ class Prober:
         """``unit``: whose identity and working directory an exec check takes."""
         started = time.perf_counter()
         try:
-            ok, detail = await asyncio.wait_for(self._run(spec, env, unit), spec.timeout)
+            async with asyncio.timeout(spec.timeout):  # no extra task per probe, as wait_for made
+                ok, detail = await self._run(spec, env, unit)
         except TimeoutError:
             ok, detail = False, f"timed out after {spec.timeout:g}s"
         except Exception as exc:  # noqa: BLE001 - any probe error is a failed check
@@ -96,10 +98,7 @@ class Prober:
             return response.is_success, detail
         if spec.kind == "tcp":
             host, _, port = spec.target.rpartition(":")
-            _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            await port_open(host.strip("[]"), int(port))
             return True, "port open"
         argv, cwd, env, switch = _exec_identity(shlex.split(spec.target), env, unit)
         proc = await asyncio.create_subprocess_exec(

@@ -354,7 +354,9 @@ class Manager:
                 **self.events.unit_status(runner.unit)}
 
     def status(self) -> list[dict[str, Any]]:
-        return [self.status_of(self.runners[name]) for name in sorted(self.runners)]
+        runners = [self.runners[name] for name in sorted(self.runners)]
+        return [{**runner.status(), **usage}
+                for runner, usage in zip(runners, self.resources.usages(runners), strict=True)]
 
     def errors(self) -> list[dict[str, Any]]:
         return [e.as_dict() for e in self.loaded.errors] + [

@@ -2,7 +2,8 @@
 
 ``status``, ``status --json``, ``/metrics`` and the dashboard read them from one
 :class:`ResourceSampler` kept by the manager. CPU % is a rate, so the sampler keeps what it saw
-last (a ``psutil.Process`` per pid, the container's last CPU counters) and answers the use
+last (each process's CPU seconds at the last look at the process table, the container's last
+CPU counters) and answers the use
 *between two looks*. The first look at a process uses its lifetime average, as ``ps`` does, so
 even the first ``status`` says something true.
 
@@ -21,17 +22,19 @@ from typing import Any
 
 import psutil
 
+from llm_supervisor.supervisor.process_table import ProcessTable, read_table
+
 CONTAINER_REFRESH_S = 2.0
 CHILDREN_MAP_S = 0.5
 
 
 @dataclass
 class _Seen:
-    """What one process had used when we last looked at it."""
+    """What one process had used at one look at the process table, and the rate then."""
 
-    process: psutil.Process
     cpu_seconds: float
     at: float
+    percent: float
 
 
 @dataclass
@@ -47,100 +50,67 @@ class Usage:
 NOT_RUNNING = Usage()
 
 
-def _cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
-
-
 class ProcessTreeSampler:
     """CPU % (100 = one core) and RSS summed over a root process and all its descendants.
 
-    Who is whose child comes from one scan of the process table, reused for
-    :data:`CHILDREN_MAP_S`: ``status`` of 200 units would otherwise scan it 200 times."""
+    Every figure comes from one look at the whole process table (:mod:`.process_table`), reused
+    for :data:`CHILDREN_MAP_S`: ``status`` of 1,000 units is one pass over ``/proc``, not 1,000
+    scans and three reads per process. :meth:`refresh` takes a new look at the start of a round."""
 
     def __init__(self) -> None:
         self._seen: dict[tuple[int, float], _Seen] = {}
-        self._children: dict[int, list[int]] = {}
-        self._children_at = -1.0
-        self._processes: dict[int, psutil.Process] = {}
+        self._table: ProcessTable | None = None
 
-    def _children_map(self) -> dict[int, list[int]]:
-        now = time.monotonic()
-        if now - self._children_at > CHILDREN_MAP_S:
-            children: dict[int, list[int]] = {}
-            for process in psutil.process_iter(["ppid"]):
-                ppid = process.info.get("ppid")
-                if ppid:
-                    children.setdefault(ppid, []).append(process.pid)
-            self._children, self._children_at = children, now
-        return self._children
+    def refresh(self) -> ProcessTable:
+        self._table = read_table()
+        return self._table
 
-    def _tree(self, pid: int) -> list[psutil.Process]:
-        if not psutil.pid_exists(pid):
-            raise psutil.NoSuchProcess(pid)
-        children = self._children_map()
-        pids, stack = [], [pid]
-        while stack:
-            current = stack.pop()
-            pids.append(current)
-            stack.extend(children.get(current, ()))
-        tree = []
-        for member in pids:
-            cached = self._process(member)
-            if cached is not None:
-                tree.append(cached)
-        if not tree:
-            raise psutil.NoSuchProcess(pid)
-        return tree
-
-    def _process(self, pid: int) -> psutil.Process | None:
-        """The Process object kept from earlier looks (psutil keeps its create time), or a new
-        one when the pid is new or was reused."""
-        process = self._processes.get(pid)
-        if process is not None and process.is_running():
-            return process
-        try:
-            process = psutil.Process(pid)
-        except psutil.Error:
-            self._processes.pop(pid, None)
-            return None
-        self._processes[pid] = process
-        return process
+    def _current(self) -> ProcessTable:
+        table = self._table
+        if table is None or time.monotonic() - table.at > CHILDREN_MAP_S:
+            table = self.refresh()
+        return table
 
     def sample(self, pid: int) -> Usage:
-        try:
-            tree = self._tree(pid)
-        except psutil.Error:
+        if not psutil.pid_exists(pid):
             return NOT_RUNNING
-        now = time.monotonic()
+        table = self._current()
+        if pid not in table.entries:  # started after the last look
+            table = self.refresh()
+            if pid not in table.entries:
+                return NOT_RUNNING
         wall_now = time.time()
         cpu = 0.0
         rss = 0
-        for process in tree:
-            try:
-                with process.oneshot():
-                    key = (process.pid, process.create_time())
-                    used = _cpu_seconds(process)
-                    rss += process.memory_info().rss
-            except psutil.Error:  # ended while we looked: it no longer uses anything
+        stack = [pid]
+        while stack:
+            current = stack.pop()
+            stack.extend(table.children.get(current, ()))
+            entry = table.entries.get(current)
+            if entry is None:
                 continue
+            rss += entry.rss
+            key = (current, entry.started)
             seen = self._seen.get(key)
-            if seen is not None and now > seen.at:
-                cpu += max(0.0, used - seen.cpu_seconds) / (now - seen.at) * 100
-            else:
-                age = wall_now - key[1]
-                cpu += used / age * 100 if age > 0 else 0.0
-            self._seen[key] = _Seen(process, used, now)
+            if seen is not None and seen.at == table.at:
+                percent = seen.percent  # the same look: the same answer
+            elif seen is not None and table.at > seen.at:
+                percent = max(0.0, entry.cpu_seconds - seen.cpu_seconds) / (
+                    table.at - seen.at) * 100
+            else:  # the first look: its lifetime average, as ``ps`` shows
+                age = wall_now - entry.started
+                percent = entry.cpu_seconds / age * 100 if age > 0 else 0.0
+            cpu += percent
+            self._seen[key] = _Seen(entry.cpu_seconds, table.at, percent)
         return Usage(cpu, rss)
 
     def forget_dead(self) -> None:
         """Drop processes that have ended (called now and then, so the table does not grow)."""
-        for key, seen in list(self._seen.items()):
-            if not seen.process.is_running():
+        table = self._current()
+        for key in list(self._seen):
+            entry = table.entries.get(key[0])
+            if entry is None or entry.started != key[1]:
                 del self._seen[key]
-        for pid, process in list(self._processes.items()):
-            if not process.is_running():
-                del self._processes[pid]
 
 
 def container_usage(container: Any, previous: dict[str, Any] | None) -> tuple[Usage, dict]:
@@ -211,6 +181,11 @@ class ResourceSampler:
         self.processes = ProcessTreeSampler()
         self.containers = ContainerSampler()
         self._calls = 0
+
+    def usages(self, runners: list[Any]) -> list[dict[str, Any]]:
+        """``usage`` of many units from one fresh look at the process table."""
+        self.processes.refresh()
+        return [self.usage(runner) for runner in runners]
 
     def usage(self, runner: Any) -> dict[str, Any]:
         instance = getattr(runner, "instance", None)

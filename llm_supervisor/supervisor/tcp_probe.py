@@ -1,0 +1,56 @@
+"""``tcp://HOST:PORT`` health checks on a bare non-blocking socket.
+
+A thousand units checked every two seconds are 500 connects a second. ``asyncio.open_connection``
+builds a transport, a protocol and a stream reader and writer for each, only to close them
+unread; here a check is one socket, one ``connect`` awaited on the event loop, one ``close``.
+Numeric addresses (the usual ``127.0.0.1``) skip the resolver thread; names are resolved as
+``open_connection`` would, each address tried in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+
+def _numeric(host: str, port: int) -> list[tuple[int, tuple]] | None:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return [(family, (host, port))]
+    return None
+
+
+async def _addresses(host: str, port: int) -> list[tuple[int, tuple]]:
+    numeric = _numeric(host, port)
+    if numeric is not None:
+        return numeric
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"getaddrinfo() returned empty list for {host!r}")
+    return [(family, address) for family, _, _, _, address in infos]
+
+
+async def port_open(host: str, port: int) -> None:
+    """Return once ``host:port`` accepts a connection; raise the ``OSError`` it gave otherwise
+    (``ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 1)``, as
+    ``open_connection`` words it)."""
+    if not 0 <= port <= 65535:
+        raise OverflowError(f"port must be 0-65535, not {port}")
+    loop = asyncio.get_running_loop()
+    errors: list[OSError] = []
+    for family, address in await _addresses(host, port):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+            return
+        except OSError as exc:
+            errors.append(exc)
+        finally:
+            sock.close()
+    if len(errors) == 1:
+        raise errors[0]
+    raise OSError(f"Multiple exceptions: {', '.join(str(exc) for exc in errors)}")

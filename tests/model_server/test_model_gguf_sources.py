@@ -66,7 +66,8 @@ def test_gguf_repo_downloads_one_gguf_with_manifest(
     sources.fetch_from_hub("test/smol-gguf", dest, endpoint=gguf_hub.url, replace=True,
                            gguf_file=GGUF)
     assert verify_model_dir(dest) == []
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["gguf"]
+    # nothing left next to the destination but the fetch lock (one fetch per model at a time)
+    assert sorted(p.name for p in dest.parent.iterdir()) == [".gguf.fetch.lock", "gguf"]
 
 
 def test_resolve_with_llama_cpp_engine_fetches_the_gguf(

@@ -169,7 +169,12 @@ class ProcessInstance(Instance):
         return self.proc.returncode
 
     def _close_pidfd(self) -> None:
+        """Close the pidfd, first taking it out of the event loop's selector: a reader left
+        registered on a closed descriptor stays in asyncio's table, and when the number is
+        reused (the next unit's output pipe) that pipe never reports its end, so a stop hangs."""
         if self._pidfd is not None:
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing registered
+                asyncio.get_running_loop().remove_reader(self._pidfd)
             with contextlib.suppress(OSError):
                 os.close(self._pidfd)
             self._pidfd = None

@@ -355,7 +355,7 @@ class Manager:
 
     def status(self) -> list[dict[str, Any]]:
         runners = [self.runners[name] for name in sorted(self.runners)]
-        return [{**runner.status(), **usage}
+        return [{**runner.status(), **usage, **self.events.unit_status(runner.unit)}
                 for runner, usage in zip(runners, self.resources.usages(runners), strict=True)]
 
     def errors(self) -> list[dict[str, Any]]:

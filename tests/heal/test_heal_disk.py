@@ -83,7 +83,7 @@ def test_enospc_frees_our_leftovers_and_retries_once(tmp_path: Path, small_disk:
         await manager.start_target()
         runner = manager.runners["writer.service"]
         await until(lambda: str(runner.health) == "healthy", "healthy after freeing space", 60)
-        heal = manager.unit_status(runner)["heal"]
+        heal = manager.status_of(runner)["heal"]
         assert heal["kind"] == "disk_full"
         assert heal["line"].startswith("healed: disk full → freed 5.0 MiB (1 item(s): ")
         assert ".model.staging-1a2b3c4d" in heal["line"]

@@ -43,7 +43,7 @@ def test_llama_cpp_dying_at_start_falls_back_to_transformers(tmp_path: Path) -> 
         await manager.start_target()
         runner = manager.runners["model.service"]
         await until(lambda: str(runner.health) == "healthy", "healthy on transformers", 60)
-        heal = manager.unit_status(runner)["heal"]
+        heal = manager.status_of(runner)["heal"]
         assert heal["line"] == ("healed: llama.cpp crashed at start 2× (SIGILL) → serving "
                                 "with transformers")
         assert heal["overrides"] == {"ENGINE": "transformers"}
@@ -64,7 +64,7 @@ def test_transformers_dying_with_a_gguf_at_hand_falls_back_to_llama_cpp(tmp_path
         await manager.start_target()
         runner = manager.runners["model.service"]
         await until(lambda: str(runner.health) == "healthy", "healthy on llama.cpp", 60)
-        assert manager.unit_status(runner)["heal"]["overrides"] == {"ENGINE": "llama.cpp"}
+        assert manager.status_of(runner)["heal"]["overrides"] == {"ENGINE": "llama.cpp"}
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text == "engine=llama.cpp"
 
     run_manager(tmp_path, units, [], scenario)
@@ -81,7 +81,7 @@ def test_no_other_engine_means_the_start_limit_not_a_loop(tmp_path: Path) -> Non
         runner = manager.runners["model.service"]
         await until(lambda: str(runner.state) == "failed", "failed", 60)
         assert "start limit hit" in runner.reason
-        assert "heal" not in manager.unit_status(runner)
+        assert "heal" not in manager.status_of(runner)
 
     run_manager(tmp_path, units, [], scenario)
 
@@ -102,7 +102,7 @@ def test_both_engines_crashing_is_no_ping_pong(tmp_path: Path) -> None:
         runner = manager.runners["model.service"]
         await until(lambda: str(runner.state) == "failed", "failed", 60)
         assert "start limit hit" in runner.reason
-        heal = manager.unit_status(runner)["heal"]
+        heal = manager.status_of(runner)["heal"]
         assert heal["overrides"] == {"ENGINE": "transformers"}
         assert heal["heals"] == {"engine_crash": 1}
 

@@ -42,7 +42,7 @@ def test_oom_restarts_cheaper_until_it_fits(tmp_path: Path) -> None:
         await manager.start_target()
         runner = manager.runners["hog.service"]
         await until(lambda: str(runner.health) == "healthy", "healthy at a smaller size", 60)
-        status = manager.unit_status(runner)
+        status = manager.status_of(runner)
         assert status["heal"]["line"] == "healed: OOM → context 4096, 1 slot → context 2048"
         assert status["memory_max"] == 60 << 20
         assert "killed by the kernel's OOM killer" in "\n".join(runner.log.last(200))
@@ -71,7 +71,7 @@ def test_oom_at_the_floor_fails_with_one_sentence(tmp_path: Path) -> None:
         assert "raise MemoryMax=" in runner.reason
         # 1024 → 512 (one step), then the floor: two runs, never a loop at one size.
         assert runner.restarts == 1
-        line = manager.unit_status(runner)["heal"]["line"]
+        line = manager.status_of(runner)["heal"]["line"]
         assert line == "degraded: OOM → context 1024, 1 slot → context 512 (floor)"
 
     run_manager(tmp_path, units, [], scenario)
@@ -91,12 +91,12 @@ def test_rss_watch_where_no_cgroup_can_be_made(tmp_path: Path, monkeypatch: pyte
         runner = manager.runners["hog.service"]
         # The watch polls, so the first run may answer for a moment before it is killed.
         await until(lambda: str(runner.health) == "healthy" and
-                    (manager.unit_status(runner).get("heal") or {}).get("state") == "healed",
+                    (manager.status_of(runner).get("heal") or {}).get("state") == "healed",
                     "healthy at a smaller size", 60)
         text = "\n".join(runner.log.last(200))
         assert "enforced by RSS watch" in text
         assert "killed by the RSS watch" in text
-        assert manager.unit_status(runner)["heal"]["overrides"]["LLAMA_N_CTX"] == "2048"
+        assert manager.status_of(runner)["heal"]["overrides"]["LLAMA_N_CTX"] == "2048"
 
     run_manager(tmp_path, units, [], scenario)
 

@@ -76,7 +76,7 @@ def test_internal_port_moves_and_the_route_follows(
         await manager.start_target()
         runner = manager.runners["model.service"]
         await until(lambda: str(runner.health) == "healthy", "healthy on another port", 60)
-        status = manager.unit_status(runner)
+        status = manager.status_of(runner)
         heal = status["heal"]
         new_port = int(heal["overrides"]["MODEL_SERVICE_PORT"])
         assert new_port != port
@@ -105,7 +105,7 @@ def test_user_facing_port_fails_with_the_setting(
         assert f"pid {holder.pid}" in runner.reason
         assert "set GATEWAY_PORT=<free port>" in runner.reason
         assert runner.restarts == 0
-        assert manager.unit_status(runner)["port_holder"].startswith(f"port {port} is held")
+        assert manager.status_of(runner)["port_holder"].startswith(f"port {port} is held")
         wait_for(lambda: holder.poll() is None, 1, "the holder still runs")
 
     run_manager(tmp_path, units, [], scenario)
@@ -156,11 +156,11 @@ def test_a_unit_that_reaches_the_moved_port_follows_it(
 
     async def scenario(manager: Manager) -> None:
         heal = manager.plugins.get_plugin("llm_supervisor.plugins.builtin.heal")
-        heal.supervisor_started(manager=manager)  # the harness starts no daemon
+        heal.supervisor_started(supervisor=manager)  # the harness starts no daemon
         await manager.start_target()
         vnc = manager.runners["vnc.service"]
         await until(lambda: str(vnc.health) == "healthy", "vnc moved and healthy", 60)
-        new_port = manager.unit_status(vnc)["heal"]["overrides"]["VNC_PORT"]
+        new_port = manager.status_of(vnc)["heal"]["overrides"]["VNC_PORT"]
 
         def front_follows() -> bool:
             try:

@@ -165,8 +165,9 @@ def open_child_dir(parent_fd: int, name: str, mode: int = 0o700, *, create: bool
 
 def open_dir_path(path: Path, mode: int = 0o700) -> int:
     """A descriptor of ``path`` whose parent the caller trusts (the daemon's own state dir);
-    its last component is reached with :func:`open_child_dir`."""
-    parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+    its last component is reached with :func:`open_child_dir`. The parent is opened with
+    ``O_PATH``: a unit user may pass through the state dir (0711) without reading it."""
+    parent = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | _CLOEXEC)
     try:
         return open_child_dir(parent, path.name, mode)
     finally:

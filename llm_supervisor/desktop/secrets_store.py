@@ -80,7 +80,8 @@ class DesktopFiles:
 def _parent(path: Path) -> Iterator[int]:
     """A descriptor of ``path``'s directory, its last component reached without following a
     link (its own parent is the caller's: the state dir, or a directory of the unit's)."""
-    parent = os.open(path.parent.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    # O_PATH: passing through the state dir (0711) needs no right to read it.
+    parent = os.open(path.parent.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fd = os.open(path.parent.name, nofollow.DIR_FLAGS, dir_fd=parent)
     finally:

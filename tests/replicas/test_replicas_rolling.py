@@ -109,9 +109,12 @@ def test_repair_by_hand_with_replicas_goes_the_rolling_way(stack: ReplicaStack) 
     assert stream.lost == 0, dict(stream.failures)
 
 
-def test_plain_restart_of_a_single_replica_loses_requests(tmp_path: Path) -> None:
-    """MODEL_REPLICAS=1, today's stack: the same stream through a plain restart sees failures
-    (answers of the stopping or the loading server), so the test above can fail."""
+def test_plain_restart_of_a_single_replica_is_bridged_by_the_model_router(tmp_path: Path) -> None:
+    """MODEL_REPLICAS=1, today's stack: /api/generate goes through the model router (many models,
+    one endpoint), which holds a request for a model that is restarting until it is ready again
+    instead of passing the gateway's 502/503 on: a plain restart loses nothing either. (Before
+    the router, the same stream lost requests here; with replicas the router steps aside and the
+    rolling restart above is what keeps the stream whole.)"""
     stack = ReplicaStack(tmp_path / "stack", build_gguf_model(tmp_path / "model"), replicas=1)
     try:
         stack.start()
@@ -121,6 +124,6 @@ def test_plain_restart_of_a_single_replica_loses_requests(tmp_path: Path) -> Non
             stack.daemon.wait_state("model-service", "running", timeout=120, health="healthy")
             stream.wait_for_ok(stream.ok + 4)
         print(f"plain restart: {stream.ok} answered, {stream.lost} lost {dict(stream.failures)}")
-        assert stream.lost > 0, "a plain restart of the only replica lost nothing"
+        assert stream.lost == 0, dict(stream.failures)
     finally:
         stack.stop()

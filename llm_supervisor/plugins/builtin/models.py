@@ -17,6 +17,7 @@ control verb. Loading/unloading by name, and everything else, stays on the 0600 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -168,8 +169,22 @@ class ModelsPlugin:
 
     @hookimpl
     def unit_state_changed(self, unit: Unit, old: str, new: str, reason: str) -> None:
-        if self.activator is not None:
-            self.activator.unit_changed(unit.name, str(new))
+        if self.activator is None:
+            return
+        if unit.name == DEFAULT_MODEL_UNIT and str(new) == "starting":
+            self._follow_default_port(unit)
+        self.activator.unit_changed(unit.name, str(new))
+
+    def _follow_default_port(self, unit: Unit) -> None:
+        """The heal plugin may move a taken MODEL_SERVICE_PORT (unit_environment): the router
+        sends the default model's requests where this start of it listens."""
+        status = self.activator.status.get("default") if self.activator else None
+        if status is None or self.supervisor is None:
+            return
+        with contextlib.suppress(Exception):  # an unreadable EnvironmentFile: keep the port
+            port = self.supervisor.environment_for(unit).get("MODEL_SERVICE_PORT")
+            if port and port.isdigit():
+                status.upstream = f"http://127.0.0.1:{port}"
 
     @hookimpl
     def gateway_routes(self, units: list[Unit]) -> list[dict[str, Any]]:

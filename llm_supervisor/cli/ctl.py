@@ -170,7 +170,7 @@ def _shutdown(args: argparse.Namespace) -> int:
     return stop_stack(settings_from(args), 180, args.purge, args.yes)
 
 
-def _plugins(client: ControlClient) -> int:
+def _plugins(client: ControlClient, args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
@@ -330,7 +330,7 @@ REMOTE: dict[str, Callable[[ControlClient, argparse.Namespace], int]] = {
     "models": models_cli.run, "status": _status, "start": _start_stop, "stop": _start_stop,
     "restart": _restart,
     "repair": _repair, "logs": _logs, "monitor": _monitor, "reload": _reload, "reset": _reset,
-    "plugins": lambda client, args: _plugins(client), "reopen-logs": _reopen_logs,
+    "plugins": _plugins, "reopen-logs": _reopen_logs,
     "errors": _errors, "events": _events,
 }
 

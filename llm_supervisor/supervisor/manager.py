@@ -350,13 +350,16 @@ class Manager:
     # ------------------------------------------------------------------ status
     def status_of(self, runner: UnitRunner) -> dict[str, Any]:
         """The runner's status with its CPU and memory use (``cpu_percent``, ``memory_bytes``)."""
-        return {**runner.status(), **self.resources.usage(runner),
-                **self.events.unit_status(runner.unit)}
+        return self._status(runner, self.resources.usage(runner))
 
     def status(self) -> list[dict[str, Any]]:
         runners = [self.runners[name] for name in sorted(self.runners)]
-        return [{**runner.status(), **usage, **self.events.unit_status(runner.unit)}
+        return [self._status(runner, usage)
                 for runner, usage in zip(runners, self.resources.usages(runners), strict=True)]
+
+    def _status(self, runner: UnitRunner, usage: dict[str, Any]) -> dict[str, Any]:
+        """One unit's status: the runner's, its resources, and what plugins add (heal)."""
+        return {**runner.status(), **usage, **self.events.unit_status(runner.unit)}
 
     def errors(self) -> list[dict[str, Any]]:
         return [e.as_dict() for e in self.loaded.errors] + [

@@ -30,6 +30,18 @@ def several_apps_in_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Sanic, "test_mode", True)
 
 
+async def _started(settings: Settings) -> tuple[Daemon, asyncio.Future[int]]:
+    """A daemon serving in this loop, once its startup has finished."""
+    daemon = Daemon(settings)
+    task = asyncio.ensure_future(daemon.serve())
+    for _ in range(200):
+        if daemon.started:
+            break
+        await asyncio.sleep(0.02)
+    assert daemon.started
+    return daemon, task
+
+
 def test_every_command_has_a_handler_and_a_route(tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path / "state", units_dir=tmp_path, default_runtime="process")
     app = build_app(Manager(settings, Plugins(load_entry_points=False)), lambda reason: None)
@@ -71,13 +83,8 @@ def test_a_failing_startup_step_leaves_no_socket_and_no_lock(tmp_path: Path,
     monkeypatch.setattr(Manager, "load", original_load)  # the next daemon: nothing in its way
 
     async def start_and_stop() -> None:
-        daemon = Daemon(settings)
-        task = asyncio.ensure_future(daemon.serve())
-        for _ in range(200):
-            if daemon.started:
-                break
-            await asyncio.sleep(0.02)
-        assert daemon.started and settings.socket.exists()
+        daemon, task = await _started(settings)
+        assert settings.socket.exists()
         daemon.request_shutdown("test over")
         assert await task == 0
 
@@ -92,12 +99,7 @@ def test_a_second_daemon_never_removes_the_first_ones_socket(tmp_path: Path) -> 
     settings = Settings(state_dir=tmp_path / "state", units_dir=units, default_runtime="process")
 
     async def two() -> None:
-        first = Daemon(settings)
-        task = asyncio.ensure_future(first.serve())
-        for _ in range(200):
-            if first.started:
-                break
-            await asyncio.sleep(0.02)
+        first, task = await _started(settings)
         with pytest.raises(server.DaemonError, match="another llm-supervisord"):
             await Daemon(settings).serve()
         assert settings.socket.exists()  # still the first daemon's

@@ -18,14 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from llm_supervisor.cli.client import ControlClient, DaemonNotRunning
+from tests.ports import free_port as free_port  # re-exported: the tests import it from here
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def free_low_port(first: int = 900) -> int:

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.ports import free_port as free_port  # re-exported: the tests import it from here
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,12 +175,6 @@ def build_gguf_model(dest: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ModelServer:

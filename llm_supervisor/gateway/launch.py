@@ -8,8 +8,11 @@ program.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import sys
+from pathlib import Path
 
 from llm_supervisor.config import load_settings
 from llm_supervisor.config.gateway_program import find_program
@@ -17,6 +20,20 @@ from llm_supervisor.gateway import caddy, traefik
 from llm_supervisor.gateway.options import GatewayOptions
 
 EX_CONFIG = 78  # sysexits.h: configuration error
+
+
+def private_dir(path: Path) -> str | None:
+    """Make ``path`` a 0700 directory of ours; what is wrong when it is someone else's (the
+    short admin-socket folder lives in /tmp, where another user could make it first)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        return (f"{path} (for Caddy's admin socket) is not a directory of user {os.getuid()}: "
+                "remove it, or set a shorter LLM_SUPERVISOR_STATE_DIR")
+    os.chmod(path, 0o700)
+    return None
 
 
 def main() -> int:
@@ -50,8 +67,10 @@ def main() -> int:
         env["XDG_CONFIG_HOME"] = str(home / "config")
         # The admin API's socket: in a 0700 directory of the gateway's user, created under a
         # 077 umask (srwx------). Caddy replaces a stale socket left by a killed predecessor.
-        options.admin_socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(options.admin_socket_dir, 0o700)
+        problem = private_dir(options.admin_socket_dir)
+        if problem:
+            print(f"gateway: {problem}", file=sys.stderr)
+            return EX_CONFIG
         os.umask(0o077)
     print(f"gateway: exec {' '.join(argv)}", file=sys.stderr, flush=True)
     os.execve(executable, argv, env)

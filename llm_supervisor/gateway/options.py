@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# A Unix socket's path must fit sun_path: 108 bytes with the terminating NUL.
+UNIX_PATH_MAX = 107
+# Where an admin socket goes when the state dir's path is too long for one (a deep STATE_DIR,
+# a test's temporary folder): fixed, not $TMPDIR, which may be as long.
+SHORT_SOCKET_ROOT = Path("/tmp")
 
 
 @dataclass(frozen=True)
@@ -58,8 +66,16 @@ class GatewayOptions:
 
     @property
     def admin_socket_dir(self) -> Path:
-        """0700, owned by the gateway's user: only it (and root) can reach Caddy's admin API."""
-        return self.directory / "admin"
+        """0700, owned by the gateway's user: only it (and root) can reach Caddy's admin API.
+
+        ``STATE_DIR/gateway/admin``; where that path would make the socket's too long to bind
+        (Caddy failed with ``bind: invalid argument``), ``/tmp/llm-supervisor-admin-HASH`` of
+        the state dir instead (the launcher makes it and refuses one it does not own)."""
+        preferred = self.directory / "admin"
+        if len(os.fsencode(preferred / "caddy.sock")) <= UNIX_PATH_MAX:
+            return preferred
+        digest = hashlib.sha256(os.fsencode(self.state_dir)).hexdigest()[:16]
+        return SHORT_SOCKET_ROOT / f"llm-supervisor-admin-{digest}"
 
     @property
     def admin_socket(self) -> Path:

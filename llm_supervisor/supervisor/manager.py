@@ -407,6 +407,7 @@ class Manager:
         self.events.unsubscribe(queue)
 
     async def close(self) -> None:
+        await self._records.close()  # a pending save is written; a retry on a full disk ends
         await self.prober.close()
         await self.runtimes.close()
         for runner in self.runners.values():

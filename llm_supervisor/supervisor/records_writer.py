@@ -1,5 +1,11 @@
 """Saving ``instances.json`` when a unit starts or ends, without failing units on a full disk.
 
+Saves are coalesced: a change schedules one save ``COALESCE_S`` later, and the changes made
+meanwhile ride along. Each save writes every record and fsyncs twice, so a thousand units coming
+up at once made a thousand saves of up to a thousand records, in the event loop (most of the
+time 1,000 units took to become healthy). A daemon killed within those 50 ms loses only the
+record of what started in them, which ``PDEATHSIG`` stops with it anyway.
+
 A save that fails (``ENOSPC``, a read-only remount) is said once (``records_not_saved``) and
 retried in the background with a growing delay until it succeeds (``records_saved_again``),
 each time with what runs *then*; the units keep running meanwhile. What is lost while the
@@ -22,6 +28,7 @@ from llm_supervisor.supervisor.records import save_records
 log = structlog.get_logger("llm_supervisor.records")
 
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0)  # then every 10 s
+COALESCE_S = 0.05
 
 
 class RecordsWriter:
@@ -30,9 +37,24 @@ class RecordsWriter:
         self.current = current
         self.failing: str | None = None
         self._retry: asyncio.Task[None] | None = None
+        self._pending: asyncio.TimerHandle | None = None
 
     def save(self) -> None:
-        """Save now; on failure, keep retrying in the background (never raises OSError)."""
+        """Save soon (now when no event loop runs); never raises OSError."""
+        if self._pending is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._pending = loop.call_later(COALESCE_S, self.flush)
+
+    def flush(self) -> None:
+        """Save now; on failure, keep retrying in the background."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
         if self._try_save():
             return
         with contextlib.suppress(RuntimeError):  # no running loop: the next change saves
@@ -63,6 +85,8 @@ class RecordsWriter:
             self._try_save()
 
     async def close(self) -> None:
+        if self._pending is not None:
+            self.flush()
         if self._retry is not None:
             self._retry.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -44,9 +44,10 @@ OTHER_RUNTIME = ("[Unit]\nDescription=only for the docker runtime\nConditionRunt
 LOAD_S = 25.0
 
 
-def _load(gateway: str, stop: threading.Event, done: list[int | str]) -> None:
+def _load(gateway: str, stop: threading.Event, done: list[int | str],
+          refused: list[str]) -> None:
     """One client sending requests back to back (a timeout is counted, not raised: the machine
-    is shared and can be slow)."""
+    is shared and can be slow); what a failed request answered goes to ``refused``."""
     with httpx.Client(timeout=120) as client:
         n = 0
         while not stop.is_set():
@@ -56,6 +57,8 @@ def _load(gateway: str, stop: threading.Event, done: list[int | str]) -> None:
                                      json={"prompt": f"Count to {n % 7 + 3} in words.",
                                            "max_length": 8 + (n % 3) * 8, "temperature": 0.7})
                 done.append(answer.status_code)
+                if answer.status_code != 200:
+                    refused.append(f"{answer.status_code} {answer.text[:300]}")
             except httpx.TimeoutException:
                 done.append("timeout")
 
@@ -88,8 +91,9 @@ def loaded(stack: tuple[StackDaemon, str, str]) -> tuple[StackDaemon, str]:
     """The stack after LOAD_S seconds of 3 concurrent clients, and a worker killed (SIGKILL)
     halfway through and restarted by the supervisor."""
     daemon, url, gateway = stack
-    stop, done = threading.Event(), []  # type: ignore[var-annotated]
-    clients = [threading.Thread(target=_load, args=(gateway, stop, done)) for _ in range(3)]
+    stop, done, refused = threading.Event(), [], []  # type: ignore[var-annotated]
+    clients = [threading.Thread(target=_load, args=(gateway, stop, done, refused))
+               for _ in range(3)]
     for client in clients:
         client.start()
     try:
@@ -103,7 +107,8 @@ def loaded(stack: tuple[StackDaemon, str, str]) -> tuple[StackDaemon, str]:
         stop.set()
         for client in clients:
             client.join(90)
-    assert done.count(200) >= 3 and set(done) <= {200, "timeout"}, done
+    assert done.count(200) >= 3 and set(done) <= {200, "timeout"}, (
+        f"{done}\n{refused[:3]}\n{daemon.log_tail(80)}")
     time.sleep(2)  # a few quiet points after the load: the charts show it ending
     return daemon, url
 

@@ -9,11 +9,15 @@ middleware it could not build: traefik_check.py), and against the documented sch
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -21,9 +25,11 @@ from llm_supervisor.config import Settings
 from llm_supervisor.gateway import caddy, traefik
 from llm_supervisor.gateway.files import write_all
 from llm_supervisor.gateway.guard import guard
+from llm_supervisor.gateway.launch import private_dir
 from llm_supervisor.gateway.options import GatewayOptions
 from llm_supervisor.gateway.routes import Route, merge_routes, routes_from_units
 from llm_supervisor.units.loader import instantiate, load_directory
+from tests.daemon_harness import free_port
 from tests.gateway import traefik_check
 from tests.gateway.traefik_schema import DYNAMIC, STATIC, errors
 
@@ -220,3 +226,51 @@ def test_real_traefik_reports_a_broken_route(tmp_path: Path) -> None:
     _, problems = traefik_check.load(broken, expect=2)
     assert any("orphan" in p and "missing" in p for p in problems), problems
     assert any("bad-rule" in p for p in problems), problems
+
+
+def test_a_state_dir_too_deep_for_a_socket_moves_caddys_admin_socket_to_tmp(
+        tmp_path: Path) -> None:
+    """The admin socket's path must fit in 107 bytes; under a deep state dir (a pytest-xdist
+    worker's temporary folder made it 111) Caddy failed with ``bind: invalid argument`` five
+    times and the gateway hit its start limit. The launcher now puts it in a private folder in
+    /tmp, the real Caddy binds it and its admin API answers there."""
+    if shutil.which("caddy") is None:
+        pytest.skip("caddy not installed: sudo apt-get install caddy")
+    state = tmp_path / ("deep-" * 12) / "state"
+    opts = GatewayOptions(state_dir=state, port=free_port())
+    assert len(str(state / "gateway" / "admin" / "caddy.sock")) > 107
+    assert opts.admin_socket.parent.parent == Path("/tmp") and len(str(opts.admin_socket)) < 107
+    write_all(shipped_routes(state), opts)
+    env = {**os.environ, "LLM_SUPERVISOR_STATE_DIR": str(state), "GATEWAY_PORT": str(opts.port),
+           "GATEWAY_PROGRAM": "caddy", "LLM_SUPERVISOR_CONFIG": str(tmp_path / "none.toml")}
+    proc = subprocess.Popen([sys.executable, "-m", "llm_supervisor.gateway.launch"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not opts.admin_socket.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()  # type: ignore[union-attr]
+            time.sleep(0.1)
+        transport = httpx.HTTPTransport(uds=str(opts.admin_socket))
+        with httpx.Client(transport=transport, base_url="http://localhost") as client:
+            listen = client.get("/config/admin/listen", headers={"Host": ""}).json()
+        assert listen == f"unix/{opts.admin_socket}"
+        assert (opts.admin_socket.parent.stat().st_mode & 0o777) == 0o700
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(opts.admin_socket.parent, ignore_errors=True)
+
+
+def test_the_launcher_refuses_a_short_socket_folder_someone_else_made(tmp_path: Path) -> None:
+    """/tmp is shared: a folder another user made first (here: owned by nobody) is refused with
+    the fix, never used."""
+    squatted = tmp_path / "admin"
+    squatted.mkdir(mode=0o777)
+    if os.getuid() == 0:
+        os.chown(squatted, 65534, 65534)
+        assert "is not a directory of user" in (private_dir(squatted) or "")
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path)
+    assert "is not a directory of user" in (private_dir(link) or "")
+    mine = tmp_path / "mine"
+    assert private_dir(mine) is None and (mine.stat().st_mode & 0o777) == 0o700

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import random
 import shutil
-import socket
 import threading
 import time
 from collections import Counter
@@ -18,32 +16,10 @@ from typing import Any
 
 from tests import daemon_harness
 from tests.daemon_harness import PROJECT_DIR, free_port, wait_for
+from tests.ports import consecutive_free_ports
 
 UNITS = ("model-service.service", "gateway.service", "stack.target")
 PROMPT = "Napisz krótki wiersz o jesieni"
-
-
-def consecutive_free_ports(count: int) -> int:
-    """A port P such that P .. P+count-1 are all free (replica i listens on P+i-1). Below the
-    kernel's ephemeral range, so that no other test's ``free_port()`` takes P+1 meanwhile."""
-    low = _ephemeral_low()
-    for _ in range(200):
-        first = random.randrange(max(1024, low - 12000), low - count)
-        try:
-            for port in range(first, first + count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return first
-    raise RuntimeError(f"no {count} consecutive free ports")
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
 
 
 class ReplicaDaemon(daemon_harness.Daemon):

@@ -71,7 +71,8 @@ class GatewayPlugin:
         assert self.supervisor is not None and self.options is not None
         units = list(self.supervisor.units().values())
         routes = merge_routes(self.supervisor.gateway_routes(units))
-        serving = [unit for unit in units if self._in_rotation(unit.name)]
+        program = self.program()  # once: it looks for the binary on disk
+        serving = [unit for unit in units if self._in_rotation(unit.name, program)]
         if len(serving) < len(units):  # Traefik only, see _in_rotation
             routes = serving_or_all(
                 routes, merge_routes(self.supervisor.gateway_routes(serving)))
@@ -79,7 +80,7 @@ class GatewayPlugin:
             routes = guard(routes)
         result = write_all(routes, self.options)
         if routes != self.routes or any(result["changed"].values()):
-            log.info("gateway_config_written", program=self.program(),
+            log.info("gateway_config_written", program=program,
                      routes=[f"{r.path_prefix} -> {', '.join(r.upstreams)}" for r in routes],
                      directory=str(self.options.directory))
         self.routes = routes
@@ -97,14 +98,14 @@ class GatewayPlugin:
                                  "BIND_ADDRESS=127.0.0.1")
         return result["changed"]["caddy"]
 
-    def _in_rotation(self, name: str) -> bool:
+    def _in_rotation(self, name: str, program: str) -> bool:
         """Whether a unit taken out by a rolling restart (:mod:`..supervisor.rotation`) is left
         out of the config. Only for Traefik, which reloads its file gracefully: Caddy 2.6 cancels
         every proxied request in flight on a config load (caddyserver/caddy#5663), so Caddy's
         config keeps every replica and its active health check takes a draining or loading one
         out (``expect_body`` ready, :mod:`..gateway.caddy`)."""
         assert self.supervisor is not None
-        return self.program() != "traefik" or self.supervisor.in_rotation(name)
+        return program != "traefik" or self.supervisor.in_rotation(name)
 
     async def apply_now(self) -> None:
         """After a rolling restart took a replica out or put it back: return once the gateway
@@ -143,13 +144,22 @@ class GatewayPlugin:
         log.info("gateway_reloaded", program="caddy", routes=len(self.routes))
 
     async def watch(self, supervisor: SupervisorView) -> None:
-        """Re-render on every reload, and on state changes (template instances appear then)."""
+        """Re-render on every reload, and on state changes (template instances appear then).
+
+        The events queued meanwhile are taken together and answered by one render: a thousand
+        units coming up are thousands of state changes, and one render per change (each a pass
+        over every unit and a file write) kept the event loop busy for most of their start."""
         queue = supervisor.subscribe()
         try:
             while True:
-                event = await queue.get()
-                if event.get("type") not in ("reload", "state"):
+                batch = [await queue.get()]
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                relevant = [e for e in batch if e.get("type") in ("reload", "state")]
+                if not relevant:
                     continue
+                gateway_up = any(e.get("type") == "state" and e.get("unit") == "gateway"
+                                 and e.get("to") == "running" for e in relevant)
                 async with self._applying:
                     try:
                         changed = self.sync()
@@ -157,8 +167,7 @@ class GatewayPlugin:
                         log.error("gateway_config_failed", error=str(exc),
                                   error_type=type(exc).__name__)
                         continue
-                    if changed or (event.get("type") == "state" and event.get("unit") == "gateway"
-                                   and event.get("to") == "running"):
+                    if changed or gateway_up:
                         await self.push_to_caddy()
         finally:
             supervisor.unsubscribe(queue)

@@ -2,7 +2,9 @@
 
 A thousand units checked every two seconds are 500 connects a second. ``asyncio.open_connection``
 builds a transport, a protocol and a stream reader and writer for each, only to close them
-unread; here a check is one socket, one ``connect`` awaited on the event loop, one ``close``.
+unread; here a check is one socket, one ``connect`` awaited on the event loop, one ``close``, and
+only when the kernel's table of listening sockets (:mod:`.listening_sockets`, one dump shared by
+every check) does not already show the port accepting.
 Numeric addresses (the usual ``127.0.0.1``) skip the resolver thread; names are resolved as
 ``open_connection`` would, each address tried in turn.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+
+from llm_supervisor.supervisor import listening_sockets
 
 
 def _numeric(host: str, port: int) -> list[tuple[int, tuple]] | None:
@@ -39,9 +43,15 @@ async def port_open(host: str, port: int) -> None:
     ``open_connection`` words it)."""
     if not 0 <= port <= 65535:
         raise OverflowError(f"port must be 0-65535, not {port}")
+    addresses = await _addresses(host, port)
+    table = listening_sockets.shared()
+    for family, address in addresses:
+        packed = listening_sockets.packed(family, address[0])
+        if packed is not None and table.accepting(family, packed, port):
+            return
     loop = asyncio.get_running_loop()
     errors: list[OSError] = []
-    for family, address in await _addresses(host, port):
+    for family, address in addresses:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)

@@ -14,6 +14,7 @@ import time
 import psutil
 import pytest
 
+from llm_supervisor.supervisor import listening_sockets
 from llm_supervisor.supervisor.process_table import read_table
 from llm_supervisor.supervisor.resources import ProcessTreeSampler
 from llm_supervisor.supervisor.tcp_probe import port_open
@@ -71,6 +72,7 @@ def test_tcp_probe_open_and_closed_ports():
     asyncio.run(port_open("127.0.0.1", port))
     asyncio.run(port_open("localhost", port))  # a name goes through the resolver
     listener.close()
+    time.sleep(listening_sockets.TTL_S)  # the shared table of listening sockets is that old
     with pytest.raises(ConnectionRefusedError, match=r"Connect call failed \('127.0.0.1'"):
         asyncio.run(port_open("127.0.0.1", port))
     with pytest.raises(OverflowError):

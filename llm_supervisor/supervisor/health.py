@@ -22,7 +22,7 @@ import httpx
 
 from llm_supervisor.runtimes.process import user as process_user
 from llm_supervisor.runtimes.process.safe_start import safe_start
-from llm_supervisor.supervisor.tcp_probe import port_open
+from llm_supervisor.supervisor.tcp_probe import accepting_now, port_open
 from llm_supervisor.units.model import HealthSpec, Unit
 
 
@@ -78,6 +78,8 @@ class Prober:
                     unit: Unit | None = None) -> ProbeResult:
         """``unit``: whose identity and working directory an exec check takes."""
         started = time.perf_counter()
+        if spec.kind == "tcp" and accepting_now(spec.target):
+            return ProbeResult(True, "port open", time.perf_counter() - started)
         try:
             async with asyncio.timeout(spec.timeout):  # no extra task per probe, as wait_for made
                 ok, detail = await self._run(spec, env, unit)

@@ -6,11 +6,11 @@ kernel already has. One ``sock_diag`` netlink dump (what ``ss -ltn`` asks; the k
 listening sockets, so it stays small however many connections the machine holds) lists every
 listening socket with its accept queue: a port passes when a socket listens on its address (or
 on the wildcard) and its accept queue is not full (a program that stopped accepting fills it, as
-a connect would then time out). The dump is kept ``TTL_S`` (so a port closed within the last
-quarter second can pass one more check; the unit's exit is seen at once anyway, through its
-process); a port it does not show passing is still connected to for real (:func:`~.tcp_probe.port_open`), so a failed check is always a
-failed connect and says why. Linux only; elsewhere, or where netlink is refused, every check
-connects.
+a connect would then time out). The dump is kept ``TTL_S``, so a port closed within the last
+quarter second can pass one more check (the unit's exit is seen at once anyway, through its
+process). A port the dump does not show passing is connected to for real
+(:func:`~.tcp_probe.port_open`), so a failed check is always a failed connect and says why.
+Linux only; elsewhere, or where netlink is refused, every check connects.
 """
 
 from __future__ import annotations

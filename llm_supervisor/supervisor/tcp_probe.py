@@ -12,6 +12,7 @@ Numeric addresses (the usual ``127.0.0.1``) skip the resolver thread; names are 
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 
 from llm_supervisor.supervisor import listening_sockets
@@ -64,3 +65,24 @@ async def port_open(host: str, port: int) -> None:
     if len(errors) == 1:
         raise errors[0]
     raise OSError(f"Multiple exceptions: {', '.join(str(exc) for exc in errors)}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _local_target(target: str) -> tuple[int, bytes, int] | None:
+    """``HOST:PORT`` of a check with a numeric host, as the listening table keys it."""
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or int(port) > 65535:
+        return None
+    for family in (socket.AF_INET, socket.AF_INET6):
+        packed = listening_sockets.packed(family, host)
+        if packed is not None:
+            return family, packed, int(port)
+    return None
+
+
+def accepting_now(target: str) -> bool:
+    """Whether the check ``tcp://TARGET`` passes from the listening table alone (no connect, no
+    await: the common case of a thousand healthy units costs a set lookup each)."""
+    local = _local_target(target)
+    return local is not None and listening_sockets.shared().accepting(*local)

@@ -103,7 +103,7 @@ class Sampler:
                 await self._task
 
     def sample(self, at: float) -> None:
-        self.history.record_units(self.supervisor.statuses(), at)
+        self.history.record_units(self.supervisor.usages(), at)
         scrape = self.model.scrape
         if scrape is None:
             if self._previous is not None:  # the model service went away: a gap on its chart

@@ -32,6 +32,10 @@ class SupervisorView(Protocol):
     def statuses(self) -> list[dict[str, Any]]:
         """Every service's status, sorted by name."""
 
+    def usages(self) -> list[dict[str, Any]]:
+        """Every service's name, state, reason, ``cpu_percent`` and ``memory_bytes``, sorted by
+        name: the part of :meth:`statuses` a sampler needs, without asking the plugins."""
+
     def is_up(self, name: str) -> bool:
         """The service is starting or running with a live process or container."""
 

@@ -378,6 +378,11 @@ class Manager:
     def statuses(self) -> list[dict[str, Any]]:
         return self.status()
 
+    def usages(self) -> list[dict[str, Any]]:
+        runners = [self.runners[name] for name in sorted(self.runners)]
+        return [{"name": r.unit.short_name, "state": str(r.state), "reason": r.reason, **usage}
+                for r, usage in zip(runners, self.resources.usages(runners), strict=True)]
+
     def is_up(self, name: str) -> bool:
         runner = self.runners.get(normalise_name(name))
         return runner is not None and runner.state in (UnitState.RUNNING, UnitState.STARTING) \

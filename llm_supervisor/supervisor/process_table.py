@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import psutil
 
@@ -20,8 +21,7 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-@dataclass(frozen=True)
-class ProcessEntry:
+class ProcessEntry(NamedTuple):  # a tuple: a thousand are made per look
     ppid: int
     cpu_seconds: float  # user + system
     rss: int  # bytes
@@ -35,13 +35,11 @@ class ProcessTable:
     at: float  # time.monotonic() of the look
 
 
-def _parse_stat(text: str, boot_time: float) -> ProcessEntry:
+def _parse_stat(text: bytes, boot_time: float) -> ProcessEntry:
     # The command name (field 2) may hold spaces and parentheses: fields follow the last ')'.
-    fields = text[text.rindex(")") + 2:].split()
-    return ProcessEntry(ppid=int(fields[1]),
-                        cpu_seconds=(int(fields[11]) + int(fields[12])) / _TICKS,
-                        rss=int(fields[21]) * _PAGE,
-                        started=boot_time + int(fields[19]) / _TICKS)
+    fields = text[text.rindex(b")") + 2:].split()
+    return ProcessEntry(int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS,
+                        int(fields[21]) * _PAGE, boot_time + int(fields[19]) / _TICKS)
 
 
 def _linux_table() -> dict[int, ProcessEntry]:
@@ -50,9 +48,13 @@ def _linux_table() -> dict[int, ProcessEntry]:
     for name in os.listdir(_PROC):
         if not name.isdigit():
             continue
-        try:
-            with open(f"{_PROC}/{name}/stat", encoding="ascii", errors="replace") as file:
-                entries[int(name)] = _parse_stat(file.read(), boot_time)
+        try:  # os.open/os.read: no file object and no decoding per process
+            fd = os.open(f"{_PROC}/{name}/stat", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                text = os.read(fd, 4096)
+            finally:
+                os.close(fd)
+            entries[int(name)] = _parse_stat(text, boot_time)
         except (OSError, ValueError, IndexError):  # ended while we looked
             continue
     return entries

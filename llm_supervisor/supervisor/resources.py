@@ -82,8 +82,10 @@ class ProcessTreeSampler:
             table = self.refresh()
         return table
 
-    def sample(self, pid: int) -> Usage:
-        if not _alive(pid):  # the table may be half a second old
+    def sample(self, pid: int, table_is_fresh: bool = False) -> Usage:
+        """``table_is_fresh``: the table was read for this round of samples (usages()), so it
+        says itself whether the process runs; a kept one may list a process ended since."""
+        if not table_is_fresh and not _alive(pid):
             return NOT_RUNNING
         table = self._current()
         if pid not in table.entries:  # started after the last look
@@ -196,9 +198,9 @@ class ResourceSampler:
     def usages(self, runners: list[Any]) -> list[dict[str, Any]]:
         """``usage`` of many units from one fresh look at the process table."""
         self.processes.refresh()
-        return [self.usage(runner) for runner in runners]
+        return [self.usage(runner, table_is_fresh=True) for runner in runners]
 
-    def usage(self, runner: Any) -> dict[str, Any]:
+    def usage(self, runner: Any, table_is_fresh: bool = False) -> dict[str, Any]:
         instance = getattr(runner, "instance", None)
         if instance is None or str(getattr(runner, "state", "")) in ("inactive", "failed",
                                                                       "skipped", "backoff"):
@@ -212,4 +214,4 @@ class ResourceSampler:
             return self.containers.sample(container).as_dict()
         if instance.pid is None:
             return NOT_RUNNING.as_dict()
-        return self.processes.sample(instance.pid).as_dict()
+        return self.processes.sample(instance.pid, table_is_fresh).as_dict()

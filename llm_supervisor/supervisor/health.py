@@ -22,6 +22,7 @@ import httpx
 
 from llm_supervisor.runtimes.process import user as process_user
 from llm_supervisor.runtimes.process.safe_start import safe_start
+from llm_supervisor.supervisor.health_batch import PassingChecks
 from llm_supervisor.supervisor.tcp_probe import accepting_now, port_open
 from llm_supervisor.units.model import HealthSpec, Unit
 
@@ -66,6 +67,7 @@ class Prober:
         # MB of daemon memory); an https:// check gets a verifying client on first use.
         self._plain = httpx.AsyncClient(trust_env=False, follow_redirects=False, verify=False)
         self._tls: httpx.AsyncClient | None = None
+        self.passing = PassingChecks()  # healthy units' tcp:// checks, run together
 
     def _client_for(self, url: str) -> httpx.AsyncClient:
         if not url.startswith("https://"):
@@ -119,6 +121,7 @@ class Prober:
                                                                   else "")
 
     async def close(self) -> None:
+        await self.passing.close()
         await self._plain.aclose()
         if self._tls is not None:
             await self._tls.aclose()

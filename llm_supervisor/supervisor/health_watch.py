@@ -12,6 +12,7 @@ import asyncio
 import time
 from typing import Protocol
 
+from llm_supervisor.supervisor import health_batch
 from llm_supervisor.supervisor.events import Events
 from llm_supervisor.supervisor.health import Prober
 from llm_supervisor.supervisor.state import Health, UnitState
@@ -43,7 +44,15 @@ async def watch_health(runner: Watched, prober: Prober, events: Events,
     in_start_period = True
     poll = FIRST_POLL_S
     while True:
-        await asyncio.sleep(poll)
+        if runner.health == Health.HEALTHY and spec.kind == "tcp" and \
+                spec.interval >= health_batch.MIN_INTERVAL_S:
+            # Steady state: passing checks run batched, without waking this task; the first
+            # that does not pass there is probed for real below, at once.
+            await prober.passing.until_not_passing(
+                spec.target, spec.interval,
+                lambda latency: events.health_checked(runner.unit, True, latency))
+        else:
+            await asyncio.sleep(poll)
         result = await prober.probe(spec, env, unit=runner.unit)
         events.health_checked(runner.unit, result.ok, result.latency_s)
         elapsed = time.monotonic() - started

@@ -96,18 +96,29 @@ def text_width(text: str) -> int:
                2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
 
 
+def _printable(text: str) -> str:
+    return text if text.isascii() and text.isprintable() else text.translate(_UNPRINTABLE)
+
+
+def _cell_width(cell: list[Segment]) -> int:
+    if len(cell) == 1:
+        return text_width(cell[0][0])
+    return sum(text_width(text) for text, _ in cell)
+
+
 def plain_lines(units: list[dict[str, Any]], color: bool) -> list[str]:
     """The table as lines of text: columns padded to their widest cell, two spaces apart."""
-    rows = [[[(text.translate(_UNPRINTABLE), style) for text, style in cell] for cell in cells]
+    rows = [[[(_printable(text), style) for text, style in cell] for cell in cells]
             for cells in table_rows(units)]
-    widths = [max(sum(text_width(text) for text, _ in cells[i]) for cells in rows)
-              for i in range(len(COLUMNS))]
+    # Each cell's width once (a thousand units are ten thousand cells).
+    cell_widths = [[_cell_width(cell) for cell in cells] for cells in rows]
+    widths = [max(column) for column in zip(*cell_widths, strict=True)]
     last = len(COLUMNS) - 1
     lines = []
-    for cells in rows:
+    for cells, own_widths in zip(rows, cell_widths, strict=True):
         parts: list[str] = []
         for index, cell in enumerate(cells):
-            pad = " " * (widths[index] - sum(text_width(text) for text, _ in cell))
+            pad = " " * (widths[index] - own_widths[index])
             if COLUMNS[index] in RIGHT_ALIGNED:
                 parts.append(pad)
             for text, style in cell:

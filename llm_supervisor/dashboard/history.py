@@ -84,13 +84,12 @@ class Sampler:
     """The one task behind the charts and the timeline."""
 
     def __init__(self, supervisor: SupervisorView, model: ModelWatch, history: History,
-                 timeline: Timeline, model_name: str = "model-service"):
+                 timeline: Timeline):
         self.supervisor = supervisor
         self.model = model
         self.history = history
         self.timeline = timeline
-        self.model_name = model_name
-        self._previous: Scrape | None = None
+        self._previous: dict[str, Scrape] = {}  # per model: the scrape its last point used
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -104,16 +103,16 @@ class Sampler:
 
     def sample(self, at: float) -> None:
         self.history.record_units(self.supervisor.usages(), at)
-        scrape = self.model.scrape
-        if scrape is None:
-            if self._previous is not None:  # the model service went away: a gap on its chart
-                self.history.record_model(self.model_name, [None] * len(MODEL_COLUMNS), at)
-            self._previous = None
-            return
-        if self._previous is not None and scrape is self._previous:
-            return  # no new scrape since the last point: nothing new to say
-        self.history.record_model(self.model_name, model_point(scrape, self._previous), at)
-        self._previous = scrape
+        scrapes = dict(self.model.scrapes)
+        for name in set(self._previous) - set(scrapes):  # a model went away: a gap on its chart
+            self.history.record_model(name, [None] * len(MODEL_COLUMNS), at)
+            del self._previous[name]
+        for name, scrape in scrapes.items():
+            before = self._previous.get(name)
+            if before is scrape:
+                continue  # no new scrape since the last point: nothing new to say
+            self.history.record_model(name, model_point(scrape, before), at)
+            self._previous[name] = scrape
 
     async def _run(self) -> None:
         events = self.supervisor.subscribe()

@@ -1,7 +1,8 @@
-"""The model service as the dashboard shows it: its ``/api/health`` and the request rate,
-latency and tokens per second from its ``/metrics``, polled every :data:`POLL_S` while the
-model-service unit is up (one poller per daemon, whatever the number of open pages). The last
-scrape's cumulative counters and latency histogram (``scrape``) feed the charts
+"""The models as the dashboard shows them: the default model service's ``/api/health``, and the
+request rate, latency and tokens per second from the ``/metrics`` of every model unit that is up
+(the default ``model-service`` and each loaded catalog model, ``model@NAME``), polled every
+:data:`POLL_S` (one poller per daemon, whatever the number of open pages). The last scrape of
+each model's cumulative counters and latency histogram (``scrapes``) feeds the charts
 (:mod:`.history`), which take their own differences over their own interval."""
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from llm_supervisor.plugins.view import SupervisorView
 
 POLL_S = 2.0
 MODEL_UNIT = "model-service.service"
+DEFAULT_MODEL = "model-service"  # the default model's name in the charts (its unit's)
+CATALOG_PREFIX = "model@"  # catalog models' units (units/model_units.py)
 
 
 class Scrape:
@@ -36,7 +39,7 @@ class ModelWatch:
         self.base = f"http://127.0.0.1:{supervisor.settings.model_service_port}"
         self.rates = RateTracker()
         self.latest: dict[str, Any] = {"health": None, "metrics": None}
-        self.scrape: Scrape | None = None
+        self.scrapes: dict[str, Scrape] = {}  # model (its unit's short name) -> last scrape
         self.poll_s = poll_s
         self._task: asyncio.Task[None] | None = None
 
@@ -49,30 +52,52 @@ class ModelWatch:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
-    def _unit_up(self) -> bool:
-        status = self.supervisor.unit_status(MODEL_UNIT)
-        return status is not None and status["state"] in ("starting", "running")
+    @property
+    def scrape(self) -> Scrape | None:
+        """The default model's last scrape."""
+        return self.scrapes.get(DEFAULT_MODEL)
+
+    def _up_models(self) -> dict[str, str]:
+        """Model name -> base URL of every model unit that is starting or running."""
+        found: dict[str, str] = {}
+        for name, unit in self.supervisor.units().items():
+            if name != MODEL_UNIT and not name.startswith(CATALOG_PREFIX):
+                continue
+            status = self.supervisor.unit_status(name)
+            if status is None or status["state"] not in ("starting", "running"):
+                continue
+            port = str(self.supervisor.settings.model_service_port)
+            with contextlib.suppress(Exception):  # an unreadable EnvironmentFile: the setting
+                port = self.supervisor.environment_for(unit).get("MODEL_SERVICE_PORT") or port
+            found[unit.short_name] = f"http://127.0.0.1:{port}"
+        return found
 
     async def _poll(self) -> None:
         async with httpx.AsyncClient(timeout=2.0) as client:
             while True:
-                if self._unit_up():
-                    await self._once(client)
-                else:
+                models = self._up_models()
+                self.scrapes = {name: scrape for name, scrape in self.scrapes.items()
+                                if name in models}
+                if DEFAULT_MODEL not in models:
                     self.latest = {"health": None, "metrics": None}
-                    self.scrape = None
+                for name, base in models.items():
+                    await self._once(client, name, base)
                 await asyncio.sleep(self.poll_s)
 
-    async def _once(self, client: httpx.AsyncClient) -> None:
+    async def _once(self, client: httpx.AsyncClient, name: str, base: str) -> None:
         health: dict[str, Any] | None = None
         metrics: dict[str, Any] | None = None
+        if name == DEFAULT_MODEL:
+            self.base = base
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                answer = (await client.get(f"{base}/api/health")).json()
+                health = answer if isinstance(answer, dict) else None
         with contextlib.suppress(httpx.HTTPError, ValueError):
-            answer = (await client.get(f"{self.base}/api/health")).json()
-            health = answer if isinstance(answer, dict) else None
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            response = await client.get(f"{self.base}/metrics")
+            response = await client.get(f"{base}/metrics")
             if response.status_code == 200:
                 counters = parse(response.text)
-                metrics = self.rates.update(counters)
-                self.scrape = Scrape(counters, buckets(response.text), time.time())
-        self.latest = {"health": health, "metrics": metrics}
+                if name == DEFAULT_MODEL:
+                    metrics = self.rates.update(counters)
+                self.scrapes[name] = Scrape(counters, buckets(response.text), time.time())
+        if name == DEFAULT_MODEL:
+            self.latest = {"health": health, "metrics": metrics}

@@ -16,10 +16,12 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from tests.daemon_harness import wait_for
+from tests.daemon_harness import free_port, wait_for
 from tests.model_fixtures import build_tiny_model, cached_smollm2_gguf_dir
 from tests.models.models_stack import PROMPT, TEST_MODELS, ModelsStack
 
@@ -35,7 +37,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelsStack]:
     catalog = {**CATALOG, "tiny": f"[Model]\nSource={tiny}\nEngine=transformers\nSlots=2\n"
                                   "KeepAlive=infinity\n"}
     instance = ModelsStack(root, cached_smollm2_gguf_dir(), catalog, gateway="caddy",
-                           USE_INT8="false")
+                           USE_INT8="false", DASHBOARD_PORT=str(free_port()),
+                           DASHBOARD_SAMPLE_S="0.5")
     instance.start()
     yield instance
     instance.stop()
@@ -196,3 +199,22 @@ def http_get(port: int, path: str) -> bytes:
         return conn.getresponse().read()
     finally:
         conn.close()
+
+
+def test_the_dashboard_charts_every_model_that_serves(stack: ModelsStack) -> None:
+    """Requests/s and tokens/s per model: the default model and a catalog model loaded on
+    demand each get their own series in the dashboard's history (and its model picker)."""
+    dashboard = f"http://127.0.0.1:{stack.daemon.env['DASHBOARD_PORT']}"
+
+    def charted() -> dict[str, Any] | None:
+        assert stack.generate("alpha")[0] == 200
+        assert stack.generate(None)[0] == 200
+        models = httpx.get(dashboard + "/api/history", timeout=30).json()["models"]
+        served = {name: max((v or 0 for v in series["tokens_per_s"]), default=0)
+                  for name, series in models.items()}
+        return models if served.get("model@alpha", 0) > 0 and \
+            served.get("model-service", 0) > 0 else None
+
+    models = wait_for(charted, 90, "tokens/s of both models in the dashboard's history")
+    for name in ("model@alpha", "model-service"):
+        assert any(v and v > 0 for v in models[name]["requests_per_s"]), models[name]

@@ -149,8 +149,13 @@ def test_32_clients_3_unloaded_models_each_loaded_once(stack: ModelsStack) -> No
     for name in ("alpha", "beta", "gamma"):
         assert views[name]["loads"] == loads_before[name] + 1, views[name]
         assert starts_of(stack, f"model@{name}.service") == before[name] + 1
-        assert (views[name]["in_flight"], views[name]["waiting"]) == (0, 0)
         assert views[name]["state"] == "loaded"
+    # No slot leaked. A client has its whole answer a moment before the router sees the model
+    # server close the connection and gives the slot back: give it that moment.
+    wait_for(lambda: all((view["in_flight"], view["waiting"]) == (0, 0)
+                         for name, view in stack.models().items()
+                         if name in ("alpha", "beta", "gamma")),
+             10, "every slot given back", diagnostics=lambda: str(stack.models()))
 
 
 def test_bad_requests_get_json_errors(stack: ModelsStack) -> None:

@@ -111,6 +111,9 @@ class ModelStatus:
     # task still queued for the budget lock holds none and must not count, or the load holding
     # the lock would wait for it: a deadlock until the timeout.)
     reserved: bool = False
+    # Its unit is being stopped (_unload): a load must wait until it is down, or it would see
+    # the unit still running, wait for it to be ready, and fail when the stop lands.
+    unloading: bool = False
     load_seconds: float | None = None
     error: str = ""
     task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -281,6 +284,12 @@ class Activator:
     async def _load(self, st: ModelStatus, force: bool) -> None:
         unit = st.entry.unit_name
         started = time.monotonic()
+        while st.unloading:  # evicted a moment ago: start it again once it is down
+            left = started + self.wait_timeout - time.monotonic()
+            if left <= 0:
+                raise NotReady(f"model {st.name!r} did not stop within {self.wait_timeout:.0f} s "
+                               "to be loaded again; retry later")
+            await self._wait_change(left)
         state = self.units.unit_state(unit)
         if state == "failed" and not force:
             raise ModelFailed(f"model {st.name!r} failed: {self.units.unit_reason(unit)}; "
@@ -395,9 +404,13 @@ class Activator:
     async def _unload(self, st: ModelStatus, reason: str) -> None:
         self._measure(st)
         st.loaded = False
+        st.unloading = True
         log.info("model_unloading", model=st.name, reason=reason)
-        await self.units.stop_unit(st.entry.unit_name, reason)
-        self._notify()
+        try:
+            await self.units.stop_unit(st.entry.unit_name, reason)
+        finally:
+            st.unloading = False
+            self._notify()
 
     async def reap_idle(self) -> None:
         """Stop every loaded, idle, unpinned model past its ``KeepAlive=``; runs forever."""

@@ -129,3 +129,38 @@ def test_alternating_under_a_one_model_budget_never_fails(tmp_path: Path, client
         assert all((s.in_flight, s.waiting) == (0, 0) for s in activator.status.values())
 
     asyncio.run(scenario())
+
+
+class LaggingUnits(Units):
+    """As the real runner: a stop request leaves the unit "running" until its task gets to it."""
+
+    async def stop_unit(self, unit: str, reason: str) -> None:
+        await asyncio.sleep(0.03)
+        await super().stop_unit(unit, reason)
+
+
+def test_a_request_for_a_model_whose_eviction_is_under_way_waits_and_loads_it_again(
+        tmp_path: Path) -> None:
+    """Regression (bench_models.py's swap, 1 request in 80 failed): beta was being stopped to
+    make room for alpha when a request for beta started a load; the load saw beta's unit still
+    running, waited for it, and failed with 503 "stopped while loading" when the stop landed."""
+    async def scenario() -> None:
+        activator, _ = make(tmp_path, budget=150)  # one model at a time
+        units = LaggingUnits()
+        units.activator = activator
+        activator.units = units
+        await activator.load("beta")
+        while units.unit_state("model@beta.service") != "running":
+            await asyncio.sleep(0.005)
+        alpha = asyncio.ensure_future(use(activator, "alpha"))
+        await asyncio.sleep(0.015)  # alpha's eviction of beta is under way, beta still running
+        # beta is being unloaded: no longer loaded, its unit not yet told to stop
+        assert not activator.status["beta"].loaded
+        assert units.state["model@beta.service"] == "running"
+        beta = asyncio.ensure_future(use(activator, "beta"))
+        await asyncio.wait_for(asyncio.gather(alpha, beta), 8)  # was: ModelFailed (503)
+        assert units.starts["model@beta.service"] == 2  # loaded, evicted, loaded again once
+        assert not units.stopped_busy
+        assert all((s.in_flight, s.waiting) == (0, 0) for s in activator.status.values())
+
+    asyncio.run(scenario())

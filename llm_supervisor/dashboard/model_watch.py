@@ -36,7 +36,6 @@ class Scrape:
 class ModelWatch:
     def __init__(self, supervisor: SupervisorView, poll_s: float = POLL_S):
         self.supervisor = supervisor
-        self.base = f"http://127.0.0.1:{supervisor.settings.model_service_port}"
         self.rates = RateTracker()
         self.latest: dict[str, Any] = {"health": None, "metrics": None}
         self.scrapes: dict[str, Scrape] = {}  # model (its unit's short name) -> last scrape
@@ -63,8 +62,7 @@ class ModelWatch:
         for name, unit in self.supervisor.units().items():
             if name != MODEL_UNIT and not name.startswith(CATALOG_PREFIX):
                 continue
-            status = self.supervisor.unit_status(name)
-            if status is None or status["state"] not in ("starting", "running"):
+            if not self.supervisor.is_up(name):
                 continue
             port = str(self.supervisor.settings.model_service_port)
             with contextlib.suppress(Exception):  # an unreadable EnvironmentFile: the setting
@@ -88,7 +86,6 @@ class ModelWatch:
         health: dict[str, Any] | None = None
         metrics: dict[str, Any] | None = None
         if name == DEFAULT_MODEL:
-            self.base = base
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 answer = (await client.get(f"{base}/api/health")).json()
                 health = answer if isinstance(answer, dict) else None

@@ -352,8 +352,11 @@ class Manager:
         """The runner's status with its CPU and memory use (``cpu_percent``, ``memory_bytes``)."""
         return self._status(runner, self.resources.usage(runner))
 
+    def _by_name(self) -> list[UnitRunner]:
+        return [self.runners[name] for name in sorted(self.runners)]
+
     def status(self) -> list[dict[str, Any]]:
-        runners = [self.runners[name] for name in sorted(self.runners)]
+        runners = self._by_name()
         return [self._status(runner, usage)
                 for runner, usage in zip(runners, self.resources.usages(runners), strict=True)]
 
@@ -379,7 +382,7 @@ class Manager:
         return self.status()
 
     def usages(self) -> list[dict[str, Any]]:
-        runners = [self.runners[name] for name in sorted(self.runners)]
+        runners = self._by_name()
         return [{"name": r.unit.short_name, "state": str(r.state), "reason": r.reason, **usage}
                 for r, usage in zip(runners, self.resources.usages(runners), strict=True)]
 

@@ -45,11 +45,8 @@ async def port_open(host: str, port: int) -> None:
     if not 0 <= port <= 65535:
         raise OverflowError(f"port must be 0-65535, not {port}")
     addresses = await _addresses(host, port)
-    table = listening_sockets.shared()
-    for family, address in addresses:
-        packed = listening_sockets.packed(family, address[0])
-        if packed is not None and table.accepting(family, packed, port):
-            return
+    if _in_table(addresses):
+        return
     loop = asyncio.get_running_loop()
     errors: list[OSError] = []
     for family, address in addresses:
@@ -67,22 +64,27 @@ async def port_open(host: str, port: int) -> None:
     raise OSError(f"Multiple exceptions: {', '.join(str(exc) for exc in errors)}")
 
 
+def _in_table(addresses: list[tuple[int, tuple]]) -> bool:
+    """Whether the listening table shows one of ``addresses`` accepting."""
+    table = listening_sockets.shared()
+    for family, address in addresses:
+        packed = listening_sockets.packed(family, address[0])
+        if packed is not None and table.accepting(family, packed, address[1]):
+            return True
+    return False
+
+
 @functools.lru_cache(maxsize=4096)
-def _local_target(target: str) -> tuple[int, bytes, int] | None:
-    """``HOST:PORT`` of a check with a numeric host, as the listening table keys it."""
+def _numeric_target(target: str) -> list[tuple[int, tuple]] | None:
+    """The address of a check ``tcp://HOST:PORT`` whose host is numeric (parsed once)."""
     host, _, port = target.rpartition(":")
-    host = host.strip("[]")
     if not port.isdigit() or int(port) > 65535:
         return None
-    for family in (socket.AF_INET, socket.AF_INET6):
-        packed = listening_sockets.packed(family, host)
-        if packed is not None:
-            return family, packed, int(port)
-    return None
+    return _numeric(host.strip("[]"), int(port))
 
 
 def accepting_now(target: str) -> bool:
     """Whether the check ``tcp://TARGET`` passes from the listening table alone (no connect, no
     await: the common case of a thousand healthy units costs a set lookup each)."""
-    local = _local_target(target)
-    return local is not None and listening_sockets.shared().accepting(*local)
+    addresses = _numeric_target(target)
+    return addresses is not None and _in_table(addresses)

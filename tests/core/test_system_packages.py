@@ -1,4 +1,4 @@
-"""The Debian package list has one source (llm_supervisor/core/system_packages.py): the Makefile
+"""The Debian package list has one source (src/llm_supervisor/core/system_packages.py): the Makefile
 reads it with the bare system Python, and every shipped unit's InstallHint= and condition name
 packages and programs from it."""
 

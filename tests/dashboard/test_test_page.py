@@ -1,4 +1,4 @@
-"""The test page (llm_supervisor/data/web/test_llm.html, served by the model server at ``/``) in
+"""The test page (src/llm_supervisor/data/web/test_llm.html, served by the model server at ``/``) in
 a real headless Chromium against a real model server (llama.cpp on the offline SmolLM2 GGUF):
 the answer is streamed (tokens appear before the answer is complete), each answer shows its time
 to first token and tokens/s, the visit's prompts and answers are kept (also across a reload of

@@ -23,8 +23,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The package installed from its wheel into a directory of its own (``--no-deps``: the
     dependencies come from this venv)."""
     root = tmp_path_factory.mktemp("wheel")
-    source = root / "src"  # what the Docker image copies: no build/ or egg-info races here
-    shutil.copytree(PROJECT_DIR / "llm_supervisor", source / "llm_supervisor",
+    source = root / "package"  # what the Docker image copies: no build/ or egg-info races here
+    shutil.copytree(PROJECT_DIR / "src" / "llm_supervisor", source / "src" / "llm_supervisor",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(PROJECT_DIR / name, source / name)
@@ -60,7 +60,7 @@ def test_installed_wheel_finds_units_and_test_page(installed: Path, tmp_path: Pa
         found["units_dir"].startswith(str(installed))
     shipped = sorted(p.name for p in default_units_dir().iterdir())
     assert found["units"] == shipped and "stack.target" in shipped and len(shipped) >= 8
-    assert found["page"] == (PROJECT_DIR / "llm_supervisor/data/web/test_llm.html").read_text()
+    assert found["page"] == (PROJECT_DIR / "src/llm_supervisor/data/web/test_llm.html").read_text()
 
     verify = _run(installed, tmp_path, "-m", "llm_supervisor.cli.ctl", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
@@ -74,7 +74,7 @@ def test_checkout_paths_point_at_the_one_copy() -> None:
     assert (PROJECT_DIR / "units").resolve() == default_units_dir().resolve()
     page = PROJECT_DIR / "packaging" / "web" / "test_llm.html"
     assert page.is_symlink()
-    assert page.resolve() == (PROJECT_DIR / "llm_supervisor/data/web/test_llm.html").resolve()
+    assert page.resolve() == (PROJECT_DIR / "src/llm_supervisor/data/web/test_llm.html").resolve()
 
 
 def test_dockerfiles_copy_only_what_exists() -> None:

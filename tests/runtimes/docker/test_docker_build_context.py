@@ -49,7 +49,7 @@ def test_context_contains_the_dockerfile_and_only_what_is_allowed(dockerfile: Pa
         # An image that installs this package gets it; the gateway's only needs its wheels.
         if any("llm_supervisor" in line for line in dockerfile.read_text().splitlines()
                if not line.lstrip().startswith("#")):
-            assert "llm_supervisor/__init__.py" in names
+            assert "src/llm_supervisor/__init__.py" in names
         assert not any("__pycache__" in n for n in names)
 
 

@@ -2,7 +2,7 @@
 shipped units' ``InstallHint=`` and the tests' skip messages name packages from it).
 
 Standard library only and runnable as a file: the Makefile reads the list before any venv
-exists (``python3 llm_supervisor/core/system_packages.py`` prints it).
+exists (``python3 src/llm_supervisor/core/system_packages.py`` prints it).
 """
 
 from __future__ import annotations

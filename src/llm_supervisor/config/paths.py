@@ -9,7 +9,7 @@ from pathlib import Path
 from llm_supervisor.data import shipped_units_dir
 
 # The checkout (Docker build contexts under packaging/); not used to find package data.
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+PROJECT_DIR = Path(__file__).resolve().parents[3]
 SOCKET_NAME = "supervisor.sock"
 
 

@@ -282,6 +282,6 @@ def read_page(override: Path | None) -> str:
         except OSError:
             pass
     try:
-        return test_page()  # package data: llm_supervisor/data/web/test_llm.html
+        return test_page()  # package data: src/llm_supervisor/data/web/test_llm.html
     except OSError:
         return _FALLBACK_PAGE

@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     )
     use_int8: bool = Field(default=True, validation_alias=_alias("USE_INT8"))
     # The model service's engine: auto serves a GGUF with llama.cpp, anything else with
-    # transformers (llm_supervisor/model_server/lifecycle.py).
+    # transformers (src/llm_supervisor/model_server/lifecycle.py).
     engine: Literal["auto", "transformers", "llama.cpp"] = Field(
         default="auto", validation_alias=_alias("ENGINE")
     )
@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     # stays free for the operator dashboard.
     gateway_admin_port: int = Field(default=8081, validation_alias=_alias("GATEWAY_ADMIN_PORT"))
     novnc_port: int = Field(default=6080, validation_alias=_alias("NOVNC_PORT"))
-    # The operator dashboard (llm_supervisor/dashboard), served by the daemon; 0 turns it off.
+    # The operator dashboard (src/llm_supervisor/dashboard), served by the daemon; 0 turns it off.
     dashboard_port: int = Field(default=8080, ge=0, validation_alias=_alias("DASHBOARD_PORT"))
     # Its own address (BIND_ADDRESS does not open it): beyond loopback, peers other than the
     # daemon's user need HTTP basic auth (password in STATE_DIR/dashboard.password, 0600).

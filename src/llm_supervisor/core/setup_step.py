@@ -1,8 +1,8 @@
 """One step of ``make setup``/``make run``/``make test``, named and timed: minutes of silence
 look like a hang, and the end of ``make test`` lists what each step cost.
 
-    python3 llm_supervisor/core/setup_step.py "NAME" [--hint TEXT] -- COMMAND [ARGS...]
-    python3 llm_supervisor/core/setup_step.py --summary [--since EPOCH_SECONDS]
+    python3 src/llm_supervisor/core/setup_step.py "NAME" [--hint TEXT] -- COMMAND [ARGS...]
+    python3 src/llm_supervisor/core/setup_step.py --summary [--since EPOCH_SECONDS]
 
 The first form prints ``==> NAME`` (and the hint, e.g. "about 7 min on 2 cores"), runs COMMAND
 with its output shown, then ``==> NAME: done in 1m05s`` or ``==> NAME: FAILED after 12s

@@ -13,7 +13,7 @@ Preload=no                 # yes: started with the stack (WantedBy=stack.target)
 Replicas=1
 ```
 
-Files come from the shipped catalog (package data ``llm_supervisor/data/models``) and then the
+Files come from the shipped catalog (package data ``src/llm_supervisor/data/models``) and then the
 user's ``MODELS_DIR``; a user file of the same name replaces the shipped one. A bad file is
 reported (file, line, key) and left out; the others still load. This module is only the language:
 what a model *is* (:class:`ModelEntry`); :mod:`.model_units` turns entries into units.

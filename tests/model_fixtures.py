@@ -251,7 +251,7 @@ def server_env(model_dir: Path, port: int, **env: str) -> dict[str, str]:
             "LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
             "TOKENIZERS_PARALLELISM": "false",
-            "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "PYTHONPATH": str(REPO_ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
         }
     )
     base.update({k: str(v) for k, v in env.items()})

@@ -132,7 +132,7 @@ def test_a_daemon_that_is_not_root_refuses_to_switch_users(tmp_path: Path) -> No
     site = sysconfig.get_paths()["purelib"]
     probe = textwrap.dedent(f"""\
         import sys
-        sys.path[:0] = [{str(PROJECT_DIR)!r}, {site!r}]
+        sys.path[:0] = [{str(PROJECT_DIR / "src")!r}, {site!r}]
         from llm_supervisor.runtimes.process.user import run_as
         assert run_as("nobody", None) is None  # its own user: nothing to switch
         try:

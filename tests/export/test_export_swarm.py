@@ -97,7 +97,7 @@ Restart=on-failure
 TimeoutStartSec=240
 Environment=MODEL_PATH=/models/tiny MODEL_SERVICE_HOST=0.0.0.0 MODEL_SERVICE_PORT=5000
 Environment=USE_INT8=false DTYPE=float32 HF_HUB_OFFLINE=1 HOME=/tmp PYTHONUNBUFFERED=1
-Environment=TOKENIZERS_PARALLELISM=false PYTHONPATH={REPO_ROOT}
+Environment=TOKENIZERS_PARALLELISM=false PYTHONPATH={REPO_ROOT / "src"}
 [Health]
 Check=http://127.0.0.1:${{MODEL_SERVICE_PORT}}/api/health
 Interval=1

@@ -51,7 +51,7 @@ def stack() -> Iterator[tuple[Daemon, dict[str, int]]]:
              "GATEWAY_PORT": _low_port()}
     venv_site = sysconfig.get_paths()["purelib"]
     daemon = SystemPythonDaemon(root, ["gateway.service", "stack.target"], {
-        "GATEWAY": "traefik", "PYTHONPATH": f"{REPO_ROOT}:{venv_site}", "DASHBOARD_PORT": "0",
+        "GATEWAY": "traefik", "PYTHONPATH": f"{REPO_ROOT / 'src'}:{venv_site}", "DASHBOARD_PORT": "0",
         "PATH": f"{os.path.dirname(traefik)}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         **{k: str(v) for k, v in ports.items()}})
     daemon.env.pop("UNIT_USER", None)

@@ -79,7 +79,7 @@ def stack(root_dir: Path) -> Iterator[tuple[Daemon, dict[str, int]]]:
     build_tiny_model(root_dir / "state" / "models" / "default")
     daemon = SystemPythonDaemon(root_dir, UNITS, {
         "GATEWAY_PROGRAM": "caddy", "BROWSER": "chromium",  # its sandbox is the point
-        "PYTHONPATH": f"{REPO_ROOT}:{venv_site}",
+        "PYTHONPATH": f"{REPO_ROOT / 'src'}:{venv_site}",
         "USE_INT8": "false", "DTYPE": "float32", "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false", **{k: str(v) for k, v in ports.items()}})
     daemon.env.pop("UNIT_USER", None)

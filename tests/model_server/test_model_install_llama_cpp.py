@@ -39,7 +39,7 @@ def test_missing_build_tools_are_named(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": str(tmp_path / "empty"), "PYTHONPATH": str(REPO_ROOT)},
+        env={"PATH": str(tmp_path / "empty"), "PYTHONPATH": str(REPO_ROOT / "src")},
     )
     assert done.returncode == 1
     assert "cmake, c++ not found" in done.stderr and "apt-get install cmake g++" in done.stderr

@@ -115,7 +115,7 @@ def test_third_party_plugin_hooks_are_called(plugin_site: Path, tmp_path: Path) 
     program.write_text(PROGRAM)
     daemon = Daemon(tmp_path / "d", env={
         "TESTPLUGIN_OUT": str(out),
-        "PYTHONPATH": f"{plugin_site}:{PROJECT_DIR}",
+        "PYTHONPATH": f"{plugin_site}:{PROJECT_DIR / 'src'}",
     })
     daemon.write_unit("stack.target", "[Unit]\nDescription=test stack\n")
     daemon.write_unit("needs-marker.service", f"""[Service]

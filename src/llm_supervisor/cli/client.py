@@ -13,10 +13,13 @@ import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, urlencode
 
 from llm_supervisor.core.errors import SupervisorError
+
+TYPE_CHECKING = False  # typing is not imported at run time: llm-supervisorctl starts faster
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class DaemonNotRunning(Exception):

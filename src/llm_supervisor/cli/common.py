@@ -7,13 +7,17 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
 from llm_supervisor.config.paths import quick_socket_path
 
+TYPE_CHECKING = False  # typing is not imported at run time: llm-supervisorctl starts faster
 if TYPE_CHECKING:
     from llm_supervisor.config.settings import Settings
+
+
+# The options add_location_options adds; each takes a value (parsing.subcommand_in skips it).
+LOCATION_OPTIONS = ("--socket", "--state-dir")
 
 
 def add_location_options(parser: argparse.ArgumentParser) -> None:

@@ -8,22 +8,31 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from llm_supervisor.cli import export as export_cli
 from llm_supervisor.cli import models as models_cli
 from llm_supervisor.cli.client import ControlClient, ControlError, DaemonNotRunning
-from llm_supervisor.cli.common import add_location_options, settings_from, socket_from
+from llm_supervisor.cli.common import (
+    LOCATION_OPTIONS,
+    add_location_options,
+    settings_from,
+    socket_from,
+)
 from llm_supervisor.cli.monitor_args import add_arguments as add_monitor_arguments
+from llm_supervisor.cli.parsing import LeanParser, Subcommands, subcommand_in
 from llm_supervisor.cli.status_rows import print_plain_status
 from llm_supervisor.daemon.commands import BY_VERB
 
+TYPE_CHECKING = False  # typing is not imported at run time: llm-supervisorctl starts faster
+if TYPE_CHECKING:
+    from typing import Any
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llm-supervisorctl",
-                                     description="Control a running llm-supervisord.")
+
+def _parser(only: str | None = None) -> tuple[argparse.ArgumentParser, Subcommands]:
+    """The parser, with only the subcommand ``only`` built (every one when None)."""
+    parser = LeanParser(prog="llm-supervisorctl", description="Control a running llm-supervisord.")
     add_location_options(parser)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = Subcommands(parser, only, dest="command", required=True)
     status = sub.add_parser("status", help="show units")
     status.add_argument("unit", nargs="?")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -67,7 +76,16 @@ def _parser() -> argparse.ArgumentParser:
                         help="build: a local Debian base when none exists, then every image")
     images.add_argument("units", nargs="*", help="only these units' images")
     images.add_argument("-q", "--quiet", action="store_true", help="no per-step build output")
-    return parser
+    return parser, sub
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, parsed with only its subcommand's parser built (cli/parsing.py)."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser, sub = _parser(subcommand_in(argv, LOCATION_OPTIONS))
+    if not sub.built:  # no subcommand or an unknown one: let argparse list them all
+        parser, _ = _parser()
+    return parser.parse_args(argv)
 
 
 def _status(client: ControlClient, args: argparse.Namespace) -> int:
@@ -342,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse(argv)
     try:
         return run(args)
     except DaemonNotRunning as exc:

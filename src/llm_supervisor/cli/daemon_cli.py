@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_foreground(settings: Settings, target: str | None, log_file: Path | None) -> int:
+    from llm_supervisor.core.lean_imports import import_without_unused_extras
+
+    import_without_unused_extras()  # first: the daemon keeps whatever it imports
     from llm_supervisor.core.logging_setup import configure_logging
     from llm_supervisor.daemon.server import DaemonError, run_daemon
 

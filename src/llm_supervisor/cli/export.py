@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported at run time: llm-supervisorctl starts faster
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _image(text: str) -> tuple[str, str]:

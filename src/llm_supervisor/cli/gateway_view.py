@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit
+
+TYPE_CHECKING = False  # typing is not imported at run time: llm-supervisorctl starts faster
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def gateway_line(gateway: dict[str, Any]) -> str:

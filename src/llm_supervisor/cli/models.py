@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any
 
 from llm_supervisor.cli.client import ControlClient
+
+TYPE_CHECKING = False  # typing is not imported at run time: llm-supervisorctl starts faster
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def add_parser(sub: Any) -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import time
 import unicodedata
-from typing import Any, TextIO
+
+TYPE_CHECKING = False  # typing is not imported at run time: llm-supervisorctl starts faster
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 STATE_STYLES = {
     "running": "green", "starting": "cyan", "stopping": "yellow", "backoff": "yellow",

@@ -33,7 +33,7 @@ TimeoutStartSec=120
 TimeoutStopSec=10
 Environment=MODEL_PATH=/models/tiny MODEL_SERVICE_HOST=0.0.0.0 MODEL_SERVICE_PORT=5000
 Environment=USE_INT8=false DTYPE=float32 HF_HUB_OFFLINE=1 HOME=/tmp PYTHONUNBUFFERED=1
-Environment=TOKENIZERS_PARALLELISM=false PYTHONPATH={REPO_ROOT} LOG_FORMAT=json
+Environment=TOKENIZERS_PARALLELISM=false PYTHONPATH={REPO_ROOT / "src"} LOG_FORMAT=json
 
 [Health]
 Check=http://127.0.0.1:{port}/api/health

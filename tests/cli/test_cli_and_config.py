@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
+
+import pytest
 
 from llm_supervisor.config.settings import load_settings
 from llm_supervisor.runtimes.logs import UnitLog
@@ -120,3 +123,31 @@ def test_gateway_port_defaults_to_80_when_allowed_else_8000(monkeypatch):
     # The real permission check: root may bind 80; otherwise the kernel's unprivileged start.
     unprivileged = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
     assert settings_module._may_bind_port(80) is (os.geteuid() == 0 or unprivileged <= 80)
+
+
+@pytest.mark.parametrize("config_text", [
+    "", 'model_service_port = 5001\n[vars]\nGREETING = "hello"\n',
+    'state_dir = "/from/toml"\n', 'STATE_DIR = "/from/toml/upper"\n',
+    'socket_path = "/from/toml/ctl.sock"\n', 'LLM_SUPERVISOR_SOCKET = "/from/toml/env-name.sock"\n',
+    '"state_dir" = "/quoted/key"\n', '"state\\u005fdir" = "/escaped/key"\n',
+])
+def test_the_cli_finds_the_socket_the_settings_name(tmp_path: Path, monkeypatch,
+                                                    config_text: str) -> None:
+    """``status`` resolves the socket without pydantic-settings unless the config file could
+    move it; either way it is the socket full settings resolve."""
+    from llm_supervisor.cli.common import socket_from
+    from llm_supervisor.config.paths import quick_socket_path
+
+    config = tmp_path / "config.toml"
+    config.write_text(config_text)
+    monkeypatch.setenv("LLM_SUPERVISOR_CONFIG", str(config))
+    for name in ("LLM_SUPERVISOR_SOCKET", "LLM_SUPERVISOR_STATE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    args = argparse.Namespace(socket=None, state_dir=None)
+    assert socket_from(args) == load_settings().socket
+    names_a_key = any(key in config_text.lower() for key in ("state", "socket"))
+    assert (quick_socket_path(None, None) is None) == names_a_key
+    monkeypatch.setenv("LLM_SUPERVISOR_STATE_DIR", str(tmp_path / "env"))
+    assert socket_from(args) == load_settings().socket
+    flags = argparse.Namespace(socket=None, state_dir=tmp_path / "flag")
+    assert socket_from(flags) == load_settings(state_dir=tmp_path / "flag").socket

@@ -40,14 +40,31 @@ def config_file_path() -> Path | None:
     return default if default.exists() else None
 
 
+# The keys by which a config file sets where the socket is (Settings' aliases and names).
+SOCKET_KEYS = ("llm_supervisor_socket", "socket_path", "llm_supervisor_state_dir", "state_dir")
+
+
+def _config_may_move_socket(path: Path) -> bool:
+    """Whether the config file could set the socket or the state dir: it names one of
+    :data:`SOCKET_KEYS` anywhere (any case), has a TOML unicode escape, or cannot be read.
+    A plain text search, not a TOML parse: tomllib alone costs ``status`` 14 ms, and a file
+    that never names these keys cannot set them (a false alarm only takes the slow path)."""
+    try:
+        text = path.read_text(errors="replace").lower()
+    except OSError:
+        return True
+    return "\\u" in text or any(key in text for key in SOCKET_KEYS)
+
+
 def quick_socket_path(socket: Path | None, state_dir: Path | None) -> Path | None:
-    """The control socket from flags and environment alone, or None when a TOML config file
-    exists and full settings must be resolved."""
+    """The control socket from flags, environment and defaults, or None when the config file
+    may change it and full settings (pydantic-settings, ~0.1 s) must be resolved."""
     if socket is not None:
         return socket
     if os.environ.get("LLM_SUPERVISOR_SOCKET"):
         return Path(os.environ["LLM_SUPERVISOR_SOCKET"])
-    if config_file_path() is not None:
+    config = config_file_path()
+    if config is not None and _config_may_move_socket(config):
         return None
     env_state = os.environ.get("LLM_SUPERVISOR_STATE_DIR")
     base = state_dir or (Path(env_state) if env_state else default_state_dir())

@@ -43,6 +43,9 @@ import psutil
 import stack_programs
 from stack_programs import StackResult
 
+from llm_supervisor.core.lean_imports import UNUSED_EXTRAS
+from llm_supervisor.plugins.manager import DEFAULT_PLUGINS
+
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAM = ROOT / "tests" / "programs" / "tiny_http.py"
 BIN = Path(sys.executable).parent
@@ -375,6 +378,8 @@ def main() -> None:
         base, mine = results["supervisord"], results["llm-supervisord"]
         if base:
             lines.append(f"ratio restart: {ratio(mine['restart'], base['restart'], 0.7, ' s')}")
+            lines.append(f"ratio status (one unit): "
+                         f"{ratio(mine['status'], base['status'], 0.5, ' s')}")
 
     if "many" in parts:
         many = bench_ours_many(args.units, args.status_runs, args.idle)
@@ -408,13 +413,16 @@ def import_report(daemon_stderr: str) -> list[str]:
     lines = ["\n== python -X importtime (self time summed per top-level package)"]
     lines += importcost.render("daemon (shipped stack)", daemon)
     lines += importcost.render("CLI (llm-supervisorctl status)", cli)
-    heavy = [name for name, _ in daemon.by_package
-             if name not in sys.stdlib_module_names and name != "llm_supervisor"][:10]
-    heavy += ["llm_supervisor.daemon.server", "llm_supervisor.cli.ctl"]  # each whole tree
-    lines.append("memory each import adds alone (RSS over a bare interpreter; the daemon's "
-                 "heaviest third-party packages, then our daemon's and CLI's whole trees):")
-    for name, mb in importcost.memory_per_package(heavy):
-        lines.append(f"  {name:28}{mb:>8.1f} MB")
+    # the daemon's imports, in its order: what start-up imports, then the built-in plugins
+    steps = ["asyncio", "structlog", "httpx", "sanic", "pydantic_settings",
+             "llm_supervisor.config.settings", "psutil", "pluggy", "yaml", "prometheus_client",
+             "llm_supervisor.daemon.server", *DEFAULT_PLUGINS]
+    lines.append("what the daemon's memory is made of: RSS each import adds, in the daemon's "
+                 f"order ({', '.join(UNUSED_EXTRAS)} hidden, as in the daemon):")
+    rows = importcost.memory_in_order(steps, UNUSED_EXTRAS)
+    for name, mb in rows:
+        lines.append(f"  {name:44}{mb:>7.1f} MB")
+    lines.append(f"  {'all imports':44}{sum(mb for _, mb in rows):>7.1f} MB")
     return lines
 
 

@@ -1,10 +1,11 @@
 """What imports cost: ``python -X importtime`` output summed per package, and the memory each
-big package adds on its own (a fresh interpreter's RSS with and without it).
+big package adds in the order the daemon imports it (one fresh interpreter, its RSS read after
+each step).
 
 Used by bench_supervisor.py for the daemon (its stderr while it ran) and the CLI (one
 ``status``). Time is the "self" column summed over every module of a package, so the rows add up
-to the total; memory is measured one package at a time, so shared dependencies (pydantic under
-pydantic_settings, for example) count in each row that pulls them in.
+to the total; memory is what each step adds over the steps before it (a dependency shared by two
+packages counts once, in the first), so those rows add up to the total too.
 """
 
 from __future__ import annotations
@@ -54,16 +55,22 @@ def rss_after_mb(imports: str) -> float:
     return int(out.stdout.split()[-1]) / 1e6
 
 
-def memory_per_package(packages: list[str]) -> list[tuple[str, float]]:
-    """(package, MB over a bare interpreter) for each importable package, largest first."""
-    bare = rss_after_mb("pass")
-    costs = []
-    for package in packages:
-        try:
-            costs.append((package, rss_after_mb(f"import {package}") - bare))
-        except subprocess.CalledProcessError:
-            continue  # a module that only imports inside its package (e.g. a __main__)
-    return sorted(costs, key=lambda item: -item[1])
+def memory_in_order(steps: list[str], hidden: tuple[str, ...] = ()) -> list[tuple[str, float]]:
+    """[(step, MB it adds)] for ``steps`` imported one after another in a fresh interpreter,
+    the first row being the bare interpreter itself; ``hidden`` modules fail to import
+    meanwhile, as the daemon's unused extras do (llm_supervisor.core.lean_imports)."""
+    code = (f"import importlib, os, sys\nsys.modules.update(dict.fromkeys({list(hidden)!r}))\n"
+            "def rss():\n"
+            "    return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')\n"
+            "print(rss())\n"
+            f"for name in {steps!r}:\n"
+            "    importlib.import_module(name)\n"
+            "    print(rss())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=120)
+    sizes = [int(line) / 1e6 for line in out.stdout.split()]
+    return [("interpreter", sizes[0])] + [
+        (name, after - before) for name, before, after in zip(steps, sizes[:-1], sizes[1:], strict=True)]
 
 
 def render(title: str, profile: ImportProfile, top: int = 12) -> list[str]:

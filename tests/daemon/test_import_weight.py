@@ -14,7 +14,10 @@ from pathlib import Path
 from tests.daemon_harness import Daemon, free_port
 
 IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", re.M)
-UNUSED_EXTRAS = {"rich", "pygments", "click", "greenlet"}
+# lean_imports.UNUSED_EXTRAS: pure-Python packages, seen in the import log...
+PYTHON_EXTRAS = {"rich", "pygments", "click"}
+# ...and C extensions, seen in the daemon's memory map
+EXTENSION_EXTRAS = ("/greenlet/", "/uvloop/", "/ujson.")
 
 
 def imported(log: str) -> set[str]:
@@ -37,8 +40,12 @@ WantedBy=stack.target
     daemon.start()
     try:
         daemon.wait_state("web", "running", health="healthy")
+        assert daemon.proc is not None
+        mapped = Path(f"/proc/{daemon.proc.pid}/maps").read_text()
     finally:
         daemon.stop()
+    assert "_pydantic_core" in mapped  # the map is the daemon's, with its extensions
+    assert not [extra for extra in EXTENSION_EXTRAS if extra in mapped]
     names = imported(daemon.log_text())
     packages = {name.split(".")[0] for name in names}
     # (-X importtime prints no line for a module one of whose imports failed, as rich's does
@@ -46,7 +53,7 @@ WantedBy=stack.target
     assert {"structlog", "httpx", "sanic"} <= packages, sorted(packages)
     assert "llm_supervisor.supervisor.health" in names
     # a hidden package's failed import still gets a line of its own, with none of its modules
-    loaded_extras = {name for name in names if name.split(".")[0] in UNUSED_EXTRAS and "." in name}
+    loaded_extras = {name for name in names if name.split(".")[0] in PYTHON_EXTRAS and "." in name}
     assert not loaded_extras, sorted(loaded_extras)
     # the daemon logged as usual: structlog without rich still renders events
     assert any(event.get("event") for event in daemon.events())

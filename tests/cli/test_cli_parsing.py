@@ -51,6 +51,8 @@ def test_the_subcommand_is_found_past_options_and_their_values() -> None:
     assert subcommand_in(["--state-dir", "logs", "status", "x"], options) == "status"
     assert subcommand_in(["--socket=/s", "logs"], options) == "logs"
     assert subcommand_in(["-h"], options) is None
+    assert subcommand_in(["--help", "status"], options) is None  # the top-level help
+    assert subcommand_in(["status", "--help"], options) == "status"
     assert subcommand_in([], options) is None
     assert ctl.parse(["--state-dir", "logs", "status"]).state_dir == Path("logs")
 
@@ -62,7 +64,7 @@ def run_ctl(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_help_and_errors_still_list_every_subcommand() -> None:
     _, every = ctl._parser()
-    for answer in (run_ctl("--help"), run_ctl("no-such-verb"), run_ctl()):
+    for answer in (run_ctl("--help"), run_ctl("-h", "status"), run_ctl("no-such-verb"), run_ctl()):
         text = answer.stdout + answer.stderr
         assert all(verb in text for verb in every.built), text
     assert run_ctl("no-such-verb").returncode == 2

@@ -63,11 +63,14 @@ class Subcommands:
 
 
 def subcommand_in(argv: Sequence[str], options_with_values: Sequence[str]) -> str | None:
-    """The first word of ``argv`` that is neither an option nor an option's value."""
+    """The first word of ``argv`` that is neither an option nor an option's value; None when
+    help is asked for before it (the top-level help lists every subcommand)."""
     words = iter(argv)
     for word in words:
         if word in options_with_values:
             next(words, None)
+        elif word in ("-h", "--help"):
+            return None
         elif not word.startswith("-"):
             return word
     return None

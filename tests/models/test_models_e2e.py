@@ -211,15 +211,34 @@ def test_the_dashboard_charts_every_model_that_serves(stack: ModelsStack) -> Non
     demand each get their own series in the dashboard's history (and its model picker)."""
     dashboard = f"http://127.0.0.1:{stack.daemon.env['DASHBOARD_PORT']}"
 
+    # The model server counts tokens as the engine makes them and a request when its answer is
+    # sent, so one scrape can hold a request's tokens and the next its count: wait for both.
+    series = ("requests_per_s", "tokens_per_s")
+    last: dict[str, Any] = {}
+
     def charted() -> dict[str, Any] | None:
         assert stack.generate("alpha")[0] == 200
         assert stack.generate(None)[0] == 200
         models = httpx.get(dashboard + "/api/history", timeout=30).json()["models"]
-        served = {name: max((v or 0 for v in series["tokens_per_s"]), default=0)
-                  for name, series in models.items()}
-        return models if served.get("model@alpha", 0) > 0 and \
-            served.get("model-service", 0) > 0 else None
+        last.update(models)
+        shown = all(any(v and v > 0 for v in models.get(name, {}).get(column, []))
+                    for name in ("model@alpha", "model-service") for column in series)
+        return models if shown else None
 
-    models = wait_for(charted, 90, "tokens/s of both models in the dashboard's history")
-    for name in ("model@alpha", "model-service"):
-        assert any(v and v > 0 for v in models[name]["requests_per_s"]), models[name]
+    wait_for(charted, 90, "requests/s and tokens/s of both models in the dashboard's history",
+             diagnostics=lambda: str({name: {c: last[name][c][-10:] for c in series}
+                                      for name in last}))
+
+
+def test_monitor_model_shows_every_loaded_model(stack: ModelsStack) -> None:
+    """``llm-supervisorctl monitor --model``: the default model, then each loaded catalog model
+    with what its own server says (engine, tokens/s from its /metrics)."""
+    assert stack.generate("alpha")[0] == 200
+    stack.wait_model("alpha", "loaded")
+    unit = stack.models()["alpha"]["unit"]
+    out = stack.daemon.ctl("monitor", "--model", check=True).stdout
+    default, _, catalog = out.partition(f"{unit} (alpha):")
+    assert "ready" in default and "engine llama.cpp" in default
+    assert "ready" in catalog and "engine llama.cpp" in catalog and "requests " in catalog, out
+    unloaded = [name for name, view in stack.models().items() if view["state"] != "loaded"]
+    assert not any(f"({name}):" in out for name in unloaded), out

@@ -1,7 +1,8 @@
 """``llm-supervisorctl monitor``: the old monitor.sh's views in one command.
 
     --summary     units, what is up, where the stack answers (default)
-    --model       loading bar (stage, %, elapsed, ETA), then engine, dtype, quantization, tokens/s
+    --model       loading bar (stage, %, elapsed, ETA), then engine, dtype, quantization, tokens/s;
+                  the same for each catalog model that is loaded (docs/models.md)
     --api         /api/health and a 1-token generate, through the gateway and directly, timed
     --network     ports each unit listens on, gateway routes with each upstream's health, the
                   Docker network and its containers when the docker runtime is used
@@ -52,6 +53,7 @@ class Monitor:
     settings: Any
     lines: int = 20
     rates: RateTracker = field(default_factory=RateTracker)
+    catalog_rates: dict[str, RateTracker] = field(default_factory=dict)  # by model name
     _info: StackInfo | None = None
 
     @property
@@ -82,9 +84,28 @@ class Monitor:
         return Group(*parts)
 
     def model(self) -> RenderableType:
-        health = probes.health(self.info.model_url, timeout=2)
-        metrics_text = probes.get_text(self.info.model_url + "metrics", timeout=2)
-        rates = self.rates.update(parse(metrics_text)) if metrics_text else {}
+        """The default model, then each catalog model that is loaded (docs/models.md)."""
+        parts = self._model_server(self.info.model_url, self.rates)
+        for view in self._loaded_catalog_models():
+            tracker = self.catalog_rates.setdefault(view["id"], RateTracker())
+            parts.append(Text(f"{view['unit']} ({view['id']}):", style="bold"))
+            parts += self._model_server(view["upstream"].rstrip("/") + "/", tracker)
+        return Group(*parts)
+
+    def _loaded_catalog_models(self) -> list[dict[str, Any]]:
+        try:
+            answer = self.client.get("/models")
+        except ControlError:  # 404: no catalog (a stack without model-service)
+            return []
+        return [view for view in answer.get("models", [])
+                if view.get("state") == "loaded" and view.get("upstream")
+                and view.get("unit") != MODEL_UNIT]
+
+    def _model_server(self, base_url: str, tracker: RateTracker) -> list[RenderableType]:
+        """One model server: what its health says, then its throughput from /metrics."""
+        health = probes.health(base_url, timeout=2)
+        metrics_text = probes.get_text(base_url + "metrics", timeout=2)
+        rates = tracker.update(parse(metrics_text)) if metrics_text else {}
         parts: list[RenderableType] = [Text.from_markup(
             describe_model(health.body or None, rates.get("tokens_per_s")))]
         if rates:
@@ -96,7 +117,7 @@ class Monitor:
                 + f", tokens generated {rates['generated_tokens_total']:.0f}"
                 + (f", mean latency {latency * 1000:.0f} ms" if latency is not None else "")
                 + f", running {rates['running']:.0f}, queued {rates['queued']:.0f}"))
-        return Group(*parts)
+        return parts
 
     def api(self) -> RenderableType:
         table = Table(box=None, header_style="bold", pad_edge=False)

@@ -235,10 +235,11 @@ def test_monitor_model_shows_every_loaded_model(stack: ModelsStack) -> None:
     with what its own server says (engine, tokens/s from its /metrics)."""
     assert stack.generate("alpha")[0] == 200
     stack.wait_model("alpha", "loaded")
-    unit = stack.models()["alpha"]["unit"]
+    unit = stack.models()["alpha"]["unit"].removesuffix(".service")
     out = stack.daemon.ctl("monitor", "--model", check=True).stdout
-    default, _, catalog = out.partition(f"{unit} (alpha):")
+    default, _, catalog = out.partition(f"{unit}:")
     assert "ready" in default and "engine llama.cpp" in default
+    assert "model-service:" not in out  # the default model is the first section, once
     assert "ready" in catalog and "engine llama.cpp" in catalog and "requests " in catalog, out
     unloaded = [name for name, view in stack.models().items() if view["state"] != "loaded"]
-    assert not any(f"({name}):" in out for name in unloaded), out
+    assert not any(f"model@{name}:" in out for name in unloaded), out

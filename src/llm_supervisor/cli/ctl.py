@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -369,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     except ControlError as exc:
         print(f"llm-supervisorctl: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `status | head`: the reader left; say nothing more, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ class Monitor:
         parts = self._model_server(self.info.model_url, self.rates)
         for view in self._loaded_catalog_models():
             tracker = self.catalog_rates.setdefault(view["id"], RateTracker())
-            parts.append(Text(f"{view['unit']} ({view['id']}):", style="bold"))
+            parts.append(Text(f"{view['unit'].removesuffix('.service')}:", style="bold"))
             parts += self._model_server(view["upstream"].rstrip("/") + "/", tracker)
         return Group(*parts)
 
@@ -99,7 +99,7 @@ class Monitor:
             return []
         return [view for view in answer.get("models", [])
                 if view.get("state") == "loaded" and view.get("upstream")
-                and view.get("unit") != MODEL_UNIT]
+                and view.get("unit", "").removesuffix(".service") != MODEL_UNIT]
 
     def _model_server(self, base_url: str, tracker: RateTracker) -> list[RenderableType]:
         """One model server: what its health says, then its throughput from /metrics."""

@@ -368,7 +368,10 @@ class BatchingEngine:
             if exc is None:
                 handles += list(self._pending)
                 self._pending.clear()
-        events = [finish(h, kind, value) for h in handles if h.finish_reason is None]
+        # A request already asked to stop keeps its reason ("shutdown" after the grace period)
+        # when the worker stops before it got to it (a slow step on a busy machine).
+        events = [finish(h, kind, h.cancel_reason if kind == "done" and h.cancelled else value)
+                  for h in handles if h.finish_reason is None]
         if exc is not None and self.log:
             self.log.error("generation_failed", error_type=type(exc).__name__, error=str(exc))
         if self.metrics and exc is not None:

@@ -161,3 +161,18 @@ class Daemon:
             self.proc.wait(10)
             raise AssertionError(f"daemon did not stop within {timeout}s:\n{self.log_text()}"
                                  ) from None
+
+
+def sleeper_daemon(root: Path) -> Daemon:
+    """A started daemon (no dashboard) whose stack runs one unit, ``sleeper``, now running."""
+    daemon = Daemon(root, env={"DASHBOARD_PORT": "0"})
+    daemon.write_unit("stack.target", "[Unit]\n")
+    daemon.write_unit("sleeper.service", "[Service]\nExecStart=/bin/sleep 600\n"
+                                         "[Install]\nWantedBy=stack.target\n")
+    daemon.start()
+    try:
+        daemon.wait_state("sleeper", "running")
+    except BaseException:
+        daemon.stop()
+        raise
+    return daemon

@@ -8,17 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.daemon_harness import Daemon
+from tests.daemon_harness import sleeper_daemon
 
 
 def test_status_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
-    daemon = Daemon(tmp_path, env={"DASHBOARD_PORT": "0"})
-    daemon.write_unit("stack.target", "[Unit]\n")
-    daemon.write_unit("sleeper.service", "[Service]\nExecStart=/bin/sleep 600\n"
-                                         "[Install]\nWantedBy=stack.target\n")
-    daemon.start()
+    daemon = sleeper_daemon(tmp_path)
     try:
-        daemon.wait_state("sleeper", "running")
         ctl = [str(Path(sys.executable).parent / "llm-supervisorctl"), "--socket", str(daemon.socket)]
         read_end, write_end = os.pipe()
         os.close(read_end)  # the reader is gone before the first line

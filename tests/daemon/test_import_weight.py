@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.daemon_harness import Daemon, free_port
+from tests.daemon_harness import Daemon, free_port, sleeper_daemon
 
 IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", re.M)
 # lean_imports.UNUSED_EXTRAS: pure-Python packages, seen in the import log...
@@ -60,13 +60,8 @@ WantedBy=stack.target
 
 
 def test_status_imports_the_socket_client_and_the_table_only(tmp_path: Path) -> None:
-    daemon = Daemon(tmp_path, env={"DASHBOARD_PORT": "0"})
-    daemon.write_unit("stack.target", "[Unit]\n")
-    daemon.write_unit("sleeper.service", "[Service]\nExecStart=/bin/sleep 600\n"
-                                         "[Install]\nWantedBy=stack.target\n")
-    daemon.start()
+    daemon = sleeper_daemon(tmp_path)
     try:
-        daemon.wait_state("sleeper", "running")
         ctl = Path(sys.executable).parent / "llm-supervisorctl"
         done = subprocess.run([str(ctl), "--socket", str(daemon.socket), "status"],
                               env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"},

@@ -45,20 +45,12 @@ def parse(stderr: str) -> ImportProfile:
                          modules)
 
 
-def rss_after_mb(imports: str) -> float:
-    """A fresh interpreter's RSS after ``<imports>`` (MB). Not ru_maxrss: Linux keeps the peak
-    across fork+exec, so a child of a big process would report its parent's size."""
-    code = (f"{imports}\nimport os\n"
-            "print(int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE'))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         timeout=120)
-    return int(out.stdout.split()[-1]) / 1e6
-
-
 def memory_in_order(steps: list[str], hidden: tuple[str, ...] = ()) -> list[tuple[str, float]]:
     """[(step, MB it adds)] for ``steps`` imported one after another in a fresh interpreter,
     the first row being the bare interpreter itself; ``hidden`` modules fail to import
-    meanwhile, as the daemon's unused extras do (llm_supervisor.core.lean_imports)."""
+    meanwhile, as the daemon's unused extras do (llm_supervisor.core.lean_imports). RSS from
+    /proc/self/statm, not ru_maxrss: Linux keeps the peak across fork+exec, so a child of a big
+    process would report its parent's size."""
     code = (f"import importlib, os, sys\nsys.modules.update(dict.fromkeys({list(hidden)!r}))\n"
             "def rss():\n"
             "    return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')\n"

@@ -14,12 +14,11 @@ from rich.console import Console, Group
 from rich.text import Text
 
 from llm_supervisor.cli.status_rows import (  # noqa: F401 (re-exported for the views)
-    COLUMNS,
     HEALTH_STYLES,
-    RIGHT_ALIGNED,
     STATE_STYLES,
     format_bytes,
     format_cpu,
+    laid_out,
     table_rows,
 )
 
@@ -30,23 +29,11 @@ def status_table(units: list[dict[str, Any]]) -> Group:
     Built by hand rather than with ``rich.table.Table``: measuring and wrapping every cell made
     200 units take ~100 ms (bench/bench_views.py). Cells are plain text with a style, never
     markup, so a daemon-supplied ``[/x]`` prints as itself."""
-    rows = table_rows(units)
-    widths = [max(sum(cell_len(text) for text, _ in row[i]) for row in rows)
-              for i in range(len(COLUMNS))]
-    last = len(COLUMNS) - 1
     lines = []
-    for row in rows:
+    for segments in laid_out(table_rows(units), cell_len):
         line = Text()
-        for index, cell in enumerate(row):
-            pad = " " * (widths[index] - sum(cell_len(text) for text, _ in cell))
-            if COLUMNS[index] in RIGHT_ALIGNED:
-                line.append(pad)
-            for text, style in cell:
-                line.append(text, style or None)
-            if COLUMNS[index] not in RIGHT_ALIGNED and index != last:
-                line.append(pad)
-            if index != last:
-                line.append("  ")
+        for text, style in segments:
+            line.append(text, style or None)
         lines.append(line)
     return Group(*lines)
 

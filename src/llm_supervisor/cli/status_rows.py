@@ -13,6 +13,7 @@ import unicodedata
 
 TYPE_CHECKING = False  # typing is not imported at run time: llm-supervisorctl starts faster
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, TextIO
 
 STATE_STYLES = {
@@ -103,36 +104,42 @@ def _printable(text: str) -> str:
     return text if text.isascii() and text.isprintable() else text.translate(_UNPRINTABLE)
 
 
-def _cell_width(cell: list[Segment]) -> int:
+def _cell_width(cell: list[Segment], width: Callable[[str], int]) -> int:
     if len(cell) == 1:
-        return text_width(cell[0][0])
-    return sum(text_width(text) for text, _ in cell)
+        return width(cell[0][0])
+    return sum(width(text) for text, _ in cell)
 
 
-def plain_lines(units: list[dict[str, Any]], color: bool) -> list[str]:
-    """The table as lines of text: columns padded to their widest cell, two spaces apart."""
-    rows = [[[(_printable(text), style) for text, style in cell] for cell in cells]
-            for cells in table_rows(units)]
+def laid_out(rows: list[list[list[Segment]]], width: Callable[[str], int]) -> list[list[Segment]]:
+    """Each row as one list of segments: every column as wide as its widest cell (``width``
+    gives a text's terminal cells), CPU and MEM right-aligned, two spaces between columns, the
+    last column unpadded. The plain table below and the rich one (:mod:`.render`) print it."""
     # Each cell's width once (a thousand units are ten thousand cells).
-    cell_widths = [[_cell_width(cell) for cell in cells] for cells in rows]
+    cell_widths = [[_cell_width(cell, width) for cell in cells] for cells in rows]
     widths = [max(column) for column in zip(*cell_widths, strict=True)]
     last = len(COLUMNS) - 1
     lines = []
     for cells, own_widths in zip(rows, cell_widths, strict=True):
-        parts: list[str] = []
+        line: list[Segment] = []
         for index, cell in enumerate(cells):
             pad = " " * (widths[index] - own_widths[index])
-            if COLUMNS[index] in RIGHT_ALIGNED:
-                parts.append(pad)
-            for text, style in cell:
-                parts.append(f"\x1b[{ANSI[style]}m{text}\x1b[0m" if color and style and text
-                             else text)
-            if COLUMNS[index] not in RIGHT_ALIGNED and index != last:
-                parts.append(pad)
+            right = COLUMNS[index] in RIGHT_ALIGNED
+            if right:
+                line.append((pad, ""))
+            line += cell
             if index != last:
-                parts.append("  ")
-        lines.append("".join(parts).rstrip())
+                line.append(("  " if right else pad + "  ", ""))
+        lines.append(line)
     return lines
+
+
+def plain_lines(units: list[dict[str, Any]], color: bool) -> list[str]:
+    """The table as lines of text (ANSI colours when ``color``)."""
+    rows = [[[(_printable(text), style) for text, style in cell] for cell in cells]
+            for cells in table_rows(units)]
+    return ["".join(f"\x1b[{ANSI[style]}m{text}\x1b[0m" if color and style and text else text
+                    for text, style in line).rstrip()
+            for line in laid_out(rows, text_width)]
 
 
 def wants_color(stream: TextIO) -> bool:

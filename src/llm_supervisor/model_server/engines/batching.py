@@ -362,15 +362,14 @@ class BatchingEngine:
             kind, value = "error", f"{type(exc).__name__}: {exc}"
         elif self._died is not None:
             kind, value = "error", f"the generation worker stopped: {self._died}"
-        else:
-            kind, value = "done", "cancelled"
+        else:  # each request ends with its cancel_reason: "cancelled", or why it was asked to
+            # stop ("shutdown" after the grace period, when the worker stops before getting to it)
+            kind, value = "done", ""
         with self._cond:
             if exc is None:
                 handles += list(self._pending)
                 self._pending.clear()
-        # A request already asked to stop keeps its reason ("shutdown" after the grace period)
-        # when the worker stops before it got to it (a slow step on a busy machine).
-        events = [finish(h, kind, h.cancel_reason if kind == "done" and h.cancelled else value)
+        events = [finish(h, kind, value or h.cancel_reason)
                   for h in handles if h.finish_reason is None]
         if exc is not None and self.log:
             self.log.error("generation_failed", error_type=type(exc).__name__, error=str(exc))

@@ -16,13 +16,14 @@ if TYPE_CHECKING:
     from llm_supervisor.config.settings import Settings
 
 
-# The options add_location_options adds; each takes a value (parsing.subcommand_in skips it).
-LOCATION_OPTIONS = ("--socket", "--state-dir")
+# Where the daemon is: option -> help. Each takes a path (parsing.subcommand_in skips it).
+LOCATION_OPTIONS = {"--socket": "control socket (default: STATE_DIR/supervisor.sock)",
+                    "--state-dir": "state directory (logs, socket, records)"}
 
 
 def add_location_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--socket", type=Path, help="control socket (default: STATE_DIR/supervisor.sock)")
-    parser.add_argument("--state-dir", type=Path, help="state directory (logs, socket, records)")
+    for option, help_text in LOCATION_OPTIONS.items():
+        parser.add_argument(option, type=Path, help=help_text)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

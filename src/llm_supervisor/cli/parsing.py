@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 TYPE_CHECKING = False  # typing is not imported at run time: llm-supervisorctl starts faster
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class Subcommands:
         return self._action.add_parser(name, **kwargs)
 
 
-def subcommand_in(argv: Sequence[str], options_with_values: Sequence[str]) -> str | None:
+def subcommand_in(argv: Sequence[str], options_with_values: Collection[str]) -> str | None:
     """The first word of ``argv`` that is neither an option nor an option's value; None when
     help is asked for before it (the top-level help lists every subcommand)."""
     words = iter(argv)

@@ -17,11 +17,11 @@ import httpx
 from llm_supervisor.dashboard.latency import buckets
 from llm_supervisor.model_server.metrics_reader import ModelCounters, RateTracker, parse
 from llm_supervisor.plugins.view import SupervisorView
+from llm_supervisor.units.catalog import DEFAULT_MODEL_UNIT, model_of_unit
 
 POLL_S = 2.0
-MODEL_UNIT = "model-service.service"
-DEFAULT_MODEL = "model-service"  # the default model's name in the charts (its unit's)
-CATALOG_PREFIX = "model@"  # catalog models' units (units/model_units.py)
+# The default model's name in the charts: its unit's short name, as each catalog model's is.
+DEFAULT_MODEL = DEFAULT_MODEL_UNIT.removesuffix(".service")
 
 
 class Scrape:
@@ -60,9 +60,7 @@ class ModelWatch:
         """Model name -> base URL of every model unit that is starting or running."""
         found: dict[str, str] = {}
         for name, unit in self.supervisor.units().items():
-            if name != MODEL_UNIT and not name.startswith(CATALOG_PREFIX):
-                continue
-            if not self.supervisor.is_up(name):
+            if model_of_unit(name) is None or not self.supervisor.is_up(name):
                 continue
             port = str(self.supervisor.settings.model_service_port)
             with contextlib.suppress(Exception):  # an unreadable EnvironmentFile: the setting

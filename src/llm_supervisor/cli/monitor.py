@@ -43,6 +43,7 @@ from llm_supervisor.cli.render import (
 )
 from llm_supervisor.cli.stack_info import MODEL_UNIT, StackInfo, stack_info
 from llm_supervisor.model_server.metrics_reader import RateTracker, parse
+from llm_supervisor.units.catalog import DEFAULT_MODEL_UNIT
 
 DESKTOP_UNITS = ("xvfb", "x11vnc", "novnc", "browser")
 
@@ -99,7 +100,7 @@ class Monitor:
             return []
         return [view for view in answer.get("models", [])
                 if view.get("state") == "loaded" and view.get("upstream")
-                and view.get("unit", "").removesuffix(".service") != MODEL_UNIT]
+                and view.get("unit") != DEFAULT_MODEL_UNIT]  # the default is shown first
 
     def _model_server(self, base_url: str, tracker: RateTracker) -> list[RenderableType]:
         """One model server: what its health says, then its throughput from /metrics."""

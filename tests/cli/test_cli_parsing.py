@@ -28,7 +28,7 @@ COMMAND_LINES = [
 
 
 def full_parse(argv: list[str]) -> object:
-    parser, sub = ctl._parser()
+    parser, _ = ctl._parser()
     return parser.parse_args(argv)
 
 
@@ -42,7 +42,7 @@ def test_every_verb_of_the_full_parser_is_built_alone() -> None:
     for verb in every.built:
         _, alone = ctl._parser(verb)
         assert alone.built == [verb]
-    assert {argv[argv.index(v)] for argv in COMMAND_LINES for v in argv if v in every.built} \
+    assert {word for argv in COMMAND_LINES for word in argv if word in every.built} \
         == set(every.built), "COMMAND_LINES should try every verb"
 
 
